@@ -1,0 +1,128 @@
+"""The ``bioreps`` command line (also ``python -m bioreps``).
+
+Subcommands::
+
+    bioreps datasets [--data-dir DIR]     known datasets, where each was found, sizes
+    bioreps inspect FILE.h5               summary of a bioreps HDF5 file
+    bioreps run CONFIG.toml [--output D]  run an experiment (fit, export, readout, report)
+    bioreps version                       versions of bioreps and its main dependencies
+
+Errors in the user's input (a missing or malformed file, an unknown option) print one clear line
+on stderr and exit with status 2; ``--traceback`` shows the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ._version import __version__
+
+__all__ = ["main"]
+
+
+def _cmd_datasets(args) -> int:
+    from . import data
+
+    rows = data.info(data_dir=args.data_dir)
+    header = ("dataset", "found", "train", "test", "shape", "location")
+    table = []
+    for r in rows:
+        splits = r.get("splits") or {}
+        table.append((r["name"], "yes" if r["found"] else "no",
+                      str(splits.get("train", "-")), str(splits.get("test", "-")),
+                      "x".join(str(d) for d in r.get("image_shape", ())),
+                      r["path"] if r["found"] else r.get("how_to_get", "not found")))
+    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(header[:-1])]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths) + "  {}"
+    print(fmt.format(*header))
+    for row in table:
+        print(fmt.format(*row))
+    return 0
+
+
+def _cmd_inspect(args) -> int:
+    from . import io
+
+    for i, path in enumerate(args.files):
+        if i:
+            print()
+        with io.load(path) as f:
+            print(f.summary())
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from . import experiments
+
+    cfg = experiments.load_config(args.config)
+    if args.output:
+        cfg["experiment"]["output"] = args.output
+    if args.seed is not None:
+        cfg["experiment"]["seed"] = args.seed
+    results = experiments.run(cfg, progress=False if args.no_progress else None)
+    print(f"results: {cfg['experiment']['output']}/results.json")
+    for key in ("readout_train_accuracy", "readout_test_accuracy"):
+        if key in results:
+            print(f"  {key}: {results[key]:.4f}")
+    return 0
+
+
+def _cmd_version(args) -> int:
+    from .io import collect_provenance
+
+    prov = collect_provenance()
+    print(f"bioreps {__version__}")
+    for key in ("git_commit", "python_version", "numpy_version", "numba_version", "torch_version", "h5py_version"):
+        if key in prov:
+            print(f"  {key}: {prov[key]}")
+    from .backend import cuda_status
+    usable, reason = cuda_status()
+    print(f"  cuda: {'usable' if usable else 'not usable'} ({reason})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bioreps", description="Local-learning representations: train, export, analyse.")
+    parser.add_argument("--version", action="version", version=f"bioreps {__version__}")
+    parser.add_argument("--traceback", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("datasets", help="list known datasets and where they were found")
+    p.add_argument("--data-dir", default=None, help="also look in this folder first")
+    p.set_defaults(func=_cmd_datasets)
+
+    p = sub.add_parser("inspect", help="summarise bioreps HDF5 files")
+    p.add_argument("files", nargs="+", metavar="FILE.h5")
+    p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser("run", help="run an experiment described by a TOML file")
+    p.add_argument("config", metavar="CONFIG.toml")
+    p.add_argument("--output", default=None, help="output folder (overrides [experiment] output)")
+    p.add_argument("--seed", type=int, default=None, help="override [experiment] seed")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("version", help="versions of bioreps, its dependencies and the CUDA status")
+    p.set_defaults(func=_cmd_version)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.traceback:
+        return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("bioreps: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError, RuntimeError) as exc:
+        print(f"bioreps {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

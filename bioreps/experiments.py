@@ -1,0 +1,249 @@
+"""Experiments described by TOML files: one command loads data, fits a model, exports its
+representations to HDF5, trains a readout and writes a report.
+
+A configuration has these tables (every key is checked: an unknown one is an error that names it)::
+
+    [experiment]            name, seed, output (folder; default "runs/<name>")
+    [data]                  dataset, data_dir, n_train, n_test
+    [model]                 kind (see MODELS) and that model's parameters
+    [readout]               enabled, epochs, lr, batch_size, weight_decay
+    [export]                splits (e.g. ["train", "test"]), block_rows
+
+Run one with ``bioreps run CONFIG.toml`` or :func:`run`. Relative ``output`` and ``data_dir``
+paths are taken relative to the current directory.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["ConfigError", "MODELS", "load_config", "validate_config", "run"]
+
+
+class ConfigError(ValueError):
+    """An experiment configuration is malformed: unknown table or key, wrong type, bad value."""
+
+
+def _pixels(params, seed):
+    from .layers import Pixels
+    return Pixels()
+
+
+def _random_relu(params, seed):
+    from .layers import RandomReLU
+    return RandomReLU(random_state=seed, **params)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """How to build one kind of model from its ``[model]`` table."""
+    build: object
+    params: dict  # allowed parameter -> expected type(s)
+
+
+MODELS = {
+    "pixels": ModelEntry(_pixels, {}),
+    "random-relu": ModelEntry(_random_relu, {"n_units": int, "power": (int, float)}),
+}
+
+_NUMBER = (int, float)
+_SCHEMA = {
+    "experiment": {"name": str, "seed": int, "output": str, "description": str},
+    "data": {"dataset": str, "data_dir": str, "n_train": int, "n_test": int},
+    "model": {"kind": str},  # plus the kind's own parameters
+    "readout": {"enabled": bool, "epochs": int, "lr": _NUMBER, "batch_size": int, "weight_decay": _NUMBER},
+    "export": {"splits": list, "block_rows": int},
+}
+_DEFAULTS = {
+    "experiment": {"seed": 0, "description": ""},
+    "data": {"dataset": "fashion-mnist"},
+    "model": {"kind": "pixels"},
+    "readout": {"enabled": True, "epochs": 5, "lr": 1e-3, "batch_size": 256, "weight_decay": 0.0},
+    "export": {"splits": ["train", "test"], "block_rows": 4096},
+}
+
+
+def _check_type(where, value, expected):
+    types = expected if isinstance(expected, tuple) else (expected,)
+    if isinstance(value, bool) and bool not in types:
+        ok = False
+    else:
+        ok = isinstance(value, types)
+    if not ok:
+        names = " or ".join(t.__name__ for t in types)
+        raise ConfigError(f"{where} must be {names}, got {type(value).__name__} {value!r}")
+
+
+def validate_config(raw: dict, source: str = "<config>") -> dict:
+    """Check ``raw`` against the schema and return a full config with defaults filled in."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the configuration must be a table")
+    unknown = sorted(set(raw) - set(_SCHEMA))
+    if unknown:
+        raise ConfigError(f"{source}: unknown table(s) {unknown}; known tables are {sorted(_SCHEMA)}")
+    cfg = copy.deepcopy(_DEFAULTS)
+    for table, schema in _SCHEMA.items():
+        section = raw.get(table, {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"{source}: [{table}] must be a table")
+        allowed = dict(schema)
+        if table == "model":
+            kind = section.get("kind", cfg["model"]["kind"])
+            if kind not in MODELS:
+                raise ConfigError(f"{source}: [model] kind = {kind!r} is unknown; choose one of {sorted(MODELS)}")
+            allowed.update(MODELS[kind].params)
+        for key, value in section.items():
+            if key not in allowed:
+                raise ConfigError(f"{source}: unknown key {key!r} in [{table}]; allowed keys: {sorted(allowed)}")
+            _check_type(f"{source}: [{table}] {key}", value, allowed[key])
+            cfg[table][key] = value
+    exp = cfg["experiment"]
+    if "name" not in exp:
+        raise ConfigError(f"{source}: [experiment] name is required")
+    exp.setdefault("output", str(Path("runs") / exp["name"]))
+    if exp["seed"] < 0:
+        raise ConfigError(f"{source}: [experiment] seed must be >= 0")
+    for key in ("n_train", "n_test"):
+        if key in cfg["data"] and cfg["data"][key] < 1:
+            raise ConfigError(f"{source}: [data] {key} must be >= 1, got {cfg['data'][key]}")
+    splits = cfg["export"]["splits"]
+    if not splits or any(s not in ("train", "test") for s in splits) or len(set(splits)) != len(splits):
+        raise ConfigError(f"{source}: [export] splits must be a non-empty list of distinct 'train'/'test', got {splits}")
+    if cfg["export"]["block_rows"] < 1:
+        raise ConfigError(f"{source}: [export] block_rows must be >= 1")
+    ro = cfg["readout"]
+    if ro["enabled"] and (ro["epochs"] < 1 or ro["batch_size"] < 1 or not ro["lr"] > 0):
+        raise ConfigError(f"{source}: [readout] needs epochs >= 1, batch_size >= 1 and lr > 0")
+    return cfg
+
+
+def load_config(path) -> dict:
+    """Read and validate a TOML experiment file."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"experiment file {str(path)!r} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    return validate_config(raw, source=str(path))
+
+
+def _subset(X, y, n, rng):
+    if n is None or n >= len(X):
+        return X, y, np.arange(len(X), dtype=np.int64)
+    idx = np.sort(rng.choice(len(X), size=n, replace=False)).astype(np.int64)
+    return X[idx], y[idx], idx
+
+
+def run(config, *, progress=None, log=print) -> dict:
+    """Run an experiment (a path to a TOML file or a config dict) and return its results.
+
+    Writes into the output folder: ``model.h5`` (bioreps HDF5 schema), ``results.json`` and
+    ``report.md``. Returns the results dictionary.
+    """
+    from . import data as bdata
+    from . import io as bio
+    from ._progress import progress_bar
+    from .readout import LinearReadout
+
+    cfg = load_config(config) if isinstance(config, (str, os.PathLike)) else validate_config(config)
+    exp, dcfg, mcfg, ecfg, rcfg = (cfg[k] for k in ("experiment", "data", "model", "export", "readout"))
+    seed = exp["seed"]
+    out = Path(exp["output"])
+    out.mkdir(parents=True, exist_ok=True)
+    seeds = np.random.SeedSequence(seed).spawn(3)
+    t0 = time.perf_counter()
+
+    splits = {}
+    subset_seeds = dict(zip(("train", "test"), seeds[0].spawn(2)))
+    for split, n_key in (("train", "n_train"), ("test", "n_test")):
+        X, y = bdata.load(dcfg["dataset"], split, data_dir=dcfg.get("data_dir"))
+        X, y, idx = _subset(X, y, dcfg.get(n_key), np.random.default_rng(subset_seeds[split]))
+        splits[split] = (X, y, idx)
+        log(f"data: {dcfg['dataset']} {split}: {X.shape[0]} x {X.shape[1]}")
+
+    params = {k: v for k, v in mcfg.items() if k != "kind"}
+    model = MODELS[mcfg["kind"]].build(params, int(seeds[1].generate_state(1)[0]))
+    t_fit = time.perf_counter()
+    model.fit(splits["train"][0], splits["train"][1])
+    fit_s = time.perf_counter() - t_fit
+    log(f"model: {model.kind} fitted in {fit_s:.1f} s ({model.n_units_} units)")
+
+    fingerprints = {s: bdata.fingerprint(dcfg["dataset"], s, data_dir=dcfg.get("data_dir"))
+                    for s in ecfg["splits"]}
+    h5_path = out / "model.h5"
+    block = ecfg["block_rows"]
+    features = {}
+    with bio.Writer(h5_path, overwrite=True) as w:
+        w.write_model(model.kind, model.model_arrays(), {"kind": model.kind, **model.get_params()})
+        for split in ecfg["splits"]:
+            X, y, idx = splits[split]
+            rep = w.create_representation(split, X.shape[0], model.n_units_, labels=y, inputs_index=idx,
+                                          dataset=dcfg["dataset"], dataset_split=split,
+                                          description=f"{model.kind} representation")
+            keep = rcfg["enabled"]
+            parts = []
+            for start in progress_bar(range(0, X.shape[0], block), progress=progress,
+                                      desc=f"export {split}", unit="block"):
+                H = model.transform(X[start:start + block])
+                rep.write_rows(start, H)
+                if keep:
+                    parts.append(H)
+            if keep:
+                features[split] = np.concatenate(parts) if parts else np.zeros((0, model.n_units_), np.float32)
+        w.write_provenance({"backend": getattr(model, "backend_", "cpu"), "seed": seed, "config": cfg,
+                            "dataset": dcfg["dataset"], "dataset_checksum": fingerprints})
+    log(f"export: {h5_path}")
+
+    results = {"name": exp["name"], "model": model.kind, "n_units": model.n_units_,
+               "dataset": dcfg["dataset"], "n_train": int(splits["train"][0].shape[0]),
+               "n_test": int(splits["test"][0].shape[0]), "fit_seconds": round(fit_s, 3),
+               "hdf5": str(h5_path)}
+    if rcfg["enabled"] and "train" in features:
+        readout = LinearReadout(epochs=rcfg["epochs"], lr=rcfg["lr"], batch_size=rcfg["batch_size"],
+                                weight_decay=rcfg["weight_decay"], random_state=int(seeds[2].generate_state(1)[0]),
+                                progress=progress)
+        readout.fit(features["train"], splits["train"][1], n_classes=10)
+        results["readout_train_accuracy"] = readout.score(features["train"], splits["train"][1])
+        if "test" in features:
+            results["readout_test_accuracy"] = readout.score(features["test"], splits["test"][1])
+        log("readout: " + ", ".join(f"{k.split('_')[1]} accuracy {results[k]:.4f}"
+                                     for k in ("readout_train_accuracy", "readout_test_accuracy") if k in results))
+    results["wall_seconds"] = round(time.perf_counter() - t0, 3)
+    _write_atomic(out / "results.json", json.dumps(results, indent=2) + "\n")
+    _write_atomic(out / "report.md", _report(cfg, results))
+    return results
+
+
+def _write_atomic(path: Path, text: str):
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _report(cfg, results) -> str:
+    lines = [f"# {results['name']}", ""]
+    if cfg["experiment"].get("description"):
+        lines += [cfg["experiment"]["description"], ""]
+    lines += ["| quantity | value |", "|---|---|"]
+    for key, value in results.items():
+        if isinstance(value, float):
+            value = f"{value:.4f}"
+        lines.append(f"| {key} | {value} |")
+    lines += ["", "Configuration:", "", "```json", json.dumps(cfg, indent=2), "```", ""]
+    return "\n".join(lines)

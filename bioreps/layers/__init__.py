@@ -1,0 +1,10 @@
+"""Representation layers with a scikit-learn-like API (``fit``, ``transform``, learned state in
+attributes ending in ``_``).
+
+Control representations (no learning) live here today; the Hebbian winner-take-all and spiking
+STDP layers join them.
+"""
+
+from .controls import Pixels, RandomReLU
+
+__all__ = ["Pixels", "RandomReLU"]

@@ -1,0 +1,121 @@
+"""Linear readouts trained on top of a (frozen) representation.
+
+A representation is judged by how well a linear classifier reads the labels out of it. The
+readout here is multinomial logistic regression (softmax + cross-entropy) trained with Adam on
+standardised features, the readout the Krotov & Hopfield model card uses ("softmax on
+standardised ReLU(W x)^4.5, a few epochs of Adam"). It is deterministic for a fixed
+``random_state`` on the CPU.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._progress import progress_bar
+from ._validation import check_array, check_labels
+
+__all__ = ["LinearReadout"]
+
+
+class LinearReadout:
+    """Softmax (multinomial logistic) readout trained with Adam on minibatches.
+
+    Parameters
+    ----------
+    epochs : int
+        Passes over the training set.
+    lr : float
+        Adam learning rate.
+    batch_size : int
+        Minibatch size.
+    weight_decay : float
+        L2 penalty on the readout weights (Adam's ``weight_decay``).
+    standardize : bool
+        Scale each feature to zero mean, unit variance (statistics of the training set) first.
+    random_state : int or None
+        Seed for the initialisation and the shuffling.
+    progress : bool or None
+        Show a progress bar (``None``: follow ``$BIOREPS_PROGRESS``).
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (n_classes, n_features)
+    intercept_ : ndarray of shape (n_classes,)
+    mean_, scale_ : ndarray of shape (n_features,)
+        Standardisation statistics (zeros / ones when ``standardize=False``).
+    n_classes_ : int
+    """
+
+    def __init__(self, epochs=10, lr=1e-3, batch_size=256, weight_decay=0.0, standardize=True,
+                 random_state=None, progress=None):
+        self.epochs = epochs
+        self.lr = lr
+        self.batch_size = batch_size
+        self.weight_decay = weight_decay
+        self.standardize = standardize
+        self.random_state = random_state
+        self.progress = progress
+
+    def fit(self, X, y, n_classes=None):
+        """Train the readout on features ``X`` (n, d) and integer labels ``y`` (n,)."""
+        import torch
+
+        X = check_array(X, name="X", ndim=2, dtype=np.float32)
+        y = check_labels(y, n=X.shape[0], n_classes=n_classes)
+        if int(self.epochs) < 1 or int(self.batch_size) < 1 or not self.lr > 0:
+            raise ValueError("epochs and batch_size must be >= 1 and lr > 0; got "
+                             f"epochs={self.epochs}, batch_size={self.batch_size}, lr={self.lr}")
+        n_classes = int(n_classes if n_classes is not None else y.max() + 1)
+        if self.standardize:
+            mean = X.mean(axis=0, dtype=np.float64)
+            scale = X.std(axis=0, dtype=np.float64)
+            scale[scale < 1e-12] = 1.0
+        else:
+            mean, scale = np.zeros(X.shape[1]), np.ones(X.shape[1])
+        self.mean_, self.scale_ = mean.astype(np.float32), scale.astype(np.float32)
+
+        gen = torch.Generator().manual_seed(int(np.random.SeedSequence(self.random_state).generate_state(1)[0]))
+        Xt = torch.from_numpy((X - self.mean_) / self.scale_)
+        yt = torch.from_numpy(y)
+        layer = torch.nn.Linear(X.shape[1], n_classes)
+        with torch.no_grad():
+            bound = 1.0 / np.sqrt(X.shape[1])
+            layer.weight.uniform_(-bound, bound, generator=gen)
+            layer.bias.zero_()
+        opt = torch.optim.Adam(layer.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        loss_fn = torch.nn.CrossEntropyLoss()
+        n = X.shape[0]
+        bar = progress_bar(range(int(self.epochs)), progress=self.progress, desc="readout", unit="epoch")
+        for _ in bar:
+            order = torch.randperm(n, generator=gen)
+            total = 0.0
+            for start in range(0, n, int(self.batch_size)):
+                idx = order[start:start + int(self.batch_size)]
+                opt.zero_grad()
+                loss = loss_fn(layer(Xt[idx]), yt[idx])
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(idx)
+            bar.set_postfix(loss=f"{total / n:.4f}")
+        self.coef_ = layer.weight.detach().numpy().copy()
+        self.intercept_ = layer.bias.detach().numpy().copy()
+        self.n_classes_ = n_classes
+        return self
+
+    def decision_function(self, X):
+        """Logits, float32 of shape (n, n_classes)."""
+        if not hasattr(self, "coef_"):
+            raise RuntimeError("this LinearReadout is not fitted yet; call fit(X, y) first")
+        X = check_array(X, name="X", ndim=2, dtype=np.float32)
+        if X.shape[1] != self.coef_.shape[1]:
+            raise ValueError(f"X has {X.shape[1]} features but the readout was fitted on {self.coef_.shape[1]}")
+        return ((X - self.mean_) / self.scale_) @ self.coef_.T + self.intercept_
+
+    def predict(self, X):
+        """Predicted class of each row of ``X``, int64."""
+        return np.argmax(self.decision_function(X), axis=1).astype(np.int64)
+
+    def score(self, X, y):
+        """Accuracy on (X, y)."""
+        y = check_labels(y, n=len(X))
+        return float(np.mean(self.predict(X) == y))

@@ -1,0 +1,1 @@
+"""Numba-CUDA kernels and their host drivers. Importing a topic module needs ``numba-cuda``."""

@@ -1,0 +1,88 @@
+"""Experiment configs: strict validation, and a real end-to-end run on Fashion-MNIST."""
+
+import json
+
+import numpy as np
+import pytest
+
+from bioreps import experiments, io
+from bioreps.experiments import ConfigError
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "exp.toml"
+    p.write_text(text)
+    return p
+
+
+def test_quickstart_config_is_valid():
+    cfg = experiments.load_config("experiments/quickstart.toml")
+    assert cfg["model"]["kind"] == "random-relu"
+    assert cfg["experiment"]["output"].endswith("quickstart")
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[experiment]\nname="x"\n[modle]\nkind="pixels"\n', "unknown table"),
+    ('[experiment]\nname="x"\nsede=1\n', "unknown key 'sede' in \\[experiment\\]"),
+    ('[experiment]\nname="x"\n[model]\nkind="hopfield"\n', "kind = 'hopfield' is unknown"),
+    ('[experiment]\nname="x"\n[model]\nkind="pixels"\nn_units=3\n', "unknown key 'n_units' in \\[model\\]"),
+    ('[experiment]\nname="x"\n[model]\nkind="random-relu"\nn_units="many"\n', "n_units must be int"),
+    ('[experiment]\nname="x"\n[data]\nn_train=0\n', "n_train must be >= 1"),
+    ('[experiment]\nname="x"\n[export]\nsplits=["val"]\n', "splits must be"),
+    ('[experiment]\nseed=1\n', "name is required"),
+    ('[experiment\nname="x"\n', "not valid TOML"),
+])
+def test_bad_configs_are_named(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        experiments.load_config(_write(tmp_path, text))
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        experiments.load_config(tmp_path / "nope.toml")
+
+
+def test_run_end_to_end_on_fashion_mnist(tmp_path, fashion_mnist_available):
+    cfg = experiments.load_config(_write(tmp_path, f"""
+[experiment]
+name = "tiny"
+seed = 3
+output = "{tmp_path / 'out'}"
+[data]
+dataset = "fashion-mnist"
+n_train = 2000
+n_test = 500
+[model]
+kind = "random-relu"
+n_units = 256
+power = 1.0
+[readout]
+epochs = 10
+lr = 0.01
+[export]
+block_rows = 300
+"""))
+    results = experiments.run(cfg, progress=False, log=lambda *a: None)
+    assert results["n_train"] == 2000 and results["n_test"] == 500
+    assert 0.7 < results["readout_test_accuracy"] <= 1.0  # 10 classes: chance is 0.1
+    on_disk = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert on_disk == results
+    with io.load(tmp_path / "out" / "model.h5") as f:
+        assert f.model.kind == "random-relu"
+        assert f.model.arrays["weights"].shape == (256, 784)
+        test = f.representations["test"]
+        assert test.shape == (500, 256)
+        assert f.provenance["seed"] == 3 and f.provenance["config"]["model"]["n_units"] == 256
+        # the exported rows are the layer's transform of the indexed dataset rows
+        from bioreps import data
+        from bioreps.layers import RandomReLU
+        X, y = data.load("fashion-mnist", "test")
+        idx = test.inputs_index
+        np.testing.assert_array_equal(test.labels, y[idx])
+        layer = RandomReLU(n_units=256, power=f.model.hyperparameters["power"])
+        layer.weights_, layer.n_features_in_, layer.n_units_ = f.model.arrays["weights"], 784, 256
+        np.testing.assert_allclose(test.read(0, 50), layer.transform(X[idx[:50]]), rtol=1e-6)
+    # same seed, same result
+    again = experiments.run(dict(cfg, experiment=dict(cfg["experiment"], output=str(tmp_path / "again"))),
+                            progress=False, log=lambda *a: None)
+    assert again["readout_test_accuracy"] == results["readout_test_accuracy"]

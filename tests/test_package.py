@@ -1,0 +1,44 @@
+"""Packaging: version, the kernels package mapping, the console script and ``python -m``."""
+
+import os
+import subprocess
+import sys
+
+import bioreps
+
+
+def _run(*args, cwd=None):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def test_version_is_a_release_string():
+    parts = bioreps.__version__.split(".")
+    assert len(parts) == 3 and all(p.isdigit() for p in parts)
+
+
+def test_kernels_ship_as_bioreps_kernels_and_not_top_level(tmp_path):
+    import bioreps.kernels
+    from bioreps.kernels import _config
+
+    assert bioreps.kernels.__name__ == "bioreps.kernels"
+    assert "nnan" not in _config.FASTMATH and "ninf" not in _config.FASTMATH
+    # From a neutral folder (not the repo root) a top-level `kernels` must not be importable.
+    proc = _run("-c", "import importlib.util, sys; sys.exit(importlib.util.find_spec('kernels') is not None)",
+                cwd=tmp_path)
+    assert proc.returncode == 0, "a top-level `kernels` package is importable after install"
+
+
+def test_python_dash_m_and_console_script_agree(tmp_path):
+    proc = _run("-m", "bioreps", "--version", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"bioreps {bioreps.__version__}"
+    script = os.path.join(os.path.dirname(sys.executable), "bioreps")
+    if os.path.exists(script):
+        out = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=120)
+        assert out.stdout.strip() == f"bioreps {bioreps.__version__}"
+
+
+def test_import_bioreps_is_lazy(tmp_path):
+    proc = _run("-c", "import sys, bioreps; print('torch' in sys.modules, 'numba' in sys.modules)", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "False"]

@@ -1,0 +1,38 @@
+"""The softmax readout: learns separable data, is deterministic, and rejects bad input."""
+
+import numpy as np
+import pytest
+
+from bioreps.data import make_classes
+from bioreps.readout import LinearReadout
+
+
+def test_readout_learns_class_structured_data():
+    X, y = make_classes(600, n_features=50, n_classes=4, noise=0.1, random_state=0)
+    r = LinearReadout(epochs=20, lr=1e-2, batch_size=64, random_state=0).fit(X[:400], y[:400])
+    assert r.score(X[400:], y[400:]) > 0.9
+    assert r.coef_.shape == (4, 50) and r.predict(X[:3]).dtype == np.int64
+
+
+def test_readout_is_deterministic_for_a_seed():
+    X, y = make_classes(200, n_features=20, n_classes=3, random_state=1)
+    a = LinearReadout(epochs=3, random_state=7).fit(X, y)
+    b = LinearReadout(epochs=3, random_state=7).fit(X, y)
+    c = LinearReadout(epochs=3, random_state=8).fit(X, y)
+    np.testing.assert_array_equal(a.coef_, b.coef_)
+    assert not np.array_equal(a.coef_, c.coef_)
+
+
+def test_readout_bad_input():
+    X = np.zeros((10, 3), np.float32)
+    with pytest.raises(ValueError, match="9 labels but X has 10 rows"):
+        LinearReadout().fit(X, np.zeros(9, int))
+    with pytest.raises(ValueError, match="NaN"):
+        LinearReadout().fit(np.full((10, 3), np.nan), np.zeros(10, int))
+    with pytest.raises(ValueError, match="outside 0..1"):
+        LinearReadout().fit(X, np.full(10, 2), n_classes=2)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        LinearReadout().predict(X)
+    r = LinearReadout(epochs=1).fit(X, np.arange(10) % 2)
+    with pytest.raises(ValueError, match="4 features but the readout was fitted on 3"):
+        r.predict(np.zeros((2, 4)))
