@@ -42,3 +42,23 @@ def test_import_bioreps_is_lazy(tmp_path):
     proc = _run("-c", "import sys, bioreps; print('torch' in sys.modules, 'numba' in sys.modules)", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["False", "False"]
+
+
+def test_every_package_folder_is_listed_in_pyproject():
+    """The package list is explicit (kernels/ is mapped to bioreps.kernels): a new subpackage
+    that is not listed would be missing from wheels."""
+    import pathlib
+    import sys
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:
+        import tomli as tomllib
+    root = pathlib.Path(__file__).resolve().parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = set()
+    for top, name in (("bioreps", "bioreps"), ("kernels", "bioreps.kernels")):
+        for init in (root / top).rglob("__init__.py"):
+            rel = init.parent.relative_to(root / top).parts
+            found.add(".".join((name, *rel)))
+    assert found == listed
