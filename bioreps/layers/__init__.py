@@ -6,5 +6,6 @@ STDP layers join them.
 """
 
 from .controls import Pixels, RandomReLU
+from .hebbian import CollapseWarning, HebbianWTA
 
-__all__ = ["Pixels", "RandomReLU"]
+__all__ = ["CollapseWarning", "HebbianWTA", "Pixels", "RandomReLU"]

@@ -1,0 +1,423 @@
+"""Hebbian winner-take-all layer: Krotov & Hopfield (2019), "Unsupervised learning by competing
+hidden units", PNAS 116(16):7723.
+
+The learning rule (see ``../shared/models/krotov_hopfield_2019.md`` and the kernels in
+:mod:`bioreps.kernels.cpu.hebbian`), per minibatch: currents ``I = sign(W)|W|^(p-1) @ v``; the
+unit with the largest current of each sample is pushed towards it (g = +1), the k-th largest
+pushed away (g = -delta); ``dW = g v - g I W``, scaled so the largest single change equals the
+learning rate, which decays linearly to 0 over the epochs. Under the rule every unit's weights
+tend to unit Lebesgue p-norm.
+
+Two diagnostics are recorded after every epoch in ``history_`` and shown on the progress bar:
+
+* ``converged``: the fraction of units whose p-norm is within 0.05 of 1;
+* ``winners``: the number of distinct units that win (largest current) some held-out sample.
+  On Fashion-MNIST with p=3, k=7, delta=0.4 the layer converges *and collapses*: a handful of
+  units win everything and the readout falls from 87% to 67% (model card). A
+  :class:`CollapseWarning` is issued when the winners fall below ``collapse_fraction`` of the
+  possible number.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+
+from .._progress import progress_bar
+from .._validation import check_array
+from ..backend import resolve
+from ._base import _Layer
+
+__all__ = ["HebbianWTA", "CollapseWarning", "lp_norms"]
+
+
+class CollapseWarning(UserWarning):
+    """Few distinct units win the held-out samples: the layer's units have collapsed."""
+
+
+def lp_norms(W, p):
+    """Lebesgue p-norm of every row of ``W`` (float64)."""
+    W = np.asarray(W, dtype=np.float64)
+    return np.sum(np.abs(W) ** p, axis=1) ** (1.0 / p)
+
+
+def _normalize_rows(X, q):
+    """Scale every row of ``X`` to unit L^q norm (rows of zeros stay zero)."""
+    if q is None:
+        return X
+    norms = np.sum(np.abs(X, dtype=np.float64) ** q, axis=1) ** (1.0 / q)
+    norms[norms == 0] = 1.0
+    return (X / norms[:, None]).astype(np.float32)
+
+
+class HebbianWTA(_Layer):
+    """Krotov-Hopfield competing hidden units, trained by a local Hebbian/anti-Hebbian rule.
+
+    Parameters
+    ----------
+    n_units : int
+        Hidden units K.
+    p : float
+        Lebesgue norm of the weights (p >= 1; 3 in the paper's MNIST settings).
+    k : int
+        Rank of the unit that receives anti-Hebbian learning (2 <= k <= n_units).
+    delta : float
+        Strength of the anti-Hebbian learning (>= 0).
+    lr : float
+        Initial learning rate eps0; it decays linearly to 0 over the epochs of :meth:`fit`.
+    batch_size : int
+        Minibatch size.
+    shuffle : bool
+        Reshuffle the samples every epoch (the paper); with False minibatches are taken in row order.
+    init : "normal" or array of shape (n_units, n_features)
+        "normal" draws N(0, 1) weights (the paper); an array is copied and used as is.
+    input_norm : None or float
+        If a number q, every input image is scaled to unit L^q norm before learning and in
+        :meth:`transform` (the seed paper trains on unit-L3 images). None uses pixels as given.
+    backend : {"auto", "cpu", "cuda"}
+        See :mod:`bioreps.backend`.
+    random_state : int or None
+        Seeds the initial weights and the per-epoch shuffles.
+    progress : bool or None
+        Progress bar (None: follow ``$BIOREPS_PROGRESS``).
+    collapse_fraction : float
+        Warn when fewer than this fraction of ``min(n_units, n_validation)`` distinct units win a
+        held-out sample.
+
+    Attributes
+    ----------
+    weights_ : ndarray (n_units, n_features) float32
+    backend_ : str
+    n_samples_seen_ : int
+    epochs_done_ : int
+        Epochs of the current schedule completed (for resuming).
+    n_epochs_ : int or None
+        Length of the learning-rate schedule of the last :meth:`fit`.
+    history_ : list of dict
+        Per epoch: epoch, lr, converged, winners, seconds.
+    """
+
+    kind = "hebbian-wta"
+    _param_names = ("n_units", "p", "k", "delta", "lr", "batch_size", "shuffle", "init", "input_norm",
+                    "backend", "random_state", "collapse_fraction")
+
+    def __init__(self, n_units=2000, p=3.0, k=7, delta=0.4, lr=0.02, batch_size=100, shuffle=True,
+                 init="normal", input_norm=None, backend="auto", random_state=None, progress=None,
+                 collapse_fraction=0.05):
+        self.n_units = n_units
+        self.p = p
+        self.k = k
+        self.delta = delta
+        self.lr = lr
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.init = init
+        self.input_norm = input_norm
+        self.backend = backend
+        self.random_state = random_state
+        self.progress = progress
+        self.collapse_fraction = collapse_fraction
+
+    # ------------------------------------------------------------------ validation
+    def _validate_params(self):
+        def _int(name, lo):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+                raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+
+        _int("n_units", 1)
+        _int("batch_size", 1)
+        _int("k", 2)
+        if self.k > self.n_units:
+            raise ValueError(f"k={self.k} is larger than n_units={self.n_units}")
+        if not (np.isfinite(self.p) and self.p >= 1):
+            raise ValueError(f"p must be >= 1, got {self.p!r}")
+        if not (np.isfinite(self.delta) and self.delta >= 0):
+            raise ValueError(f"delta must be >= 0, got {self.delta!r}")
+        if not (np.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if self.input_norm is not None and not (np.isfinite(self.input_norm) and self.input_norm >= 1):
+            raise ValueError(f"input_norm must be None or a norm order >= 1, got {self.input_norm!r}")
+        if not 0 <= self.collapse_fraction < 1:
+            raise ValueError(f"collapse_fraction must be in [0, 1), got {self.collapse_fraction!r}")
+        if isinstance(self.init, str):
+            if self.init != "normal":
+                raise ValueError(f"init must be 'normal' or an array of shape (n_units, n_features), got {self.init!r}")
+        return resolve(self.backend)
+
+    def _check_input(self, X, name="X"):
+        X = check_array(X, name=name, ndim=2, dtype=np.float32)
+        if hasattr(self, "n_features_in_") and X.shape[1] != self.n_features_in_:
+            raise ValueError(f"{name} has {X.shape[1]} features but the layer was fitted on {self.n_features_in_}")
+        return self._prepare(X, name)
+
+    def _prepare(self, X, name):
+        """Warn about values outside [0, 1]; apply ``input_norm``."""
+        lo, hi = float(X.min()), float(X.max())
+        if lo < 0 or hi > 1:
+            warnings.warn(f"{name} has values in [{lo:g}, {hi:g}], outside [0, 1]; the rule expects "
+                          "pixel intensities scaled to [0, 1]", UserWarning, stacklevel=4)
+        return _normalize_rows(X, self.input_norm)
+
+    def _initial_weights(self, n_features, seed):
+        if isinstance(self.init, str):
+            rng = np.random.default_rng(seed)
+            return rng.standard_normal((self.n_units, n_features)).astype(np.float32)
+        W = check_array(self.init, name="init", ndim=2, dtype=np.float32)
+        if W.shape != (self.n_units, n_features):
+            raise ValueError(f"init has shape {W.shape}, expected (n_units, n_features) = "
+                             f"({self.n_units}, {n_features})")
+        return W.copy()
+
+    # ------------------------------------------------------------------ learning
+    def _kernel(self):
+        if self.backend_ == "cuda":
+            from ..kernels.cuda import hebbian as kernel
+        else:
+            from ..kernels.cpu import hebbian as kernel
+        return kernel
+
+    def _start(self, X):
+        """Fresh state for a new schedule (weights, seed, counters)."""
+        backend = self._validate_params()
+        seed_seq = np.random.SeedSequence(self.random_state)
+        W = self._initial_weights(X.shape[1], seed_seq.spawn(1)[0])
+        self.backend_ = backend
+        self.weights_ = W
+        self.seed_ = int(seed_seq.entropy % (2**63))
+        self.n_features_in_ = X.shape[1]
+        self.n_units_ = int(self.n_units)
+        self.n_samples_seen_ = 0
+        self.epochs_done_ = 0
+        self.n_epochs_ = None
+        self.history_ = []
+
+    def _epoch_order(self, n, epoch):
+        if not self.shuffle:
+            return np.arange(n, dtype=np.int64)
+        rng = np.random.default_rng([self.seed_, 1, epoch])
+        return rng.permutation(n).astype(np.int64)
+
+    def fit(self, X, epochs=100, *, X_val=None, callback=None, resume=False, checkpoint=None,
+            checkpoint_every=None):
+        """Learn the weights from ``X`` (n, n_features), values in [0, 1].
+
+        Parameters
+        ----------
+        epochs : int
+            Length of the schedule: the learning rate of epoch e is ``lr * (1 - e / epochs)``.
+        X_val : array or None
+            Held-out samples for the "distinct winners" diagnostic; default: 2000 training rows
+            chosen with the layer's seed.
+        callback : callable or None
+            Called as ``callback(layer, record)`` after every epoch, ``record`` being the new
+            ``history_`` entry. Returning ``False`` stops training early (the state stays
+            consistent and resumable).
+        resume : bool
+            Continue a schedule of the same length from ``epochs_done_`` (after :meth:`load` of a
+            checkpoint) instead of starting over. A resumed run ends with the same weights as an
+            uninterrupted one.
+        checkpoint : path or None
+            Save the layer there (atomically, through :mod:`bioreps.io`) every
+            ``checkpoint_every`` epochs and at the end.
+        """
+        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
+            raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
+        if checkpoint_every is not None and (not isinstance(checkpoint_every, (int, np.integer)) or checkpoint_every < 1):
+            raise ValueError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}")
+        if resume and hasattr(self, "weights_") and self.n_epochs_ not in (None, epochs):
+            raise ValueError(f"cannot resume: the saved schedule has {self.n_epochs_} epochs, asked for {epochs}")
+        resuming = resume and hasattr(self, "weights_") and self.n_epochs_ == epochs
+        self._validate_params()  # every error is raised before any state changes
+        if resuming:
+            X = self._check_input(X)
+        else:
+            X = self._prepare(check_array(X, name="X", ndim=2, dtype=np.float32), "X")
+            self._start(X)
+        V = self._validation_set(X, X_val)
+        self.n_epochs_ = int(epochs)
+        kernel = self._kernel()
+        buffers = kernel.HebbianBuffers(self.n_units_, self.n_features_in_, int(self.batch_size), int(self.k))
+        bar = progress_bar(range(self.epochs_done_, epochs), progress=self.progress, desc="hebbian",
+                           unit="epoch", initial=self.epochs_done_, total=epochs)
+        warned = False
+        for epoch in bar:
+            t0 = time.perf_counter()
+            eps = float(self.lr) * (1.0 - epoch / epochs)
+            kernel.hebbian_epoch(self.weights_, X, self._epoch_order(X.shape[0], epoch), int(self.batch_size),
+                                 int(self.k), float(self.delta), eps, float(self.p), buffers)
+            self.n_samples_seen_ += X.shape[0]
+            self.epochs_done_ = epoch + 1
+            record = self._diagnostics(V)
+            record.update(epoch=epoch + 1, lr=eps, seconds=time.perf_counter() - t0)
+            self.history_.append(record)
+            bar.set_postfix(converged=f"{record['converged']:.2f}", winners=record["winners"])
+            if not warned and record["collapsed"]:
+                warned = True
+                warnings.warn(f"epoch {epoch + 1}: only {record['winners']} distinct units win the "
+                              f"{V.shape[0]} held-out samples: the layer is collapsing (see the model card: try a "
+                              "smaller k, a larger batch or input_norm=3)", CollapseWarning, stacklevel=2)
+            if checkpoint is not None and checkpoint_every and (epoch + 1) % checkpoint_every == 0:
+                self.save(checkpoint)
+            if callback is not None and callback(self, record) is False:
+                break
+        if checkpoint is not None:
+            self.save(checkpoint)
+        return self
+
+    def partial_fit(self, X):
+        """One pass over ``X`` in row order at the current learning rate.
+
+        The current rate is ``lr * (1 - epochs_done_ / n_epochs_)`` after a :meth:`fit`, else
+        ``lr``. Two calls on the halves of X equal one ``fit(X, epochs=1)`` with
+        ``shuffle=False`` when the first half is a whole number of minibatches.
+        """
+        self._validate_params()
+        if hasattr(self, "weights_"):
+            X = self._check_input(X)
+        else:
+            X = self._prepare(check_array(X, name="X", ndim=2, dtype=np.float32), "X")
+            self._start(X)
+        eps = float(self.lr) if not self.n_epochs_ else float(self.lr) * (1.0 - self.epochs_done_ / self.n_epochs_)
+        kernel = self._kernel()
+        kernel.hebbian_epoch(self.weights_, X, np.arange(X.shape[0], dtype=np.int64), int(self.batch_size),
+                             int(self.k), float(self.delta), eps, float(self.p))
+        self.n_samples_seen_ += X.shape[0]
+        return self
+
+    def _validation_set(self, X, X_val):
+        if X_val is not None:
+            return self._check_input(X_val, name="X_val")
+        n = min(2000, X.shape[0])
+        rng = np.random.default_rng([self.seed_, 2])
+        return X[np.sort(rng.choice(X.shape[0], size=n, replace=False))]
+
+    def _diagnostics(self, V):
+        norms = lp_norms(self.weights_, self.p)
+        winners = np.unique(self.winners(V, _normalized=True)).size
+        possible = min(self.n_units_, V.shape[0])
+        return {"converged": float(np.mean(np.abs(norms - 1.0) < 0.05)), "winners": int(winners),
+                "collapsed": bool(winners < self.collapse_fraction * possible)}
+
+    # ------------------------------------------------------------------ inference
+    def _check_ready(self):
+        if not hasattr(self, "weights_"):
+            raise RuntimeError("this HebbianWTA is not fitted yet; call fit(X) first")
+
+    def currents(self, X, *, _normalized=False):
+        """The competition's currents ``sign(W)|W|^(p-1) x``, float32 (n, n_units)."""
+        self._check_ready()
+        if not _normalized:
+            X = self._check_input(X)
+        Wp = np.sign(self.weights_) * np.abs(self.weights_) ** np.float32(self.p - 1)
+        return X @ Wp.T
+
+    def winners(self, X, *, _normalized=False):
+        """Index of the unit with the largest current for every sample (int64)."""
+        return np.argmax(self.currents(X, _normalized=_normalized), axis=1).astype(np.int64)
+
+    def transform(self, X, power=4.5, block_rows=8192):
+        """Hidden activity ``ReLU(W x)^power`` (the paper's, n = 4.5), float32 (n, n_units).
+
+        ``power=1`` gives the rectified currents.
+        """
+        self._check_ready()
+        if not (np.isfinite(power) and power > 0):
+            raise ValueError(f"power must be > 0, got {power!r}")
+        X = self._check_input(X)
+        out = np.empty((X.shape[0], self.n_units_), np.float32)
+        WT = np.ascontiguousarray(self.weights_.T)
+        for start in range(0, X.shape[0], block_rows):
+            h = out[start:start + block_rows]
+            np.matmul(X[start:start + block_rows], WT, out=h)
+            np.maximum(h, 0, out=h)
+            if power != 1:
+                np.power(h, np.float32(power), out=h)
+        return out
+
+    def fit_transform(self, X, y=None, epochs=100, power=4.5, **fit_params):
+        return self.fit(X, epochs=epochs, **fit_params).transform(X, power=power)
+
+    def to_torch(self, power=4.5):
+        """A ``torch.nn.Module`` computing ``ReLU(W x)^power`` with this layer's (frozen) weights,
+        so a readout on top can be attacked with gradients."""
+        self._check_ready()
+        from ..torch_views import HebbianModule
+        return HebbianModule(self.weights_, power=power, input_norm=self.input_norm)
+
+    # ------------------------------------------------------------------ persistence
+    def model_arrays(self) -> dict:
+        self._check_ready()
+        return {"weights": self.weights_}
+
+    def _state(self) -> dict:
+        params = self.get_params()
+        if not isinstance(params["init"], str):
+            params["init"] = "array"
+        return {**params, "seed_": self.seed_, "n_samples_seen_": self.n_samples_seen_,
+                "epochs_done_": self.epochs_done_, "n_epochs_": self.n_epochs_, "backend_": self.backend_,
+                "history_": self.history_}
+
+    def save(self, path, *, representations=None, provenance=None):
+        """Write the layer (weights, parameters, training state) to a bioreps HDF5 file."""
+        from .. import io
+
+        self._check_ready()
+        prov = {"backend": self.backend_, "seed": self.random_state if self.random_state is not None else "none"}
+        prov.update(provenance or {})
+        return io.save(path, model_kind=self.kind, model_arrays=self.model_arrays(),
+                       hyperparameters=self._state(), representations=representations or {}, provenance=prov)
+
+    @classmethod
+    def load(cls, path, backend=None):
+        """Rebuild a layer saved with :meth:`save` or :meth:`export` (ready to transform or resume)."""
+        from .. import io
+
+        with io.load(path) as f:
+            if f.model.kind != cls.kind:
+                raise ValueError(f"{path} holds a {f.model.kind!r} model, not {cls.kind!r}")
+            hp = dict(f.model.hyperparameters)
+            W = np.ascontiguousarray(f.model.arrays["weights"], dtype=np.float32)
+        params = {k: hp[k] for k in cls._param_names if k in hp}
+        if params.get("init") == "array":
+            params["init"] = W.copy()
+        if backend is not None:
+            params["backend"] = backend
+        layer = cls(**params)
+        layer.backend_ = resolve(layer.backend)
+        layer.weights_ = W
+        layer.n_features_in_ = W.shape[1]
+        layer.n_units_ = W.shape[0]
+        layer.seed_ = int(hp["seed_"])
+        layer.n_samples_seen_ = int(hp["n_samples_seen_"])
+        layer.epochs_done_ = int(hp["epochs_done_"])
+        layer.n_epochs_ = hp["n_epochs_"]
+        layer.history_ = list(hp.get("history_", []))
+        return layer
+
+    def export(self, path, splits, *, power=4.5, dataset=None, provenance=None, block_rows=8192):
+        """Write weights, parameters and the representation of each split to ``path``.
+
+        ``splits`` maps a split name to ``X`` or ``(X, y)``. Representations are ``transform(X,
+        power)`` written block by block.
+        """
+        from .. import io
+
+        self._check_ready()
+        prov = {"backend": self.backend_, "seed": self.random_state if self.random_state is not None else "none",
+                "dataset": dataset or "unknown"}
+        prov.update(provenance or {})
+        with io.Writer(path, overwrite=True) as w:
+            w.write_model(self.kind, self.model_arrays(), self._state())
+            for split, value in splits.items():
+                X, y = value if isinstance(value, tuple) else (value, None)
+                X = check_array(X, name=f"splits[{split!r}]", ndim=2, dtype=np.float32)
+                rep = w.create_representation(split, X.shape[0], self.n_units_, labels=y,
+                                              dataset=dataset, dataset_split=split,
+                                              description=f"ReLU(W x)^{power:g}")
+                for start in range(0, X.shape[0], block_rows):
+                    rep.write_rows(start, self.transform(X[start:start + block_rows], power=power))
+            w.write_provenance(prov)
+        return path
