@@ -106,11 +106,13 @@ def test_diagnostics_and_learning_units_move_to_unit_norm(blobs):
                        random_state=0).fit(X, epochs=30)
     first, last = layer.history_[0], layer.history_[-1]
     assert last["converged"] > first["converged"]
-    # units the competition never selected keep their initial weights; the others approach norm 1
-    norms0, norms = lp_norms(W0, 2.0), lp_norms(layer.weights_, 2.0)
+    # units the competition never selected keep their initial weights; winners reach unit norm
+    # (units that mostly come k-th are pushed away by the anti-Hebbian term, so not all that moved)
+    norms = lp_norms(layer.weights_, 2.0)
     moved = np.any(layer.weights_ != W0, axis=1)
-    assert 0 < moved.sum() < 20
-    assert np.all(np.abs(norms[moved] - 1) < np.abs(norms0[moved] - 1))
+    at_one = np.abs(norms - 1) < 0.05
+    assert 0 < moved.sum() < 20 and at_one.sum() >= 3
+    assert np.all(moved[at_one])
     assert last["converged"] == pytest.approx(np.mean(np.abs(norms - 1) < 0.05))
     val = X[np.sort(np.random.default_rng([layer.seed_, 2]).choice(600, 600, replace=False))]
     assert last["winners"] == np.unique(layer.winners(val)).size
