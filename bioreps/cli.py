@@ -5,6 +5,7 @@ Subcommands::
     bioreps datasets [--data-dir DIR]     known datasets, where each was found, sizes
     bioreps inspect FILE.h5               summary of a bioreps HDF5 file
     bioreps run CONFIG.toml [--output D]  run an experiment (fit, export, readout, report)
+    bioreps train CONFIG.toml [--resume]  the same, named for training runs; resumes from checkpoint
     bioreps version                       versions of bioreps and its main dependencies
 
 Errors in the user's input (a missing or malformed file, an unknown option) print one clear line
@@ -60,7 +61,7 @@ def _cmd_run(args) -> int:
         cfg["experiment"]["output"] = args.output
     if args.seed is not None:
         cfg["experiment"]["seed"] = args.seed
-    results = experiments.run(cfg, progress=False if args.no_progress else None)
+    results = experiments.run(cfg, progress=False if args.no_progress else None, resume=args.resume)
     print(f"results: {cfg['experiment']['output']}/results.json")
     for key in ("readout_train_accuracy", "readout_test_accuracy"):
         if key in results:
@@ -97,12 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE.h5")
     p.set_defaults(func=_cmd_inspect)
 
-    p = sub.add_parser("run", help="run an experiment described by a TOML file")
-    p.add_argument("config", metavar="CONFIG.toml")
-    p.add_argument("--output", default=None, help="output folder (overrides [experiment] output)")
-    p.add_argument("--seed", type=int, default=None, help="override [experiment] seed")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=_cmd_run)
+    for name, text in (("run", "run an experiment described by a TOML file (fit, export, readout, report)"),
+                       ("train", "same as run: train the model of a TOML file, with checkpoints and --resume")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("config", metavar="CONFIG.toml")
+        p.add_argument("--output", default=None, help="output folder (overrides [experiment] output)")
+        p.add_argument("--seed", type=int, default=None, help="override [experiment] seed")
+        p.add_argument("--resume", action="store_true", help="continue from <output>/checkpoint.h5")
+        p.add_argument("--no-progress", action="store_true", help="no progress bars")
+        p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("version", help="versions of bioreps, its dependencies and the CUDA status")
     p.set_defaults(func=_cmd_version)

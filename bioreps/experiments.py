@@ -7,7 +7,8 @@ A configuration has these tables (every key is checked: an unknown one is an err
     [data]                  dataset, data_dir, n_train, n_test
     [model]                 kind (see MODELS) and that model's parameters
     [readout]               enabled, epochs, lr, batch_size, weight_decay
-    [export]                splits (e.g. ["train", "test"]), block_rows
+    [export]                splits (e.g. ["train", "test"]), block_rows, receptive_fields
+    [train]                 checkpoint_every (epochs; 0 = none)
 
 Run one with ``bioreps run CONFIG.toml`` or :func:`run`. Relative ``output`` and ``data_dir``
 paths are taken relative to the current directory.
@@ -20,7 +21,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,32 +48,55 @@ def _random_relu(params, seed):
     return RandomReLU(random_state=seed, **params)
 
 
+def _hebbian(params, seed):
+    from .layers import HebbianWTA
+    return HebbianWTA(random_state=seed, **params)
+
+
 @dataclass(frozen=True)
 class ModelEntry:
-    """How to build one kind of model from its ``[model]`` table."""
+    """How to build one kind of model from its ``[model]`` table.
+
+    ``params`` are constructor arguments (name -> expected type); ``fit_params`` go to ``fit``
+    and ``transform_params`` to ``transform``. ``resumable`` models support ``fit(...,
+    checkpoint=, checkpoint_every=, resume=)`` and ``Model.load``.
+    """
     build: object
-    params: dict  # allowed parameter -> expected type(s)
+    params: dict
+    fit_params: dict = field(default_factory=dict)
+    transform_params: dict = field(default_factory=dict)
+    resumable: bool = False
 
 
+_NUM = (int, float)
 MODELS = {
     "pixels": ModelEntry(_pixels, {}),
-    "random-relu": ModelEntry(_random_relu, {"n_units": int, "power": (int, float)}),
+    "random-relu": ModelEntry(_random_relu, {"n_units": int, "power": _NUM}),
+    "hebbian-wta": ModelEntry(
+        _hebbian,
+        {"n_units": int, "p": _NUM, "k": int, "delta": _NUM, "lr": _NUM, "batch_size": int, "shuffle": bool,
+         "input_norm": _NUM, "backend": str, "collapse_fraction": _NUM},
+        fit_params={"epochs": int},
+        transform_params={"power": _NUM},
+        resumable=True,
+    ),
 }
 
-_NUMBER = (int, float)
 _SCHEMA = {
     "experiment": {"name": str, "seed": int, "output": str, "description": str},
     "data": {"dataset": str, "data_dir": str, "n_train": int, "n_test": int},
     "model": {"kind": str},  # plus the kind's own parameters
-    "readout": {"enabled": bool, "epochs": int, "lr": _NUMBER, "batch_size": int, "weight_decay": _NUMBER},
-    "export": {"splits": list, "block_rows": int},
+    "readout": {"enabled": bool, "epochs": int, "lr": _NUM, "batch_size": int, "weight_decay": _NUM},
+    "export": {"splits": list, "block_rows": int, "receptive_fields": int},
+    "train": {"checkpoint_every": int},
 }
 _DEFAULTS = {
     "experiment": {"seed": 0, "description": ""},
     "data": {"dataset": "fashion-mnist"},
     "model": {"kind": "pixels"},
     "readout": {"enabled": True, "epochs": 5, "lr": 1e-3, "batch_size": 256, "weight_decay": 0.0},
-    "export": {"splits": ["train", "test"], "block_rows": 4096},
+    "export": {"splits": ["train", "test"], "block_rows": 4096, "receptive_fields": 100},
+    "train": {"checkpoint_every": 0},
 }
 
 
@@ -104,7 +128,10 @@ def validate_config(raw: dict, source: str = "<config>") -> dict:
             kind = section.get("kind", cfg["model"]["kind"])
             if kind not in MODELS:
                 raise ConfigError(f"{source}: [model] kind = {kind!r} is unknown; choose one of {sorted(MODELS)}")
-            allowed.update(MODELS[kind].params)
+            entry = MODELS[kind]
+            allowed.update(entry.params)
+            allowed.update(entry.fit_params)
+            allowed.update(entry.transform_params)
         for key, value in section.items():
             if key not in allowed:
                 raise ConfigError(f"{source}: unknown key {key!r} in [{table}]; allowed keys: {sorted(allowed)}")
@@ -122,6 +149,10 @@ def validate_config(raw: dict, source: str = "<config>") -> dict:
     splits = cfg["export"]["splits"]
     if not splits or any(s not in ("train", "test") for s in splits) or len(set(splits)) != len(splits):
         raise ConfigError(f"{source}: [export] splits must be a non-empty list of distinct 'train'/'test', got {splits}")
+    if cfg["train"]["checkpoint_every"] < 0:
+        raise ConfigError(f"{source}: [train] checkpoint_every must be >= 0 (0: no checkpoints)")
+    if cfg["export"]["receptive_fields"] < 0:
+        raise ConfigError(f"{source}: [export] receptive_fields must be >= 0 (0: no figure)")
     if cfg["export"]["block_rows"] < 1:
         raise ConfigError(f"{source}: [export] block_rows must be >= 1")
     ro = cfg["readout"]
@@ -150,11 +181,13 @@ def _subset(X, y, n, rng):
     return X[idx], y[idx], idx
 
 
-def run(config, *, progress=None, log=print) -> dict:
+def run(config, *, progress=None, log=print, resume=False) -> dict:
     """Run an experiment (a path to a TOML file or a config dict) and return its results.
 
-    Writes into the output folder: ``model.h5`` (bioreps HDF5 schema), ``results.json`` and
-    ``report.md``. Returns the results dictionary.
+    Writes into the output folder: ``model.h5`` (bioreps HDF5 schema), ``results.json``,
+    ``report.md``, ``receptive_fields.png`` (models with image-shaped weights) and, for
+    resumable models with ``[train] checkpoint_every``, ``checkpoint.h5``. With ``resume=True``
+    training continues from that checkpoint and ends where an uninterrupted run would.
     """
     from . import data as bdata
     from . import io as bio
@@ -177,10 +210,27 @@ def run(config, *, progress=None, log=print) -> dict:
         splits[split] = (X, y, idx)
         log(f"data: {dcfg['dataset']} {split}: {X.shape[0]} x {X.shape[1]}")
 
-    params = {k: v for k, v in mcfg.items() if k != "kind"}
-    model = MODELS[mcfg["kind"]].build(params, int(seeds[1].generate_state(1)[0]))
+    entry = MODELS[mcfg["kind"]]
+    params = {k: v for k, v in mcfg.items() if k in entry.params}
+    fit_kw = {k: v for k, v in mcfg.items() if k in entry.fit_params}
+    transform_kw = {k: v for k, v in mcfg.items() if k in entry.transform_params}
+    ckpt = out / "checkpoint.h5"
+    model = entry.build(params, int(seeds[1].generate_state(1)[0]))
+    if entry.resumable:
+        model.progress = progress
+        if cfg["train"]["checkpoint_every"]:
+            fit_kw.update(checkpoint=ckpt, checkpoint_every=cfg["train"]["checkpoint_every"])
+        if resume:
+            if not ckpt.exists():
+                raise FileNotFoundError(f"cannot resume: no checkpoint at {ckpt}")
+            model = type(model).load(ckpt)
+            model.progress = progress
+            fit_kw["resume"] = True
+            log(f"resume: {ckpt} after epoch {model.epochs_done_}")
+    elif resume:
+        raise ConfigError(f"model kind {mcfg['kind']!r} has no training to resume")
     t_fit = time.perf_counter()
-    model.fit(splits["train"][0], splits["train"][1])
+    model.fit(splits["train"][0], **fit_kw)
     fit_s = time.perf_counter() - t_fit
     log(f"model: {model.kind} fitted in {fit_s:.1f} s ({model.n_units_} units)")
 
@@ -200,7 +250,7 @@ def run(config, *, progress=None, log=print) -> dict:
             parts = []
             for start in progress_bar(range(0, X.shape[0], block), progress=progress,
                                       desc=f"export {split}", unit="block"):
-                H = model.transform(X[start:start + block])
+                H = model.transform(X[start:start + block], **transform_kw)
                 rep.write_rows(start, H)
                 if keep:
                     parts.append(H)
@@ -210,10 +260,25 @@ def run(config, *, progress=None, log=print) -> dict:
                             "dataset": dcfg["dataset"], "dataset_checksum": fingerprints})
     log(f"export: {h5_path}")
 
+    figures = []
+    weights = model.model_arrays().get("weights")
+    if weights is not None and ecfg["receptive_fields"]:
+        from .plots import receptive_fields
+        try:
+            receptive_fields(weights, out / "receptive_fields.png", n_units=ecfg["receptive_fields"],
+                             title=f"{exp['name']}: {model.kind}, first {min(ecfg['receptive_fields'], len(weights))} units")
+            figures.append("receptive_fields.png")
+        except ValueError as exc:  # weights that are not images
+            log(f"receptive fields: skipped ({exc})")
+
     results = {"name": exp["name"], "model": model.kind, "n_units": model.n_units_,
                "dataset": dcfg["dataset"], "n_train": int(splits["train"][0].shape[0]),
                "n_test": int(splits["test"][0].shape[0]), "fit_seconds": round(fit_s, 3),
-               "hdf5": str(h5_path)}
+               "hdf5": str(h5_path), "figures": figures}
+    history = getattr(model, "history_", None)
+    if history:
+        last = history[-1]
+        results.update(epochs=last["epoch"], converged_fraction=last["converged"], distinct_winners=last["winners"])
     if rcfg["enabled"] and "train" in features:
         readout = LinearReadout(epochs=rcfg["epochs"], lr=rcfg["lr"], batch_size=rcfg["batch_size"],
                                 weight_decay=rcfg["weight_decay"], random_state=int(seeds[2].generate_state(1)[0]),
@@ -242,8 +307,11 @@ def _report(cfg, results) -> str:
         lines += [cfg["experiment"]["description"], ""]
     lines += ["| quantity | value |", "|---|---|"]
     for key, value in results.items():
+        if key == "figures":
+            continue
         if isinstance(value, float):
             value = f"{value:.4f}"
         lines.append(f"| {key} | {value} |")
+    lines += [""] + [f"![{f}]({f})" for f in results.get("figures", [])]
     lines += ["", "Configuration:", "", "```json", json.dumps(cfg, indent=2), "```", ""]
     return "\n".join(lines)

@@ -86,3 +86,64 @@ block_rows = 300
     again = experiments.run(dict(cfg, experiment=dict(cfg["experiment"], output=str(tmp_path / "again"))),
                             progress=False, log=lambda *a: None)
     assert again["readout_test_accuracy"] == results["readout_test_accuracy"]
+
+
+HEBBIAN_TOML = """
+[experiment]
+name = "hebb"
+seed = 5
+output = "{out}"
+[data]
+dataset = "fashion-mnist"
+n_train = 1500
+n_test = 300
+[model]
+kind = "hebbian-wta"
+n_units = 40
+k = 2
+batch_size = 50
+lr = 0.04
+epochs = 4
+backend = "cpu"
+power = 4.5
+[readout]
+epochs = 2
+[export]
+receptive_fields = 16
+[train]
+checkpoint_every = 1
+"""
+
+
+def test_hebbian_train_interrupted_and_resumed_equals_uninterrupted(tmp_path, fashion_mnist_available, monkeypatch):
+    from bioreps.layers import HebbianWTA
+
+    quiet = dict(progress=False, log=lambda *a: None)
+    whole = experiments.run(experiments.load_config(_write(tmp_path, HEBBIAN_TOML.format(out=tmp_path / "a"))), **quiet)
+    assert whole["epochs"] == 4 and (tmp_path / "a" / "receptive_fields.png").stat().st_size > 1000
+
+    cfg = experiments.load_config(_write(tmp_path, HEBBIAN_TOML.format(out=tmp_path / "b")))
+    original = HebbianWTA._diagnostics
+
+    def crash_at_epoch_3(self, V):
+        if self.epochs_done_ == 3:
+            raise KeyboardInterrupt("simulated crash")
+        return original(self, V)
+
+    monkeypatch.setattr(HebbianWTA, "_diagnostics", crash_at_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        experiments.run(cfg, **quiet)
+    monkeypatch.setattr(HebbianWTA, "_diagnostics", original)
+    assert not (tmp_path / "b" / "model.h5").exists()
+    assert HebbianWTA.load(tmp_path / "b" / "checkpoint.h5").epochs_done_ == 2
+    resumed = experiments.run(cfg, resume=True, **quiet)
+    with io.load(tmp_path / "a" / "model.h5") as fa, io.load(tmp_path / "b" / "model.h5") as fb:
+        np.testing.assert_array_equal(fa.model.arrays["weights"], fb.model.arrays["weights"])
+        np.testing.assert_array_equal(fa.representations["test"].read(), fb.representations["test"].read())
+    assert resumed["readout_test_accuracy"] == whole["readout_test_accuracy"]
+
+
+def test_resume_without_checkpoint_is_refused(tmp_path, fashion_mnist_available):
+    cfg = experiments.load_config(_write(tmp_path, HEBBIAN_TOML.format(out=tmp_path / "c")))
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        experiments.run(cfg, resume=True, progress=False, log=lambda *a: None)

@@ -1,0 +1,502 @@
+"""Krotov-Hopfield "competing hidden units" learning rule: Numba-CUDA twin of ``kernels/cpu/hebbian.py``.
+
+The host driver :func:`hebbian_epoch` has the CPU driver's name, signature, semantics and return
+value. State stays on the device for the whole epoch (after stumpy's ``gpu_stump``): the samples
+``X`` are uploaded once and cached in :class:`HebbianBuffers` across epochs, ``W`` is copied in at
+the start of a call and back into the same host array at the end (or updated in place when it is
+already a device array), the presentation ``order`` is uploaded once per call, and nothing crosses
+between host and device inside the batch loop.
+
+How each step maps to the CPU kernel, per minibatch of ``m <= B`` rows:
+
+=======================  =====================================  ==================================
+step                     CPU (``kernels/cpu/hebbian.py``)       CUDA (this module), launch config
+=======================  =====================================  ==================================
+rows of the batch        ``np.take(X, order[...], out=V)``      :func:`_gather_rows`, grid-stride
+                                                                over m*N, ``block`` threads
+currents                 ``np.matmul(Wp, V.T)`` (K, m), BLAS    :func:`_currents_kernel`: tiled
+                                                                shared-memory GEMM, float32,
+                                                                (tile, tile) threads, grid
+                                                                (ceil(K/tile), ceil(m/tile));
+                                                                stored transposed, ``IT`` (m, K)
+argmax and k-th unit     :func:`topk_columns`, insertion scan   :func:`_topk_columns`: one block per
+                                                                sample; k passes of a block
+                                                                arg-max reduction
+affected units           first loop of :func:`sparse_update`    :func:`_collect_units`: 1 thread,
+                                                                the same loop and order (2m steps)
+ds, xx (float64)         loops of :func:`sparse_update`          :func:`_accumulate`: one block per
+                                                                affected unit, threads over
+                                                                features, samples in order
+max|ds|                  serial max                             block max reduction + one
+                                                                ``atomic.max`` per block (max is
+                                                                order free, so exact)
+W += eps ds / nc, Wp     last loop of :func:`sparse_update`      :func:`_apply_update`: one block per
+                                                                affected unit
+Wp at the start          :func:`power_weights`                  :func:`_power_weights`, grid-stride
+=======================  =====================================  ==================================
+
+Exactness: the top-k reproduces the CPU's tie rule exactly (the CPU's insertion keeps a column's
+top k ordered by value descending, then unit index ascending: a strictly greater value displaces,
+an equal one does not, and NaN or -inf currents never enter); pass r of the reduction picks the
+best current below the (value, index) picked by pass r-1 under that same order. Each affected
+unit's ``xx`` and ``ds`` are summed in float64 over the samples in batch order, exactly as the CPU
+does, without atomics, and the scaled update and the ``Wp`` refresh use the same float64
+expressions (``Wp`` of an updated row is computed from the unrounded float64 weight, as on the CPU).
+So the only difference from the CPU kernel is the float32 GEMM's summation order (a few ulp in
+the currents), and runs are bitwise reproducible. One corner differs: when a column has fewer than
+``k`` currents above -inf (NaN or -inf currents), the CPU indexes unit -1 (the last unit) and this
+twin skips the missing unit.
+
+Block size: ``block`` threads for the 1-D kernels, default :data:`CUDA_BLOCK` (environment
+``BIOREPS_CUDA_BLOCK``, default 128), overridable per :class:`HebbianBuffers` (``block=``), so tests
+run several blocks even on tiny shapes; the GEMM uses ``tile x tile`` threads (default 16).
+Kernels are compiled lazily on first use, and under ``NUMBA_ENABLE_CUDASIM=1`` run in the simulator.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import cuda
+
+from .._config import CUDA_BLOCK
+
+__all__ = ["hebbian_epoch", "HebbianBuffers", "CUDA_BLOCK", "TILE", "MAX_BLOCK"]
+
+PREC = 1e-30
+TILE = 16  # default GEMM tile: (TILE, TILE) threads per block, TILE x (TILE + 1) shared floats x 2
+MAX_BLOCK = 1024  # most threads per block (the size of the reduction kernels' shared arrays)
+_POS_INF = math.inf
+_NEG_INF = -math.inf
+
+
+# --------------------------------------------------------------------------- device kernels
+
+@cuda.jit(device=True)
+def _signed_pow(w, p):
+    # sign(w) * |w|**(p - 1) as the CPU's _signed_pow: w * |w| in w's own precision for p = 3,
+    # w itself for p = 2, otherwise a float64 power
+    if p == 3.0:
+        return w * abs(w)
+    if p == 2.0:
+        return w
+    x = np.float64(w)
+    if x == 0.0:
+        return 0.0 * x
+    a = abs(x) ** (np.float64(p) - 1.0)
+    if x > 0.0:
+        return a
+    return -a
+
+
+@cuda.jit
+def _power_weights(W, p, out):
+    """``out[:] = sign(W) * |W|**(p - 1)``; grid-stride over the K*N elements."""
+    K, N = W.shape
+    start, stride = cuda.grid(1), cuda.gridsize(1)
+    for q in range(start, K * N, stride):
+        i = q // N
+        j = q - i * N
+        out[i, j] = _signed_pow(W[i, j], p)
+
+
+@cuda.jit
+def _gather_rows(X, order, start, m, V):
+    """``V[r, :] = X[order[start + r], :]`` for r < m; grid-stride over the m*N elements."""
+    N = V.shape[1]
+    first, stride = cuda.grid(1), cuda.gridsize(1)
+    for q in range(first, m * N, stride):
+        r = q // N
+        j = q - r * N
+        V[r, j] = X[order[start + r], j]
+
+
+_gemm_cache: dict = {}
+
+
+def _currents_kernel(tile):
+    """The GEMM ``IT[b, i] = sum_j Wp[i, j] * V[b, j]`` (i < K, b < m) for a given tile size.
+
+    Launch with ``(ceil(K/tile), ceil(m/tile))`` blocks of ``(tile, tile)`` threads. Each block
+    stages a tile x tile patch of ``Wp`` and of ``V`` per step along the features (loads coalesced
+    along the features; padded rows avoid bank conflicts), accumulates in float32 and writes
+    ``IT`` coalesced along the units. Edges (K, m, N not multiples of the tile) load zeros.
+    """
+    kern = _gemm_cache.get(tile)
+    if kern is not None:
+        return kern
+    T = int(tile)
+
+    @cuda.jit
+    def _currents(Wp, V, m, IT):
+        As = cuda.shared.array((T, T + 1), np.float32)
+        Bs = cuda.shared.array((T, T + 1), np.float32)
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        i0 = cuda.blockIdx.x * T
+        b0 = cuda.blockIdx.y * T
+        K, N = Wp.shape
+        acc = np.float32(0.0)
+        for j0 in range(0, N, T):
+            j = j0 + tx
+            i = i0 + ty
+            if i < K and j < N:
+                As[ty, tx] = Wp[i, j]
+            else:
+                As[ty, tx] = np.float32(0.0)
+            b = b0 + ty
+            if b < m and j < N:
+                Bs[ty, tx] = V[b, j]
+            else:
+                Bs[ty, tx] = np.float32(0.0)
+            cuda.syncthreads()
+            for t in range(T):
+                acc += As[tx, t] * Bs[ty, t]
+            cuda.syncthreads()
+        i = i0 + tx
+        b = b0 + ty
+        if i < K and b < m:
+            IT[b, i] = acc
+
+    _gemm_cache[tile] = _currents
+    return _currents
+
+
+@cuda.jit
+def _topk_columns(IT, k, win, kth):
+    """Block b (one per sample): ``win[b]`` = argmax over units of ``IT[b, :]``, ``kth[b]`` = the
+    unit with the k-th largest current, in the CPU's order (value descending, index ascending).
+
+    k passes; pass r is a block arg-max over the currents that come after the pass r-1 pick in
+    that order. Missing picks (fewer than k currents above -inf) are -1.
+    """
+    sv = cuda.shared.array(MAX_BLOCK, np.float32)
+    si = cuda.shared.array(MAX_BLOCK, np.int32)
+    b = cuda.blockIdx.x
+    t = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    K = IT.shape[1]
+    lv = np.float32(_POS_INF)  # the previous pick: (value, index)
+    li = -1
+    for r in range(k):
+        bv = np.float32(_NEG_INF)
+        bi = -1
+        for i in range(t, K, nt):
+            v = IT[b, i]
+            # eligible: above -inf (NaN fails every compare) and after the previous pick
+            if v > _NEG_INF and (v < lv or (v == lv and i > li)):
+                if v > bv:  # i increases within a thread, so ties keep the lower index
+                    bv = v
+                    bi = i
+        sv[t] = bv
+        si[t] = bi
+        cuda.syncthreads()
+        n = nt
+        while n > 1:
+            h = (n + 1) // 2
+            if t < n - h:
+                ov = sv[t + h]
+                oi = si[t + h]
+                cv = sv[t]
+                # entries at -inf are "none" (index -1) and lose to every real current
+                if ov > cv or (ov == cv and oi < si[t]):
+                    sv[t] = ov
+                    si[t] = oi
+            cuda.syncthreads()
+            n = h
+        lv = sv[0]
+        li = si[0]
+        if t == 0:
+            if r == 0:
+                win[b] = li
+            if r == k - 1:
+                kth[b] = li
+        cuda.syncthreads()  # everyone has read sv[0] before the next pass writes
+
+
+@cuda.jit
+def _collect_units(win, kth, m, slot, units, n_aff, nc):
+    """One thread: the affected units in the CPU's order (first appearance over samples, winner
+    before k-th), ``n_aff[0]`` their count; resets ``slot`` to -1 and the max ``nc[0]`` to 0."""
+    if cuda.grid(1) != 0:
+        return
+    n = 0
+    for b in range(m):
+        u = win[b]
+        if u >= 0 and slot[u] < 0:
+            slot[u] = n
+            units[n] = u
+            n += 1
+        u = kth[b]
+        if u >= 0 and slot[u] < 0:
+            slot[u] = n
+            units[n] = u
+            n += 1
+    for s in range(n):
+        slot[units[s]] = -1
+    n_aff[0] = n
+    nc[0] = 0.0
+
+
+@cuda.jit
+def _accumulate(W, V, IT, m, win, kth, delta, units, n_aff, ds, nc):
+    """Block s (one per affected unit u = units[s]): ``xx = sum_b g_b I[u, b]`` and
+    ``ds[s, j] = sum_b g_b V[b, j] - xx * W[u, j]`` in float64, samples in batch order (g = +1 for
+    the winner, -delta for the k-th), then the block's max |ds| into ``nc[0]`` (atomic max)."""
+    smax = cuda.shared.array(MAX_BLOCK, np.float64)
+    s = cuda.blockIdx.x
+    if s >= n_aff[0]:  # uniform over the block
+        return
+    t = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    N = W.shape[1]
+    u = units[s]
+    dl = np.float64(delta)
+    xx = np.float64(0.0)
+    for b in range(m):
+        if win[b] == u:
+            xx += np.float64(IT[b, u])
+        if kth[b] == u:
+            xx -= dl * np.float64(IT[b, u])
+    local = np.float64(0.0)
+    for j in range(t, N, nt):
+        acc = np.float64(0.0)
+        for b in range(m):
+            if win[b] == u:
+                acc += np.float64(V[b, j])
+            if kth[b] == u:
+                acc -= dl * np.float64(V[b, j])
+        d = acc - xx * np.float64(W[u, j])
+        ds[s, j] = d
+        if abs(d) > local:
+            local = abs(d)
+    smax[t] = local
+    cuda.syncthreads()
+    n = nt
+    while n > 1:
+        h = (n + 1) // 2
+        if t < n - h:
+            if smax[t + h] > smax[t]:
+                smax[t] = smax[t + h]
+        cuda.syncthreads()
+        n = h
+    if t == 0:
+        cuda.atomic.max(nc, 0, smax[0])
+
+
+@cuda.jit
+def _apply_update(W, Wp, units, n_aff, ds, nc, eps, p):
+    """Block s (one per affected unit): ``W[u] += eps * ds[s] / max(nc, prec)`` and
+    ``Wp[u] = sign(W[u]) |W[u]|**(p-1)`` from the float64 sum, as the CPU does."""
+    s = cuda.blockIdx.x
+    if s >= n_aff[0]:
+        return
+    u = units[s]
+    c = nc[0]
+    if c < PREC:
+        c = PREC
+    scale = np.float64(eps) / c
+    N = W.shape[1]
+    for j in range(cuda.threadIdx.x, N, cuda.blockDim.x):
+        w = np.float64(W[u, j]) + scale * ds[s, j]
+        W[u, j] = w
+        Wp[u, j] = _signed_pow(w, p)
+
+
+# --------------------------------------------------------------------------- host side
+
+def _device_array(a):
+    """The device array behind ``a``, or None when ``a`` is a host (NumPy) array."""
+    if isinstance(a, np.ndarray):
+        return None
+    if hasattr(a, "copy_to_host") and hasattr(a, "shape") and hasattr(a, "dtype"):
+        return a  # a Numba device array (or the simulator's)
+    if hasattr(a, "__cuda_array_interface__"):
+        return cuda.as_cuda_array(a)  # CuPy, PyTorch, ...: a zero-copy view
+    return None
+
+
+def _check_block(block):
+    block = int(block)
+    if not 1 <= block <= MAX_BLOCK:
+        raise ValueError(f"block must be in [1, {MAX_BLOCK}] threads, got {block}")
+    return block
+
+
+class HebbianBuffers:
+    """Device scratch for :func:`hebbian_epoch`, allocated once per (K, N, B, k) and reused, plus
+    the device copy of the samples ``X`` (uploaded once, reused across epochs).
+
+    Parameters: ``n_units, n_features, batch_size, k, dtype`` as the CPU ``HebbianBuffers``
+    (``dtype`` must be float32); ``block``: threads per block of the 1-D kernels (None: the module's
+    :data:`CUDA_BLOCK`, read at call time); ``tile``: the GEMM tile edge (None: :data:`TILE`).
+
+    The X cache keeps a reference to the host array and is reused while the same object with the
+    same shape is passed (contents modified in place are NOT re-uploaded: pass a new array or
+    call :meth:`forget_samples`). ``x_uploads`` counts host-to-device uploads of X.
+    When ``hebbian_epoch`` gets buffers of another shape it reallocates the scratch in place and
+    keeps the X cache.
+    """
+
+    def __init__(self, n_units, n_features, batch_size, k, dtype=np.float32, block=None, tile=None):
+        if np.dtype(dtype) != np.float32:
+            raise TypeError(f"the CUDA kernel works in float32, got dtype={np.dtype(dtype)}")
+        self.block = None if block is None else _check_block(block)
+        self.tile = TILE if tile is None else int(tile)
+        if not (1 <= self.tile and self.tile * self.tile <= MAX_BLOCK):
+            raise ValueError(f"tile must satisfy 1 <= tile and tile**2 <= {MAX_BLOCK}, got {tile}")
+        self.x_uploads = 0
+        self._x_host = None
+        self._x_dev = None
+        self._order = None
+        self.last_rows = 0
+        self._allocate(n_units, n_features, batch_size, k)
+
+    def _allocate(self, n_units, n_features, batch_size, k):
+        K, N, B = int(n_units), int(n_features), int(batch_size)
+        self.shape = (K, N, B, int(k))
+        self.W = cuda.device_array((K, N), np.float32)  # staging for a host W
+        self.Wp = cuda.device_array((K, N), np.float32)
+        self.V = cuda.device_array((B, N), np.float32)
+        self.IT = cuda.device_array((B, K), np.float32)  # currents, transposed: (sample, unit)
+        self.win = cuda.device_array(B, np.int32)
+        self.kth = cuda.device_array(B, np.int32)
+        self.slot = cuda.to_device(np.full(K, -1, np.int32))
+        self.units = cuda.device_array(2 * B, np.int32)
+        self.n_aff = cuda.to_device(np.zeros(1, np.int32))
+        self.ds = cuda.device_array((2 * B, N), np.float64)
+        self.nc = cuda.to_device(np.zeros(1, np.float64))
+        self.last_rows = 0
+
+    def samples(self, X):
+        """The device copy of ``X`` (float32, C-contiguous), uploaded only when ``X`` is not the
+        array seen last time (identity and shape). A device array is used as it is."""
+        dev = _device_array(X)
+        if dev is not None:
+            if dev.dtype != np.float32 or dev.ndim != 2:
+                raise TypeError("X on the device must be a 2-D float32 array")
+            return dev
+        if self._x_host is X and self._x_dev is not None and self._x_dev.shape == X.shape:
+            return self._x_dev
+        host = np.ascontiguousarray(X, dtype=np.float32)
+        if host.ndim != 2:
+            raise ValueError(f"X must be 2-D (samples, features), got shape {host.shape}")
+        self._x_dev = cuda.to_device(host)
+        self._x_host = X
+        self.x_uploads += 1
+        return self._x_dev
+
+    def forget_samples(self):
+        """Drop the cached device copy of X (the next call uploads again)."""
+        self._x_host = None
+        self._x_dev = None
+
+    def upload_order(self, order):
+        """Copy the presentation order to the device (reusing the buffer when the length agrees)."""
+        order = np.ascontiguousarray(order, dtype=np.int64)
+        if self._order is None or self._order.shape != order.shape:
+            self._order = cuda.to_device(order)
+        else:
+            self._order.copy_to_device(order)
+        return self._order
+
+    def last_winners(self):
+        """Host copies (int64) of the last batch's winners and k-th units (a device sync)."""
+        m = self.last_rows
+        return (self.win.copy_to_host()[:m].astype(np.int64),
+                self.kth.copy_to_host()[:m].astype(np.int64))
+
+
+def hebbian_epoch(W, X, order, batch_size, k, delta, eps, p, buffers=None, callback=None):
+    """One pass over ``X[order]`` in minibatches of ``batch_size``, updating ``W`` in place, on the GPU.
+
+    Parameters
+    ----------
+    W : (K, N) float32, C-contiguous; updated in place. A host array is copied to the device at
+        the start and back into the same array at the end; a device array (Numba, or anything with
+        ``__cuda_array_interface__``) is updated in place on the device without copies.
+    X : (n, N) float32 samples (host or device). A host X is uploaded once and cached in
+        ``buffers`` (pass the same ``buffers`` every epoch to upload it once).
+    order : (m,) int row indices into X, the presentation order (a final short batch is used);
+        uploaded each call.
+    batch_size, k, delta, eps, p : the rule's constants for this epoch.
+    buffers : :class:`HebbianBuffers` or None (then fresh device scratch for this call, and X is
+        uploaded again). Its ``block`` and ``tile`` choose the launch configuration.
+    callback : called as ``callback(batch_index, n_rows)`` after each minibatch's kernels are
+        queued (they may still be running), or None.
+
+    Returns
+    -------
+    The number of batches.
+    """
+    dW = _device_array(W)
+    if dW is None:
+        W = np.asarray(W)
+        if W.dtype != np.float32 or W.ndim != 2 or not W.flags.c_contiguous:
+            raise TypeError("W must be a 2-D C-contiguous float32 array (it is updated in place)")
+    elif dW.dtype != np.float32 or dW.ndim != 2:
+        raise TypeError("W on the device must be a 2-D float32 array")
+    K, N = W.shape
+    B = int(batch_size)
+    k = int(k)
+    if B < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not 1 <= k <= K:
+        raise ValueError(f"k must be in [1, n_units={K}], got {k}")
+    if buffers is None:
+        buffers = HebbianBuffers(K, N, B, k)
+    elif buffers.shape != (K, N, B, k):
+        buffers._allocate(K, N, B, k)
+    bf = buffers
+    block = _check_block(CUDA_BLOCK if bf.block is None else bf.block)
+    tile = bf.tile
+
+    dX = bf.samples(X)
+    if dX.shape[1] != N:
+        raise ValueError(f"X has {dX.shape[1]} features, W has {N}")
+    n_samples = dX.shape[0]
+    order = np.asarray(order)
+    if order.ndim != 1:
+        raise ValueError("order must be 1-D")
+    n = order.shape[0]
+    if n:
+        lo, hi = int(order.min()), int(order.max())
+        if lo < -n_samples or hi >= n_samples:
+            raise IndexError(f"order holds indices outside [-{n_samples}, {n_samples})")
+        if lo < 0:
+            order = np.where(order < 0, order + n_samples, order)  # np.take's negative indices
+    d_order = bf.upload_order(order)
+
+    if dW is None:
+        bf.W.copy_to_device(W)
+        Wd = bf.W
+    else:
+        Wd = dW
+    delta = np.float64(delta)
+    eps = np.float64(eps)
+    p = np.float64(p)
+
+    gemm = _currents_kernel(tile)
+    kn = K * N
+    _power_weights[max(1, min(-(-kn // block), 4096)), block](Wd, p, bf.Wp)
+    n_batches = 0
+    for start in range(0, n, B):
+        m = min(B, n - start)
+        mn = m * N
+        _gather_rows[max(1, min(-(-mn // block), 4096)), block](dX, d_order, start, m, bf.V)
+        gemm[(-(-K // tile), -(-m // tile)), (tile, tile)](bf.Wp, bf.V, m, bf.IT)
+        _topk_columns[m, block](bf.IT, k, bf.win, bf.kth)
+        _collect_units[1, 1](bf.win, bf.kth, m, bf.slot, bf.units, bf.n_aff, bf.nc)
+        _accumulate[2 * m, block](Wd, bf.V, bf.IT, m, bf.win, bf.kth, delta, bf.units, bf.n_aff,
+                                  bf.ds, bf.nc)
+        _apply_update[2 * m, block](Wd, bf.Wp, bf.units, bf.n_aff, bf.ds, bf.nc, eps, p)
+        bf.last_rows = m
+        n_batches += 1
+        if callback is not None:
+            callback(n_batches, m)
+    if dW is None:
+        bf.W.copy_to_host(W)
+    else:
+        cuda.synchronize()
+    return n_batches
