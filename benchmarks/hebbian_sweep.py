@@ -43,6 +43,7 @@ def main():
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="hebbian_sweep.jsonl")
+    ap.add_argument("--save-dir", default=None, help="save each trained layer there (bioreps HDF5)")
     args = ap.parse_args()
     X, y = data.load("fashion-mnist", "train")
     Xt, yt = data.load("fashion-mnist", "test")
@@ -64,6 +65,10 @@ def main():
             warnings.simplefilter("ignore")
             layer.fit(X, epochs=args.epochs, X_val=Xt, callback=cb)
         train_s = time.perf_counter() - t0
+        if args.save_dir:
+            import os
+            os.makedirs(args.save_dir, exist_ok=True)
+            layer.save(os.path.join(args.save_dir, text.replace(",", "_").replace("=", "") + f"_e{args.epochs}.h5"))
         acc = readout_accuracy(layer, X, y, Xt, yt)
         result = {"setting": s, "epochs": args.epochs, "units": args.units, "train_seconds": round(train_s, 1),
                   "log": log, "test_accuracy": acc}

@@ -214,3 +214,19 @@ def test_cuda_without_gpu_raises(blobs, monkeypatch):
 def test_not_fitted():
     with pytest.raises(RuntimeError, match="not fitted"):
         HebbianWTA().transform(np.zeros((2, 4)))
+
+
+def test_noise_units_found_and_pruned(blobs):
+    X, _ = blobs
+    layer = HebbianWTA(n_units=40, p=3.0, k=2, lr=0.05, batch_size=20, backend="cpu", random_state=0).fit(X, epochs=20)
+    moved = np.abs(lp_norms(layer.weights_, 3.0) - 1) < 0.05  # learned units
+    noise = layer.noise_units()
+    assert noise.sum() > 0 and not np.any(noise & moved)
+    pruned = layer.prune()
+    assert pruned.n_units_ == 40 - noise.sum() == pruned.weights_.shape[0]
+    np.testing.assert_allclose(pruned.transform(X[:3], power=1), layer.transform(X[:3], power=1)[:, ~noise], rtol=1e-5)
+    assert layer.n_units_ == 40  # the original is untouched
+    # a layer whose units all learned alike has no noise component
+    same = HebbianWTA(n_units=10, k=2, backend="cpu", random_state=0).fit(X, epochs=1)
+    same.weights_ = np.random.default_rng(0).normal(0, 0.1, (10, 64)).astype(np.float32)
+    assert not same.noise_units().any()

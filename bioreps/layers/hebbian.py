@@ -43,6 +43,42 @@ def lp_norms(W, p):
     return np.sum(np.abs(W) ** p, axis=1) ** (1.0 / p)
 
 
+def _check_int(obj, name, lo):
+    v = getattr(obj, name)
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+        raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+
+
+def _gmm_high_component(x, n_iter=200, min_separation=2.0):
+    """Two-component 1-D Gaussian mixture by EM; True for points assigned to the component
+    with the larger mean, provided the means are ``min_separation`` pooled standard deviations
+    apart (else no second component is claimed)."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.size < 4 or np.ptp(x) == 0:
+        return np.zeros(x.shape, bool)
+    mu = np.quantile(x, [0.1, 0.9])
+    sd = np.full(2, x.std() / 2 + 1e-12)
+    w = np.array([0.5, 0.5])
+    for _ in range(n_iter):
+        logp = -0.5 * ((x[:, None] - mu) / sd) ** 2 - np.log(sd) + np.log(w)
+        logp -= logp.max(axis=1, keepdims=True)
+        r = np.exp(logp)
+        r /= r.sum(axis=1, keepdims=True)
+        nk = r.sum(axis=0) + 1e-12
+        new_mu = (r * x[:, None]).sum(axis=0) / nk
+        sd = np.sqrt((r * (x[:, None] - new_mu) ** 2).sum(axis=0) / nk) + 1e-6
+        w = nk / nk.sum()
+        if np.allclose(new_mu, mu, atol=1e-10):
+            mu = new_mu
+            break
+        mu = new_mu
+    hi, lo = int(np.argmax(mu)), int(np.argmin(mu))
+    pooled = np.sqrt((sd[0] ** 2 + sd[1] ** 2) / 2)
+    if w.min() < 1e-3 or abs(mu[hi] - mu[lo]) < min_separation * pooled:
+        return np.zeros(x.shape, bool)
+    return r[:, hi] > 0.5
+
+
 def _normalize_rows(X, q):
     """Scale every row of ``X`` to unit L^q norm (rows of zeros stay zero)."""
     if q is None:
@@ -52,99 +88,40 @@ def _normalize_rows(X, q):
     return (X / norms[:, None]).astype(np.float32)
 
 
-class HebbianWTA(_Layer):
-    """Krotov-Hopfield competing hidden units, trained by a local Hebbian/anti-Hebbian rule.
+class _CompetitiveLayer(_Layer):
+    """Fit loop, learning-rate schedule, diagnostics, inference and persistence shared by the
+    winner-take-all layers. Subclasses define ``_rule_params``, ``_validate_rule``,
+    ``_kernel_module``, ``_make_buffers`` and ``_run_epoch``."""
 
-    Parameters
-    ----------
-    n_units : int
-        Hidden units K.
-    p : float
-        Lebesgue norm of the weights (p >= 1; 3 in the paper's MNIST settings).
-    k : int
-        Rank of the unit that receives anti-Hebbian learning (2 <= k <= n_units).
-    delta : float
-        Strength of the anti-Hebbian learning (>= 0).
-    lr : float
-        Initial learning rate eps0; it decays linearly to 0 over the epochs of :meth:`fit`.
-    batch_size : int
-        Minibatch size.
-    shuffle : bool
-        Reshuffle the samples every epoch (the paper); with False minibatches are taken in row order.
-    init : "normal" or array of shape (n_units, n_features)
-        "normal" draws N(0, 1) weights (the paper); an array is copied and used as is.
-    input_norm : None or float
-        If a number q, every input image is scaled to unit L^q norm before learning and in
-        :meth:`transform` (the seed paper trains on unit-L3 images). None uses pixels as given.
-    backend : {"auto", "cpu", "cuda"}
-        See :mod:`bioreps.backend`.
-    random_state : int or None
-        Seeds the initial weights and the per-epoch shuffles.
-    progress : bool or None
-        Progress bar (None: follow ``$BIOREPS_PROGRESS``).
-    collapse_fraction : float
-        Warn when fewer than this fraction of ``min(n_units, n_validation)`` distinct units win a
-        held-out sample.
+    _common_params = ("n_units", "p", "lr", "batch_size", "shuffle", "init", "input_norm", "schedule",
+                      "backend", "random_state", "collapse_fraction")
+    _default_power = 4.5
 
-    Attributes
-    ----------
-    weights_ : ndarray (n_units, n_features) float32
-    backend_ : str
-    n_samples_seen_ : int
-    epochs_done_ : int
-        Epochs of the current schedule completed (for resuming).
-    n_epochs_ : int or None
-        Length of the learning-rate schedule of the last :meth:`fit`.
-    history_ : list of dict
-        Per epoch: epoch, lr, converged, winners, seconds.
-    """
+    _rule_params = ()
 
-    kind = "hebbian-wta"
-    _param_names = ("n_units", "p", "k", "delta", "lr", "batch_size", "shuffle", "init", "input_norm",
-                    "backend", "random_state", "collapse_fraction")
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls._param_names = cls._common_params + cls._rule_params
 
-    def __init__(self, n_units=2000, p=3.0, k=7, delta=0.4, lr=0.02, batch_size=100, shuffle=True,
-                 init="normal", input_norm=None, backend="auto", random_state=None, progress=None,
-                 collapse_fraction=0.05):
-        self.n_units = n_units
-        self.p = p
-        self.k = k
-        self.delta = delta
-        self.lr = lr
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.init = init
-        self.input_norm = input_norm
-        self.backend = backend
-        self.random_state = random_state
-        self.progress = progress
-        self.collapse_fraction = collapse_fraction
 
     # ------------------------------------------------------------------ validation
     def _validate_params(self):
-        def _int(name, lo):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-                raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
-
-        _int("n_units", 1)
-        _int("batch_size", 1)
-        _int("k", 2)
-        if self.k > self.n_units:
-            raise ValueError(f"k={self.k} is larger than n_units={self.n_units}")
+        _check_int(self, "n_units", 1)
+        _check_int(self, "batch_size", 1)
         if not (np.isfinite(self.p) and self.p >= 1):
             raise ValueError(f"p must be >= 1, got {self.p!r}")
-        if not (np.isfinite(self.delta) and self.delta >= 0):
-            raise ValueError(f"delta must be >= 0, got {self.delta!r}")
         if not (np.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
         if self.input_norm is not None and not (np.isfinite(self.input_norm) and self.input_norm >= 1):
             raise ValueError(f"input_norm must be None or a norm order >= 1, got {self.input_norm!r}")
+        if self.schedule not in ("linear", "constant"):
+            raise ValueError(f"schedule must be 'linear' or 'constant', got {self.schedule!r}")
         if not 0 <= self.collapse_fraction < 1:
             raise ValueError(f"collapse_fraction must be in [0, 1), got {self.collapse_fraction!r}")
         if isinstance(self.init, str):
             if self.init != "normal":
                 raise ValueError(f"init must be 'normal' or an array of shape (n_units, n_features), got {self.init!r}")
+        self._validate_rule()
         return resolve(self.backend)
 
     def _check_input(self, X, name="X"):
@@ -172,13 +149,6 @@ class HebbianWTA(_Layer):
         return W.copy()
 
     # ------------------------------------------------------------------ learning
-    def _kernel(self):
-        if self.backend_ == "cuda":
-            from ..kernels.cuda import hebbian as kernel
-        else:
-            from ..kernels.cpu import hebbian as kernel
-        return kernel
-
     def _start(self, X):
         """Fresh state for a new schedule (weights, seed, counters)."""
         backend = self._validate_params()
@@ -193,6 +163,12 @@ class HebbianWTA(_Layer):
         self.epochs_done_ = 0
         self.n_epochs_ = None
         self.history_ = []
+
+    def _rate(self, epoch, epochs):
+        """Learning rate of ``epoch`` in a schedule of ``epochs`` (None: no schedule yet)."""
+        if self.schedule == "constant" or not epochs:
+            return float(self.lr)
+        return float(self.lr) * (1.0 - epoch / epochs)
 
     def _epoch_order(self, n, epoch):
         if not self.shuffle:
@@ -238,16 +214,15 @@ class HebbianWTA(_Layer):
             self._start(X)
         V = self._validation_set(X, X_val)
         self.n_epochs_ = int(epochs)
-        kernel = self._kernel()
-        buffers = kernel.HebbianBuffers(self.n_units_, self.n_features_in_, int(self.batch_size), int(self.k))
+        kernel = self._kernel_module()
+        buffers = self._make_buffers(kernel)
         bar = progress_bar(range(self.epochs_done_, epochs), progress=self.progress, desc="hebbian",
                            unit="epoch", initial=self.epochs_done_, total=epochs)
         warned = False
         for epoch in bar:
             t0 = time.perf_counter()
-            eps = float(self.lr) * (1.0 - epoch / epochs)
-            kernel.hebbian_epoch(self.weights_, X, self._epoch_order(X.shape[0], epoch), int(self.batch_size),
-                                 int(self.k), float(self.delta), eps, float(self.p), buffers)
+            eps = self._rate(epoch, epochs)
+            self._run_epoch(kernel, X, self._epoch_order(X.shape[0], epoch), eps, buffers)
             self.n_samples_seen_ += X.shape[0]
             self.epochs_done_ = epoch + 1
             record = self._diagnostics(V)
@@ -257,8 +232,8 @@ class HebbianWTA(_Layer):
             if not warned and record["collapsed"]:
                 warned = True
                 warnings.warn(f"epoch {epoch + 1}: only {record['winners']} distinct units win the "
-                              f"{V.shape[0]} held-out samples: the layer is collapsing (see the model card: try a "
-                              "smaller k, a larger batch or input_norm=3)", CollapseWarning, stacklevel=2)
+                              f"{V.shape[0]} held-out samples: the layer is collapsing (see README, "
+                              "'Collapse': other k, delta, batch size or input_norm)", CollapseWarning, stacklevel=2)
             if checkpoint is not None and checkpoint_every and (epoch + 1) % checkpoint_every == 0:
                 self.save(checkpoint)
             if callback is not None and callback(self, record) is False:
@@ -280,10 +255,9 @@ class HebbianWTA(_Layer):
         else:
             X = self._prepare(check_array(X, name="X", ndim=2, dtype=np.float32), "X")
             self._start(X)
-        eps = float(self.lr) if not self.n_epochs_ else float(self.lr) * (1.0 - self.epochs_done_ / self.n_epochs_)
-        kernel = self._kernel()
-        kernel.hebbian_epoch(self.weights_, X, np.arange(X.shape[0], dtype=np.int64), int(self.batch_size),
-                             int(self.k), float(self.delta), eps, float(self.p))
+        eps = self._rate(self.epochs_done_, self.n_epochs_)
+        kernel = self._kernel_module()
+        self._run_epoch(kernel, X, np.arange(X.shape[0], dtype=np.int64), eps, self._make_buffers(kernel))
         self.n_samples_seen_ += X.shape[0]
         return self
 
@@ -304,7 +278,7 @@ class HebbianWTA(_Layer):
     # ------------------------------------------------------------------ inference
     def _check_ready(self):
         if not hasattr(self, "weights_"):
-            raise RuntimeError("this HebbianWTA is not fitted yet; call fit(X) first")
+            raise RuntimeError(f"this {type(self).__name__} is not fitted yet; call fit(X) first")
 
     def currents(self, X, *, _normalized=False):
         """The competition's currents ``sign(W)|W|^(p-1) x``, float32 (n, n_units)."""
@@ -318,12 +292,14 @@ class HebbianWTA(_Layer):
         """Index of the unit with the largest current for every sample (int64)."""
         return np.argmax(self.currents(X, _normalized=_normalized), axis=1).astype(np.int64)
 
-    def transform(self, X, power=4.5, block_rows=8192):
-        """Hidden activity ``ReLU(W x)^power`` (the paper's, n = 4.5), float32 (n, n_units).
+    def transform(self, X, power=None, block_rows=8192):
+        """Hidden activity ``ReLU(W x)^power``, float32 (n, n_units).
 
-        ``power=1`` gives the rectified currents.
+        ``power`` defaults to the layer's convention (4.5 for HebbianWTA, as in Krotov &
+        Hopfield's readout; 1 for SoftWTA); ``power=1`` gives the rectified currents.
         """
         self._check_ready()
+        power = self._default_power if power is None else power
         if not (np.isfinite(power) and power > 0):
             raise ValueError(f"power must be > 0, got {power!r}")
         X = self._check_input(X)
@@ -337,15 +313,39 @@ class HebbianWTA(_Layer):
                 np.power(h, np.float32(power), out=h)
         return out
 
-    def fit_transform(self, X, y=None, epochs=100, power=4.5, **fit_params):
+    def fit_transform(self, X, y=None, epochs=100, power=None, **fit_params):
         return self.fit(X, epochs=epochs, **fit_params).transform(X, power=power)
 
-    def to_torch(self, power=4.5):
+    def to_torch(self, power=None):
         """A ``torch.nn.Module`` computing ``ReLU(W x)^power`` with this layer's (frozen) weights,
         so a readout on top can be attacked with gradients."""
         self._check_ready()
         from ..torch_views import HebbianModule
+        power = self._default_power if power is None else power
         return HebbianModule(self.weights_, power=power, input_norm=self.input_norm)
+
+    def noise_units(self):
+        """Units that never learned ("noise units"), found as the seed paper's code does: a
+        two-component Gaussian mixture on the log-variance of each unit's weights; the units of
+        the higher-variance component are noise (they keep their N(0, 1) start while learned
+        units shrink to unit p-norm). Returns a boolean mask (n_units,); all False when the
+        mixture finds no separated second component.
+        """
+        self._check_ready()
+        logvar = np.log(np.var(self.weights_.astype(np.float64), axis=1) + 1e-30)
+        return _gmm_high_component(logvar)
+
+    def prune(self):
+        """A copy of the layer without its :meth:`noise_units` (``n_units`` reduced)."""
+        import copy
+
+        keep = ~self.noise_units()
+        layer = copy.deepcopy(self)
+        layer.weights_ = np.ascontiguousarray(self.weights_[keep])
+        layer.n_units = layer.n_units_ = int(keep.sum())
+        if not isinstance(layer.init, str):
+            layer.init = np.ascontiguousarray(np.asarray(layer.init)[keep])
+        return layer
 
     # ------------------------------------------------------------------ persistence
     def model_arrays(self) -> dict:
@@ -397,7 +397,7 @@ class HebbianWTA(_Layer):
         layer.history_ = list(hp.get("history_", []))
         return layer
 
-    def export(self, path, splits, *, power=4.5, dataset=None, provenance=None, block_rows=8192):
+    def export(self, path, splits, *, power=None, dataset=None, provenance=None, block_rows=8192):
         """Write weights, parameters and the representation of each split to ``path``.
 
         ``splits`` maps a split name to ``X`` or ``(X, y)``. Representations are ``transform(X,
@@ -406,6 +406,7 @@ class HebbianWTA(_Layer):
         from .. import io
 
         self._check_ready()
+        power = self._default_power if power is None else power
         prov = {"backend": self.backend_, "seed": self.random_state if self.random_state is not None else "none",
                 "dataset": dataset or "unknown"}
         prov.update(provenance or {})
@@ -421,3 +422,95 @@ class HebbianWTA(_Layer):
                     rep.write_rows(start, self.transform(X[start:start + block_rows], power=power))
             w.write_provenance(prov)
         return path
+
+
+class HebbianWTA(_CompetitiveLayer):
+    """Krotov-Hopfield competing hidden units, trained by a local Hebbian/anti-Hebbian rule.
+
+    Parameters
+    ----------
+    n_units : int
+        Hidden units K.
+    p : float
+        Lebesgue norm of the weights (p >= 1; 3 in the paper's MNIST settings).
+    k : int
+        Rank of the unit that receives anti-Hebbian learning (2 <= k <= n_units).
+    delta : float
+        Strength of the anti-Hebbian learning (>= 0).
+    lr : float
+        Initial learning rate eps0.
+    schedule : {"linear", "constant"}
+        "linear" (the paper): the rate of epoch e of a fit over E epochs is ``lr * (1 - e / E)``.
+    batch_size : int
+        Minibatch size.
+    shuffle : bool
+        Reshuffle the samples every epoch (the paper); with False minibatches are taken in row order.
+    init : "normal" or array of shape (n_units, n_features)
+        "normal" draws N(0, 1) weights (the paper); an array is copied and used as is.
+    input_norm : None or float
+        If a number q, every input image is scaled to unit L^q norm before learning and in
+        :meth:`transform` (the seed paper trains on unit-L3 images). None uses pixels as given.
+    backend : {"auto", "cpu", "cuda"}
+        See :mod:`bioreps.backend`.
+    random_state : int or None
+        Seeds the initial weights and the per-epoch shuffles.
+    progress : bool or None
+        Progress bar (None: follow ``$BIOREPS_PROGRESS``).
+    collapse_fraction : float
+        Warn when fewer than this fraction of ``min(n_units, n_validation)`` distinct units win a
+        held-out sample.
+
+    Attributes
+    ----------
+    weights_ : ndarray (n_units, n_features) float32
+    backend_ : str
+    n_samples_seen_ : int
+    epochs_done_ : int
+        Epochs of the current schedule completed (for resuming).
+    n_epochs_ : int or None
+        Length of the learning-rate schedule of the last :meth:`fit`.
+    history_ : list of dict
+        Per epoch: epoch, lr, converged, winners, seconds.
+    """
+
+    kind = "hebbian-wta"
+    _rule_params = ("k", "delta")
+
+    def __init__(self, n_units=2000, p=3.0, k=7, delta=0.4, lr=0.02, batch_size=100, shuffle=True,
+                 init="normal", input_norm=None, schedule="linear", backend="auto", random_state=None,
+                 progress=None, collapse_fraction=0.05):
+        self.n_units = n_units
+        self.p = p
+        self.k = k
+        self.delta = delta
+        self.lr = lr
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.init = init
+        self.input_norm = input_norm
+        self.schedule = schedule
+        self.backend = backend
+        self.random_state = random_state
+        self.progress = progress
+        self.collapse_fraction = collapse_fraction
+
+    def _validate_rule(self):
+        _check_int(self, "k", 2)
+        if self.k > self.n_units:
+            raise ValueError(f"k={self.k} is larger than n_units={self.n_units}")
+        if not (np.isfinite(self.delta) and self.delta >= 0):
+            raise ValueError(f"delta must be >= 0, got {self.delta!r}")
+
+    def _kernel_module(self):
+        if self.backend_ == "cuda":
+            from ..kernels.cuda import hebbian as kernel
+        else:
+            from ..kernels.cpu import hebbian as kernel
+        return kernel
+
+    def _make_buffers(self, kernel):
+        return kernel.HebbianBuffers(self.n_units_, self.n_features_in_, int(self.batch_size), int(self.k))
+
+    def _run_epoch(self, kernel, X, order, eps, buffers):
+        kernel.hebbian_epoch(self.weights_, X, order, int(self.batch_size), int(self.k), float(self.delta), eps,
+                             float(self.p), buffers)
