@@ -49,10 +49,11 @@ def _check_int(obj, name, lo):
         raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
 
 
-def _gmm_high_component(x, n_iter=200, min_separation=2.0):
+def _gmm_high_component(x, n_iter=200, min_separation=2.0, min_gap=np.log(4.0)):
     """Two-component 1-D Gaussian mixture by EM; True for points assigned to the component
     with the larger mean, provided the means are ``min_separation`` pooled standard deviations
-    apart (else no second component is claimed)."""
+    and at least ``min_gap`` apart (a 4-fold variance ratio for log-variances) and each
+    component holds at least 2 points (else no second component is claimed)."""
     x = np.asarray(x, dtype=np.float64)
     if x.size < 4 or np.ptp(x) == 0:
         return np.zeros(x.shape, bool)
@@ -74,9 +75,11 @@ def _gmm_high_component(x, n_iter=200, min_separation=2.0):
         mu = new_mu
     hi, lo = int(np.argmax(mu)), int(np.argmin(mu))
     pooled = np.sqrt((sd[0] ** 2 + sd[1] ** 2) / 2)
-    if w.min() < 1e-3 or abs(mu[hi] - mu[lo]) < min_separation * pooled:
+    high = r[:, hi] > 0.5
+    if (min(high.sum(), (~high).sum()) < 2 or mu[hi] - mu[lo] < min_gap
+            or mu[hi] - mu[lo] < min_separation * pooled):
         return np.zeros(x.shape, bool)
-    return r[:, hi] > 0.5
+    return high
 
 
 def _normalize_rows(X, q):
