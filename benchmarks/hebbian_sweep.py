@@ -22,10 +22,10 @@ from bioreps.readout import LinearReadout
 
 
 def parse_setting(text):
-    out = {"p": 3.0, "k": 7, "delta": 0.4, "batch": 100, "lr": 0.02, "norm": None}
+    out = {"p": 3.0, "k": 7, "delta": 0.4, "batch": 100, "lr": 0.02, "norm": None, "center": 0}
     for part in text.split(","):
         key, value = part.split("=")
-        out[key] = None if value == "none" else (int(value) if key in ("k", "batch") else float(value))
+        out[key] = None if value == "none" else (int(value) if key in ("k", "batch", "center") else float(value))
     return out
 
 
@@ -50,7 +50,7 @@ def main():
     for text in args.setting:
         s = parse_setting(text)
         layer = HebbianWTA(n_units=args.units, p=s["p"], k=s["k"], delta=s["delta"], lr=s["lr"],
-                           batch_size=s["batch"], input_norm=s["norm"], backend="cpu",
+                           batch_size=s["batch"], center=bool(s["center"]), input_norm=s["norm"], backend="cpu",
                            random_state=args.seed, progress=False)
         log = []
 

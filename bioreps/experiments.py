@@ -53,6 +53,11 @@ def _hebbian(params, seed):
     return HebbianWTA(random_state=seed, **params)
 
 
+def _soft(params, seed):
+    from .layers import SoftWTA
+    return SoftWTA(random_state=seed, **params)
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     """How to build one kind of model from its ``[model]`` table.
@@ -75,7 +80,16 @@ MODELS = {
     "hebbian-wta": ModelEntry(
         _hebbian,
         {"n_units": int, "p": _NUM, "k": int, "delta": _NUM, "lr": _NUM, "batch_size": int, "shuffle": bool,
-         "input_norm": _NUM, "backend": str, "collapse_fraction": _NUM},
+         "center": bool, "input_norm": _NUM, "schedule": str, "backend": str, "collapse_fraction": _NUM},
+        fit_params={"epochs": int},
+        transform_params={"power": _NUM},
+        resumable=True,
+    ),
+    "soft-wta": ModelEntry(
+        _soft,
+        {"n_units": int, "p": _NUM, "temperature": _NUM, "lr": _NUM, "power_lr": _NUM, "adaptive": bool,
+         "batch_size": int, "shuffle": bool, "center": bool, "input_norm": _NUM, "schedule": str, "backend": str,
+         "collapse_fraction": _NUM},
         fit_params={"epochs": int},
         transform_params={"power": _NUM},
         resumable=True,

@@ -230,3 +230,24 @@ def test_noise_units_found_and_pruned(blobs):
     same = HebbianWTA(n_units=10, k=2, backend="cpu", random_state=0).fit(X, epochs=1)
     same.weights_ = np.random.default_rng(0).normal(0, 0.1, (10, 64)).astype(np.float32)
     assert not same.noise_units().any()
+
+
+def test_center_subtracts_the_training_mean_everywhere(blobs, tmp_path):
+    X, _ = blobs
+    layer = HebbianWTA(n_units=15, k=2, center=True, input_norm=2, backend="cpu", random_state=0).fit(X, epochs=2)
+    np.testing.assert_allclose(layer.mean_, X.mean(axis=0), rtol=1e-5, atol=1e-7)
+    Xc = X[:8] - layer.mean_
+    Xc /= np.linalg.norm(Xc, axis=1, keepdims=True)
+    expected = np.maximum(Xc @ layer.weights_.T, 0)
+    np.testing.assert_allclose(layer.transform(X[:8], power=1), expected, rtol=1e-4, atol=1e-6)
+    with torch.no_grad():
+        np.testing.assert_allclose(layer.to_torch(power=1)(torch.from_numpy(X[:8])).numpy(), expected, rtol=1e-4, atol=1e-6)
+    layer.save(tmp_path / "c.h5")
+    np.testing.assert_array_equal(HebbianWTA.load(tmp_path / "c.h5").transform(X[:8]), layer.transform(X[:8]))
+    # the kernel saw centred, normalised inputs: same as fitting plain on pre-processed data
+    Xp = (X - X.mean(axis=0)) / np.linalg.norm(X - X.mean(axis=0), axis=1, keepdims=True)
+    plain = HebbianWTA(n_units=15, k=2, backend="cpu", random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # centred data leaves [0, 1]
+        plain.fit(Xp.astype(np.float32), epochs=2)
+    np.testing.assert_allclose(plain.weights_, layer.weights_, rtol=1e-4, atol=1e-5)

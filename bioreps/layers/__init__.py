@@ -6,6 +6,6 @@ STDP layers join them.
 """
 
 from .controls import Pixels, RandomReLU
-from .hebbian import CollapseWarning, HebbianWTA
+from .hebbian import CollapseWarning, HebbianWTA, SoftWTA
 
-__all__ = ["CollapseWarning", "HebbianWTA", "Pixels", "RandomReLU"]
+__all__ = ["CollapseWarning", "HebbianWTA", "Pixels", "RandomReLU", "SoftWTA"]

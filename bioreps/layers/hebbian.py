@@ -30,7 +30,7 @@ from .._validation import check_array
 from ..backend import resolve
 from ._base import _Layer
 
-__all__ = ["HebbianWTA", "CollapseWarning", "lp_norms"]
+__all__ = ["HebbianWTA", "SoftWTA", "CollapseWarning", "lp_norms"]
 
 
 class CollapseWarning(UserWarning):
@@ -96,7 +96,7 @@ class _CompetitiveLayer(_Layer):
     winner-take-all layers. Subclasses define ``_rule_params``, ``_validate_rule``,
     ``_kernel_module``, ``_make_buffers`` and ``_run_epoch``."""
 
-    _common_params = ("n_units", "p", "lr", "batch_size", "shuffle", "init", "input_norm", "schedule",
+    _common_params = ("n_units", "p", "lr", "batch_size", "shuffle", "init", "center", "input_norm", "schedule",
                       "backend", "random_state", "collapse_fraction")
     _default_power = 4.5
 
@@ -115,6 +115,8 @@ class _CompetitiveLayer(_Layer):
             raise ValueError(f"p must be >= 1, got {self.p!r}")
         if not (np.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if not isinstance(self.center, (bool, np.bool_)):
+            raise ValueError(f"center must be True or False, got {self.center!r}")
         if self.input_norm is not None and not (np.isfinite(self.input_norm) and self.input_norm >= 1):
             raise ValueError(f"input_norm must be None or a norm order >= 1, got {self.input_norm!r}")
         if self.schedule not in ("linear", "constant"):
@@ -133,12 +135,16 @@ class _CompetitiveLayer(_Layer):
             raise ValueError(f"{name} has {X.shape[1]} features but the layer was fitted on {self.n_features_in_}")
         return self._prepare(X, name)
 
-    def _prepare(self, X, name):
-        """Warn about values outside [0, 1]; apply ``input_norm``."""
+    def _prepare(self, X, name, mean=None):
+        """Warn about values outside [0, 1]; subtract the mean image (``center``); apply
+        ``input_norm``. ``mean`` overrides ``mean_`` (used while starting a fit)."""
         lo, hi = float(X.min()), float(X.max())
         if lo < 0 or hi > 1:
             warnings.warn(f"{name} has values in [{lo:g}, {hi:g}], outside [0, 1]; the rule expects "
                           "pixel intensities scaled to [0, 1]", UserWarning, stacklevel=4)
+        mean = getattr(self, "mean_", None) if mean is None else mean
+        if self.center and mean is not None:
+            X = X - mean
         return _normalize_rows(X, self.input_norm)
 
     def _initial_weights(self, n_features, seed):
@@ -152,13 +158,14 @@ class _CompetitiveLayer(_Layer):
         return W.copy()
 
     # ------------------------------------------------------------------ learning
-    def _start(self, X):
-        """Fresh state for a new schedule (weights, seed, counters)."""
+    def _start(self, X, mean):
+        """Fresh state for a new schedule (weights, seed, counters, input mean)."""
         backend = self._validate_params()
         seed_seq = np.random.SeedSequence(self.random_state)
         W = self._initial_weights(X.shape[1], seed_seq.spawn(1)[0])
         self.backend_ = backend
         self.weights_ = W
+        self.mean_ = mean
         self.seed_ = int(seed_seq.entropy % (2**63))
         self.n_features_in_ = X.shape[1]
         self.n_units_ = int(self.n_units)
@@ -213,8 +220,10 @@ class _CompetitiveLayer(_Layer):
         if resuming:
             X = self._check_input(X)
         else:
-            X = self._prepare(check_array(X, name="X", ndim=2, dtype=np.float32), "X")
-            self._start(X)
+            X = check_array(X, name="X", ndim=2, dtype=np.float32)
+            mean = X.mean(axis=0, dtype=np.float64).astype(np.float32)
+            X = self._prepare(X, "X", mean=mean)
+            self._start(X, mean)
         V = self._validation_set(X, X_val)
         self.n_epochs_ = int(epochs)
         kernel = self._kernel_module()
@@ -256,8 +265,10 @@ class _CompetitiveLayer(_Layer):
         if hasattr(self, "weights_"):
             X = self._check_input(X)
         else:
-            X = self._prepare(check_array(X, name="X", ndim=2, dtype=np.float32), "X")
-            self._start(X)
+            X = check_array(X, name="X", ndim=2, dtype=np.float32)
+            mean = X.mean(axis=0, dtype=np.float64).astype(np.float32)
+            X = self._prepare(X, "X", mean=mean)
+            self._start(X, mean)
         eps = self._rate(self.epochs_done_, self.n_epochs_)
         kernel = self._kernel_module()
         self._run_epoch(kernel, X, np.arange(X.shape[0], dtype=np.int64), eps, self._make_buffers(kernel))
@@ -325,7 +336,8 @@ class _CompetitiveLayer(_Layer):
         self._check_ready()
         from ..torch_views import HebbianModule
         power = self._default_power if power is None else power
-        return HebbianModule(self.weights_, power=power, input_norm=self.input_norm)
+        return HebbianModule(self.weights_, power=power, input_norm=self.input_norm,
+                             mean=self.mean_ if self.center else None)
 
     def noise_units(self):
         """Units that never learned ("noise units"), found as the seed paper's code does: a
@@ -353,7 +365,7 @@ class _CompetitiveLayer(_Layer):
     # ------------------------------------------------------------------ persistence
     def model_arrays(self) -> dict:
         self._check_ready()
-        return {"weights": self.weights_}
+        return {"weights": self.weights_, "mean": self.mean_}
 
     def _state(self) -> dict:
         params = self.get_params()
@@ -383,6 +395,7 @@ class _CompetitiveLayer(_Layer):
                 raise ValueError(f"{path} holds a {f.model.kind!r} model, not {cls.kind!r}")
             hp = dict(f.model.hyperparameters)
             W = np.ascontiguousarray(f.model.arrays["weights"], dtype=np.float32)
+            mean = np.ascontiguousarray(f.model.arrays["mean"], dtype=np.float32)
         params = {k: hp[k] for k in cls._param_names if k in hp}
         if params.get("init") == "array":
             params["init"] = W.copy()
@@ -391,6 +404,7 @@ class _CompetitiveLayer(_Layer):
         layer = cls(**params)
         layer.backend_ = resolve(layer.backend)
         layer.weights_ = W
+        layer.mean_ = mean
         layer.n_features_in_ = W.shape[1]
         layer.n_units_ = W.shape[0]
         layer.seed_ = int(hp["seed_"])
@@ -450,9 +464,15 @@ class HebbianWTA(_CompetitiveLayer):
         Reshuffle the samples every epoch (the paper); with False minibatches are taken in row order.
     init : "normal" or array of shape (n_units, n_features)
         "normal" draws N(0, 1) weights (the paper); an array is copied and used as is.
+    center : bool
+        Subtract the mean training image (``mean_``, learned by :meth:`fit`) from every input,
+        in learning and in :meth:`transform`. Fashion-MNIST items overlap so much that on raw
+        pixels one "mean blob" unit wins every image and the runners-up are pushed to negative
+        images (collapse, see README); centring removes that advantage.
     input_norm : None or float
-        If a number q, every input image is scaled to unit L^q norm before learning and in
-        :meth:`transform` (the seed paper trains on unit-L3 images). None uses pixels as given.
+        If a number q, every input image (after centring) is scaled to unit L^q norm before
+        learning and in :meth:`transform` (the seed paper trains on unit-L3 images). None uses
+        the pixels as given.
     backend : {"auto", "cpu", "cuda"}
         See :mod:`bioreps.backend`.
     random_state : int or None
@@ -480,8 +500,8 @@ class HebbianWTA(_CompetitiveLayer):
     _rule_params = ("k", "delta")
 
     def __init__(self, n_units=2000, p=3.0, k=7, delta=0.4, lr=0.02, batch_size=100, shuffle=True,
-                 init="normal", input_norm=None, schedule="linear", backend="auto", random_state=None,
-                 progress=None, collapse_fraction=0.05):
+                 init="normal", center=False, input_norm=None, schedule="linear", backend="auto",
+                 random_state=None, progress=None, collapse_fraction=0.05):
         self.n_units = n_units
         self.p = p
         self.k = k
@@ -490,6 +510,7 @@ class HebbianWTA(_CompetitiveLayer):
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.init = init
+        self.center = center
         self.input_norm = input_norm
         self.schedule = schedule
         self.backend = backend
@@ -517,3 +538,71 @@ class HebbianWTA(_CompetitiveLayer):
     def _run_epoch(self, kernel, X, order, eps, buffers):
         kernel.hebbian_epoch(self.weights_, X, order, int(self.batch_size), int(self.k), float(self.delta), eps,
                              float(self.p), buffers)
+
+
+class SoftWTA(_CompetitiveLayer):
+    """SoftHebb: soft winner-take-all Hebbian learning (Journé, Garcia Rodriguez, Guo & Moraitis,
+    "Hebbian deep learning without feedback", ICLR 2023).
+
+    Per minibatch: ``u = sign(W)|W|^(p-1) x`` (``W x`` for p = 2), ``y = softmax(u / temperature)``
+    over units, ``dw_i = sum_b y_i (x - u_i w_i)`` scaled so its largest entry is 1, times the
+    per-unit adaptive rate of the paper's code ``lr * |‖w_i‖_p - 1|^power_lr``, which anneals
+    each unit as it reaches unit norm (so the default schedule is "constant").
+
+    Parameters are those of :class:`HebbianWTA` except ``k``/``delta``, plus:
+
+    temperature : float
+        Softmax temperature T (the reference code's ``t_invert`` is 1/T; 1/12 there).
+    power_lr : float
+        Exponent of the adaptive rate (0.5 in the paper).
+    adaptive : bool
+        Use the adaptive per-unit rate; False uses ``lr`` for every unit.
+
+    ``transform`` defaults to ``power=1``: rectified currents ``ReLU(W x)``.
+    """
+
+    kind = "soft-wta"
+    _rule_params = ("temperature", "power_lr", "adaptive")
+    _default_power = 1.0
+
+    def __init__(self, n_units=2000, p=2.0, temperature=1 / 12, lr=0.01, power_lr=0.5, adaptive=True,
+                 batch_size=100, shuffle=True, init="normal", center=False, input_norm=None, schedule="constant",
+                 backend="auto", random_state=None, progress=None, collapse_fraction=0.05):
+        self.n_units = n_units
+        self.p = p
+        self.temperature = temperature
+        self.lr = lr
+        self.power_lr = power_lr
+        self.adaptive = adaptive
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.init = init
+        self.center = center
+        self.input_norm = input_norm
+        self.schedule = schedule
+        self.backend = backend
+        self.random_state = random_state
+        self.progress = progress
+        self.collapse_fraction = collapse_fraction
+
+    def _validate_rule(self):
+        if not (np.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
+        if not (np.isfinite(self.power_lr) and self.power_lr >= 0):
+            raise ValueError(f"power_lr must be >= 0, got {self.power_lr!r}")
+        if not isinstance(self.adaptive, (bool, np.bool_)):
+            raise ValueError(f"adaptive must be True or False, got {self.adaptive!r}")
+
+    def _kernel_module(self):
+        if self.backend_ == "cuda":
+            from ..kernels.cuda import softhebb as kernel
+        else:
+            from ..kernels.cpu import softhebb as kernel
+        return kernel
+
+    def _make_buffers(self, kernel):
+        return kernel.SoftHebbBuffers(self.n_units_, self.n_features_in_, int(self.batch_size))
+
+    def _run_epoch(self, kernel, X, order, eps, buffers):
+        kernel.softhebb_epoch(self.weights_, X, order, int(self.batch_size), 1.0 / float(self.temperature), eps,
+                              float(self.p), float(self.power_lr), bool(self.adaptive), buffers)

@@ -127,11 +127,12 @@ def _currents_kernel(tile):
     if kern is not None:
         return kern
     T = int(tile)
+    T1 = T + 1  # padded row: a closure constant (shared shapes must be compile-time constants)
 
     @cuda.jit
     def _currents(Wp, V, m, IT):
-        As = cuda.shared.array((T, T + 1), np.float32)
-        Bs = cuda.shared.array((T, T + 1), np.float32)
+        As = cuda.shared.array((T, T1), np.float32)
+        Bs = cuda.shared.array((T, T1), np.float32)
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
         i0 = cuda.blockIdx.x * T
