@@ -12,8 +12,9 @@ How each step maps to the CPU kernel, per minibatch of ``m <= B`` rows:
 =======================  =====================================  ==================================
 step                     CPU (``kernels/cpu/hebbian.py``)       CUDA (this module), launch config
 =======================  =====================================  ==================================
-rows of the batch        ``np.take(X, order[...], out=V)``      :func:`_gather_rows`, grid-stride
-                                                                over m*N, ``block`` threads
+rows of the batch        ``np.take(X, order[...], out=V)``      :func:`_gather_rows`: blocks stride
+                                                                over rows, ``block`` threads over
+                                                                a row
 currents                 ``np.matmul(Wp, V.T)`` (K, m), BLAS    :func:`_currents_kernel`: tiled
                                                                 shared-memory GEMM, float32,
                                                                 (tile, tile) threads, grid
@@ -24,15 +25,15 @@ argmax and k-th unit     :func:`topk_columns`, insertion scan   :func:`_topk_col
                                                                 arg-max reduction
 affected units           first loop of :func:`sparse_update`    :func:`_collect_units`: 1 thread,
                                                                 the same loop and order (2m steps)
-ds, xx (float64)         loops of :func:`sparse_update`          :func:`_accumulate`: one block per
+ds, xx (float64)         loops of :func:`sparse_update`         :func:`_accumulate`: one block per
                                                                 affected unit, threads over
                                                                 features, samples in order
 max|ds|                  serial max                             block max reduction + one
                                                                 ``atomic.max`` per block (max is
                                                                 order free, so exact)
-W += eps ds / nc, Wp     last loop of :func:`sparse_update`      :func:`_apply_update`: one block per
+W += eps ds / nc, Wp     last loop of :func:`sparse_update`     :func:`_apply_update`: one block per
                                                                 affected unit
-Wp at the start          :func:`power_weights`                  :func:`_power_weights`, grid-stride
+Wp at the start          :func:`power_weights`                  :func:`_power_weights`, as gather
 =======================  =====================================  ==================================
 
 Exactness: the top-k reproduces the CPU's tie rule exactly (the CPU's insertion keeps a column's
@@ -67,6 +68,7 @@ __all__ = ["hebbian_epoch", "HebbianBuffers", "CUDA_BLOCK", "TILE", "MAX_BLOCK"]
 PREC = 1e-30
 TILE = 16  # default GEMM tile: (TILE, TILE) threads per block, TILE x (TILE + 1) shared floats x 2
 MAX_BLOCK = 1024  # most threads per block (the size of the reduction kernels' shared arrays)
+MAX_GRID = 4096  # most blocks of the row-strided kernels (power weights, gather)
 _POS_INF = math.inf
 _NEG_INF = -math.inf
 
@@ -92,24 +94,22 @@ def _signed_pow(w, p):
 
 @cuda.jit
 def _power_weights(W, p, out):
-    """``out[:] = sign(W) * |W|**(p - 1)``; grid-stride over the K*N elements."""
+    """``out[:] = sign(W) * |W|**(p - 1)``; blocks stride over the rows, threads over a row."""
     K, N = W.shape
-    start, stride = cuda.grid(1), cuda.gridsize(1)
-    for q in range(start, K * N, stride):
-        i = q // N
-        j = q - i * N
-        out[i, j] = _signed_pow(W[i, j], p)
+    for i in range(cuda.blockIdx.x, K, cuda.gridDim.x):
+        for j in range(cuda.threadIdx.x, N, cuda.blockDim.x):
+            out[i, j] = _signed_pow(W[i, j], p)
 
 
 @cuda.jit
 def _gather_rows(X, order, start, m, V):
-    """``V[r, :] = X[order[start + r], :]`` for r < m; grid-stride over the m*N elements."""
+    """``V[r, :] = X[order[start + r], :]`` for r < m; blocks stride over the rows, threads over
+    a row (coalesced)."""
     N = V.shape[1]
-    first, stride = cuda.grid(1), cuda.gridsize(1)
-    for q in range(first, m * N, stride):
-        r = q // N
-        j = q - r * N
-        V[r, j] = X[order[start + r], j]
+    for r in range(cuda.blockIdx.x, m, cuda.gridDim.x):
+        src = order[start + r]
+        for j in range(cuda.threadIdx.x, N, cuda.blockDim.x):
+            V[r, j] = X[src, j]
 
 
 _gemm_cache: dict = {}
@@ -479,13 +479,11 @@ def hebbian_epoch(W, X, order, batch_size, k, delta, eps, p, buffers=None, callb
     p = np.float64(p)
 
     gemm = _currents_kernel(tile)
-    kn = K * N
-    _power_weights[max(1, min(-(-kn // block), 4096)), block](Wd, p, bf.Wp)
+    _power_weights[max(1, min(K, MAX_GRID)), block](Wd, p, bf.Wp)
     n_batches = 0
     for start in range(0, n, B):
         m = min(B, n - start)
-        mn = m * N
-        _gather_rows[max(1, min(-(-mn // block), 4096)), block](dX, d_order, start, m, bf.V)
+        _gather_rows[min(m, MAX_GRID), block](dX, d_order, start, m, bf.V)
         gemm[(-(-K // tile), -(-m // tile)), (tile, tile)](bf.Wp, bf.V, m, bf.IT)
         _topk_columns[m, block](bf.IT, k, bf.win, bf.kth)
         _collect_units[1, 1](bf.win, bf.kth, m, bf.slot, bf.units, bf.n_aff, bf.nc)
