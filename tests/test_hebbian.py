@@ -251,3 +251,38 @@ def test_center_subtracts_the_training_mean_everywhere(blobs, tmp_path):
         warnings.simplefilter("ignore")  # centred data leaves [0, 1]
         plain.fit(Xp.astype(np.float32), epochs=2)
     np.testing.assert_allclose(plain.weights_, layer.weights_, rtol=1e-4, atol=1e-5)
+
+
+_LAYER_ON_SIMULATOR = r"""
+import json, sys, warnings
+import numpy as np
+from bioreps.data import make_classes
+from bioreps.layers import HebbianWTA
+X, _ = make_classes(21, n_features=20, n_classes=4, random_state=0)
+out = {}
+for backend in ("cpu", "cuda"):
+    layer = HebbianWTA(n_units=24, k=3, batch_size=7, lr=0.05, center=True, input_norm=2, backend=backend,
+                       random_state=3, progress=False)
+    layer.fit(X, epochs=2, X_val=X)  # 2 epochs of 3 batches
+    out[backend] = {"W": layer.weights_.tolist(), "backend_": layer.backend_,
+                    "winners": [r["winners"] for r in layer.history_]}
+print(json.dumps(out))
+"""
+
+
+def test_layer_on_cuda_simulator_equals_cpu():
+    """HebbianWTA(backend="cuda") in the CUDA simulator (a subprocess: Numba reads the flag at
+    import) learns the same weights as the CPU backend."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", BIOREPS_CUDA_BLOCK="8", BIOREPS_PROGRESS="0")
+    proc = subprocess.run([sys.executable, "-c", _LAYER_ON_SIMULATOR], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["cpu"]["backend_"] == "cpu" and out["cuda"]["backend_"] == "cuda"
+    assert out["cpu"]["winners"] == out["cuda"]["winners"]
+    assert _rel(out["cuda"]["W"], np.array(out["cpu"]["W"])) < 1e-5

@@ -1,0 +1,249 @@
+"""SoftHebb learning rule (soft winner-take-all Hebbian plasticity): Numba CPU kernels.
+
+After Journé, Garcia Rodriguez, Guo & Moraitis, "Hebbian deep learning without feedback" (ICLR
+2023), reference code NeuromorphicComputing/SoftHebb, ``hebblinear.py`` (``HebbSoftLinear``).
+One minibatch of B samples (rows of ``V``, shape (B, N)) and K units (rows of ``W``), Lebesgue
+exponent p, inverse temperature ``t_invert``:
+
+1. currents ``U = V @ Wp.T`` (B, K) with ``Wp = sign(W) * |W|**(p - 1)`` (``Wp = W`` for p = 2):
+   a BLAS GEMM done by the driver (``numpy.matmul`` into a preallocated buffer);
+2. :func:`softmax_rows`: ``Y = softmax(t_invert * U)`` over the units of each sample (the row max
+   subtracted), and in the same pass ``xx[i] = sum_b Y[b, i] * U[b, i]`` (float64, samples in
+   order);
+3. ``G = Y.T @ V`` (K, N): the second BLAS GEMM, by the driver;
+4. :func:`update_max`: ``nc = max |ds|`` over all entries of ``ds = G - xx[:, None] * W``;
+5. :func:`apply_update`: ``W[i] += lr_i * ds[i] / (nc + 1e-30)``, ``Wp`` refreshed from the new
+   float32 ``W``, and (adaptive learning rate) the new rows' p-norms give the next batch's
+   ``lr_i = lr * (| ||w_i||_p - 1 | + 1e-10) ** power_lr`` (``ds`` is recomputed in this pass
+   from ``G``, ``xx`` and the old ``W`` rather than stored: the same bytes are read either way).
+
+``lr_i`` thus always comes from ``W`` before the batch's update, as in the reference's
+``update_lr`` (run after each update for the next one); :func:`row_lr` computes it at the start
+of a call. Storage is float32; the norms, ``xx``, the softmax normaliser, ``ds`` and the scaled
+add are float64. ``Wp`` is always the function of the stored float32 ``W`` (never of an
+unrounded value), so an epoch split across two calls gives the same bits as one call.
+
+The kernels are serial on purpose: the two GEMMs run on every core through BLAS, and Numba
+threads beside BLAS threads fought for the two cores here (see ``kernels/cpu/hebbian.py``). They
+are pure functions of plain arrays (no allocation); the driver :func:`softhebb_epoch` owns the
+buffers and is shared in signature with the CUDA twin ``kernels/cuda/softhebb.py``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from .._config import njit_options
+
+__all__ = ["power_weights", "row_lr", "softmax_rows", "update_max", "apply_update",
+           "softhebb_epoch", "SoftHebbBuffers", "PREC", "LR_EPS"]
+
+PREC = 1e-30  # added to max|ds| before dividing (the reference's ``nc + 1e-30``)
+LR_EPS = 1e-10  # added to | ||w||_p - 1 | in the adaptive learning rate (the reference's ``nc``)
+
+
+@njit(**njit_options())
+def _signed_pow(w, p):
+    # sign(w) * |w|**(p - 1), exact fast paths for p = 2 and p = 3
+    if p == 2.0:
+        return w
+    if p == 3.0:
+        return w * abs(w)
+    if w == 0.0:
+        return 0.0 * w
+    a = abs(w) ** (p - 1.0)
+    return a if w > 0 else -a
+
+
+@njit(**njit_options())
+def _abs_pow(w, wp, p):
+    # |w|**p in float64 from w and wp = sign(w)|w|**(p - 1) (float64 values): |w * wp| for a
+    # general p (no second pow), exact products for p = 2 and p = 3
+    if p == 2.0:
+        return w * w
+    if p == 3.0:
+        a = abs(w)
+        return a * a * a
+    return abs(w * wp)
+
+
+@njit(**njit_options())
+def _lr_from_norm_pow(s, lr, p, power_lr):
+    # lr * (| s**(1/p) - 1 | + LR_EPS) ** power_lr, s = sum_j |w_j|**p
+    if p == 2.0:
+        nrm = math.sqrt(s)
+    else:
+        nrm = s ** (1.0 / p)
+    return lr * (abs(nrm - 1.0) + LR_EPS) ** power_lr
+
+
+@njit(**njit_options())
+def power_weights(W, p, out):
+    """``out[:] = sign(W) * |W|**(p - 1)`` (the weights that produce the currents)."""
+    K, N = W.shape
+    for i in range(K):
+        for j in range(N):
+            out[i, j] = _signed_pow(W[i, j], p)
+
+
+@njit(**njit_options())
+def row_lr(W, lr, p, power_lr, adaptive, lrs):
+    """Per-unit learning rates into ``lrs`` (K,) float64: ``lr * (| ||W[i]||_p - 1 | + 1e-10) **
+    power_lr`` when ``adaptive``, else ``lr``. The p-norm is summed in float64, j ascending."""
+    K, N = W.shape
+    for i in range(K):
+        if adaptive:
+            s = 0.0
+            for j in range(N):
+                w = np.float64(W[i, j])
+                s += _abs_pow(w, np.float64(_signed_pow(W[i, j], p)), p)
+            lrs[i] = _lr_from_norm_pow(s, lr, p, power_lr)
+        else:
+            lrs[i] = lr
+
+
+@njit(**njit_options())
+def softmax_rows(U, m, t_invert, Y, xx, ex):
+    """For each sample b < m: ``Y[b] = softmax(t_invert * U[b])`` over the units (the row max
+    subtracted; exponentials and their sum in float64), and ``xx[i] = sum_b Y[b, i] * U[b, i]``
+    (float64, samples in order, with Y as stored). ``ex`` (K,) float64 is scratch."""
+    K = U.shape[1]
+    t = np.float64(t_invert)
+    for i in range(K):
+        xx[i] = 0.0
+    for b in range(m):
+        mx = U[b, 0]
+        for i in range(1, K):
+            if U[b, i] > mx:
+                mx = U[b, i]
+        mx64 = np.float64(mx)
+        s = 0.0
+        for i in range(K):
+            e = math.exp(t * (np.float64(U[b, i]) - mx64))
+            ex[i] = e
+            s += e
+        inv = 1.0 / s
+        for i in range(K):
+            y = np.float32(ex[i] * inv)
+            Y[b, i] = y
+            xx[i] += np.float64(y) * np.float64(U[b, i])
+
+
+@njit(**njit_options())
+def update_max(G, W, xx):
+    """``max |G - xx[:, None] * W|`` over all entries (float64): the update's global scale."""
+    K, N = W.shape
+    nc = 0.0
+    for i in range(K):
+        x = xx[i]
+        for j in range(N):
+            d = abs(np.float64(G[i, j]) - x * np.float64(W[i, j]))
+            if d > nc:
+                nc = d
+    return nc
+
+
+@njit(**njit_options())
+def apply_update(W, Wp, G, xx, nc, lrs, lr, p, power_lr, adaptive, refresh_wp):
+    """``W[i] += lrs[i] * (G[i] - xx[i] W[i]) / (nc + 1e-30)`` (float64, stored as float32);
+    ``Wp`` refreshed from the new float32 ``W`` when ``refresh_wp``; when ``adaptive``, ``lrs[i]``
+    becomes the rate for the next batch, from the new row's p-norm (float64, j ascending)."""
+    K, N = W.shape
+    inv = 1.0 / (nc + PREC)
+    for i in range(K):
+        x = xx[i]
+        scale = lrs[i] * inv
+        s = 0.0
+        for j in range(N):
+            w_old = np.float64(W[i, j])
+            w32 = np.float32(w_old + scale * (np.float64(G[i, j]) - x * w_old))
+            W[i, j] = w32
+            wp = _signed_pow(w32, p)
+            if refresh_wp:
+                Wp[i, j] = wp
+            if adaptive:
+                s += _abs_pow(np.float64(w32), np.float64(wp), p)
+        if adaptive:
+            lrs[i] = _lr_from_norm_pow(s, lr, p, power_lr)
+
+
+class SoftHebbBuffers:
+    """Scratch arrays for :func:`softhebb_epoch`, allocated once per (K, N, B) and reused."""
+
+    def __init__(self, n_units, n_features, batch_size, dtype=np.float32):
+        K, N, B = int(n_units), int(n_features), int(batch_size)
+        self.shape = (K, N, B)
+        self.Wp = np.empty((K, N), dtype)  # unused for p = 2 (then Wp is W)
+        self.V = np.empty((B, N), dtype)
+        self.U = np.empty((B, K), dtype)  # currents (sample, unit)
+        self.Y = np.empty((B, K), dtype)  # soft winner-take-all activations
+        self.G = np.empty((K, N), dtype)  # Y.T @ V
+        self.xx = np.empty(K, np.float64)
+        self.ex = np.empty(K, np.float64)
+        self.lrs = np.empty(K, np.float64)  # per-unit learning rate of the next batch
+        self.nc = 0.0  # max|ds| of the last batch
+
+
+def softhebb_epoch(W, X, order, batch_size, t_invert, lr, p, power_lr, adaptive, buffers=None,
+                   callback=None):
+    """One pass over ``X[order]`` in minibatches of ``batch_size``, updating ``W`` in place.
+
+    Parameters
+    ----------
+    W : (K, N) float32, C-contiguous; updated in place.
+    X : (n, N) float32 samples, C-contiguous.
+    order : (m,) int row indices into X, the presentation order (a final short batch is used).
+    batch_size : B, rows per minibatch.
+    t_invert : the softmax's inverse temperature (1/T).
+    lr : the learning rate (the amplitude of the adaptive rate when ``adaptive``).
+    p : the Lebesgue exponent (currents use ``sign(W)|W|**(p-1)``, the adaptive rate the p-norm).
+    power_lr : exponent of the adaptive rate ``lr * (| ||w_i||_p - 1 | + 1e-10) ** power_lr``.
+    adaptive : per-unit adaptive rate (True) or ``lr`` for every unit (False).
+    buffers : SoftHebbBuffers or None; reused across epochs by the caller to avoid allocation.
+    callback : called as ``callback(batch_index, n_rows)`` after each minibatch, or None.
+
+    Returns
+    -------
+    The number of batches.
+    """
+    W = np.asarray(W)
+    if W.dtype != np.float32 or W.ndim != 2 or not W.flags.c_contiguous:
+        raise TypeError("W must be a 2-D C-contiguous float32 array (it is updated in place)")
+    K, N = W.shape
+    B = int(batch_size)
+    if B < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if X.shape[1] != N:
+        raise ValueError(f"X has {X.shape[1]} features, W has {N}")
+    if buffers is None or buffers.shape != (K, N, B):
+        buffers = SoftHebbBuffers(K, N, B, W.dtype)
+    bf = buffers
+    t_invert, lr, p, power_lr = float(t_invert), float(lr), float(p), float(power_lr)
+    adaptive = bool(adaptive)
+    refresh_wp = p != 2.0
+    if refresh_wp:
+        power_weights(W, p, bf.Wp)
+        Wp = bf.Wp
+    else:
+        Wp = W
+    row_lr(W, lr, p, power_lr, adaptive, bf.lrs)
+    order = np.asarray(order)
+    n = order.shape[0]
+    n_batches = 0
+    for start in range(0, n, B):
+        m = min(B, n - start)
+        V = bf.V[:m]
+        np.take(X, order[start:start + m], axis=0, out=V)
+        # currents U[:m] = V @ Wp.T and G = Y[:m].T @ V through BLAS, no allocation
+        np.matmul(V, Wp.T, out=bf.U[:m])
+        softmax_rows(bf.U, m, t_invert, bf.Y, bf.xx, bf.ex)
+        np.matmul(bf.Y[:m].T, V, out=bf.G)
+        bf.nc = update_max(bf.G, W, bf.xx)
+        apply_update(W, Wp, bf.G, bf.xx, bf.nc, bf.lrs, lr, p, power_lr, adaptive, refresh_wp)
+        n_batches += 1
+        if callback is not None:
+            callback(n_batches, m)
+    return n_batches
