@@ -29,9 +29,9 @@ def parse_setting(text):
     return out
 
 
-def readout_accuracy(layer, X, y, Xt, yt, seed=0):
+def readout_accuracy(layer, X, y, Xt, yt, epochs=8, seed=0):
     H, Ht = layer.transform(X), layer.transform(Xt)
-    r = LinearReadout(epochs=8, lr=1e-3, batch_size=256, random_state=seed, progress=False).fit(H, y)
+    r = LinearReadout(epochs=epochs, lr=1e-3, batch_size=256, random_state=seed, progress=False).fit(H, y)
     return r.score(Ht, yt)
 
 
@@ -42,6 +42,7 @@ def main():
     ap.add_argument("--units", type=int, default=2000)
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--readout-epochs", type=int, default=8)
     ap.add_argument("--out", default="hebbian_sweep.jsonl")
     ap.add_argument("--save-dir", default=None, help="save each trained layer there (bioreps HDF5)")
     args = ap.parse_args()
@@ -69,9 +70,9 @@ def main():
             import os
             os.makedirs(args.save_dir, exist_ok=True)
             layer.save(os.path.join(args.save_dir, text.replace(",", "_").replace("=", "") + f"_e{args.epochs}.h5"))
-        acc = readout_accuracy(layer, X, y, Xt, yt)
+        acc = readout_accuracy(layer, X, y, Xt, yt, epochs=args.readout_epochs)
         result = {"setting": s, "epochs": args.epochs, "units": args.units, "train_seconds": round(train_s, 1),
-                  "log": log, "test_accuracy": acc}
+                  "log": log, "test_accuracy": acc, "readout_epochs": args.readout_epochs}
         print(json.dumps(result), flush=True)
         with open(args.out, "a") as fh:
             fh.write(json.dumps(result) + "\n")
