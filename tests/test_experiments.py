@@ -17,7 +17,7 @@ def _write(tmp_path, text):
 
 def test_quickstart_config_is_valid():
     cfg = experiments.load_config("experiments/quickstart.toml")
-    assert cfg["model"]["kind"] == "random-relu"
+    assert cfg["model"]["kind"] == "hebbian-wta" and cfg["model"]["center"] is True
     assert cfg["experiment"]["output"].endswith("quickstart")
 
 
@@ -147,3 +147,9 @@ def test_resume_without_checkpoint_is_refused(tmp_path, fashion_mnist_available)
     cfg = experiments.load_config(_write(tmp_path, HEBBIAN_TOML.format(out=tmp_path / "c")))
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         experiments.run(cfg, resume=True, progress=False, log=lambda *a: None)
+
+
+@pytest.mark.parametrize("name", ["quickstart", "hebbian_fmnist", "softhebb_fmnist"])
+def test_shipped_experiments_are_valid(name):
+    cfg = experiments.load_config(f"experiments/{name}.toml")
+    assert cfg["model"]["kind"] in experiments.MODELS and cfg["model"]["epochs"] >= 1
