@@ -64,7 +64,7 @@ def receptive_fields(weights, path, *, n_units=100, columns=10, order="index", t
             ax.imshow(w.reshape(shape), cmap="bwr", vmin=-m, vmax=m)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout(pad=0.1)
+    fig.tight_layout(pad=0.1, rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()) if title else None)
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
     try:
