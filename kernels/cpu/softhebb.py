@@ -5,13 +5,13 @@ After Journé, Garcia Rodriguez, Guo & Moraitis, "Hebbian deep learning without 
 One minibatch of B samples (rows of ``V``, shape (B, N)) and K units (rows of ``W``), Lebesgue
 exponent p, inverse temperature ``t_invert``:
 
-1. currents ``U = V @ Wp.T`` (B, K) with ``Wp = sign(W) * |W|**(p - 1)`` (``Wp = W`` for p = 2):
-   a BLAS GEMM done by the driver (``numpy.matmul`` into a preallocated buffer);
-2. :func:`softmax_rows`: ``Y = softmax(t_invert * U)`` over the units of each sample (the row max
-   subtracted), and in the same pass ``xx[i] = sum_b Y[b, i] * U[b, i]`` (float64, samples in
-   order);
-3. ``G = Y.T @ V`` (K, N): the second BLAS GEMM, by the driver (from ``YT``, the activations
-   stored transposed);
+1. currents ``U = V @ Wp.T`` with ``Wp = sign(W) * |W|**(p - 1)`` (``Wp = W`` for p = 2), kept
+   transposed as ``UT = Wp @ V.T`` (K, B): a BLAS GEMM done by the driver (``numpy.matmul`` into
+   a preallocated buffer);
+2. :func:`softmax_columns`: ``Y = softmax(t_invert * U)`` over the units of each sample (the max
+   subtracted), kept transposed as ``YT`` (K, B), and ``xx[i] = sum_b Y[b, i] * U[b, i]``
+   (float64, samples in order);
+3. ``G = Y.T @ V = YT @ V`` (K, N): the second BLAS GEMM, by the driver;
 4. :func:`update_max`: ``nc = max |ds|`` over all entries of ``ds = G - xx[:, None] * W``;
 5. :func:`apply_update`: ``W[i] += lr_i * ds[i] / (nc + 1e-30)``, ``Wp`` refreshed from the new
    float32 ``W``, and (adaptive learning rate) the new rows' p-norms give the next batch's
@@ -28,6 +28,13 @@ The kernels are serial on purpose: the two GEMMs run on every core through BLAS,
 threads beside BLAS threads fought for the two cores here (see ``kernels/cpu/hebbian.py``). They
 are pure functions of plain arrays (no allocation); the driver :func:`softhebb_epoch` owns the
 buffers and is shared in signature with the CUDA twin ``kernels/cuda/softhebb.py``.
+
+Measured on the 2-core development machine (shared with another job, so +-30%), one epoch of
+Fashion-MNIST (60000 x 784), K = 2000, B = 100, p = 2: 3.7-4.7 s, of which the GEMMs ~2.1 s,
+the softmax (float64 ``exp``) 0.6 s, the update 0.3 s, the max 0.2 s. Layouts were chosen by
+measurement: ``Wp @ V.T`` into (K, B) rather than ``V @ Wp.T`` into (B, K) (equal when the
+machine is idle, 3x faster under load), ``YT @ V`` from a C-contiguous ``YT`` rather than
+``Y.T @ V`` (1.4x). p other than 2 and 3 costs one float32 power per weight per batch (+5 s).
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from numba import njit
 
 from .._config import njit_options
 
-__all__ = ["power_weights", "row_lr", "softmax_rows", "update_max", "apply_update",
+__all__ = ["power_weights", "row_lr", "softmax_columns", "update_max", "apply_update",
            "softhebb_epoch", "SoftHebbBuffers", "PREC", "LR_EPS"]
 
 PREC = 1e-30  # added to max|ds| before dividing (the reference's ``nc + 1e-30``)
@@ -120,42 +127,57 @@ def row_lr(W, Wp, lr, p, power_lr, adaptive, lrs):
 
 
 @njit(**njit_options())
-def softmax_rows(U, m, t_invert, YT, xx, ex):
-    """For each sample b < m: ``YT[:, b] = softmax(t_invert * U[b])`` over the units (the row
-    max subtracted; exponentials and their sum in float64), and ``xx[i] = sum_b YT[i, b] * U[b, i]``
-    (float64, samples in order, with the activations as stored). ``YT`` (K, B) holds the
-    activations transposed: BLAS's ``YT @ V`` from a C-contiguous YT was 1.4x faster here than
-    ``Y.T @ V``. ``ex`` (K,) float64 is scratch."""
-    K = U.shape[1]
+def softmax_columns(UT, m, t_invert, YT, xx, E, cmax, csum):
+    """For each sample b < m: ``YT[:, b] = softmax(t_invert * UT[:, b])`` over the units (the
+    column max subtracted; exponentials and their sum in float64, the sum over units in order),
+    and ``xx[i] = sum_b YT[i, b] * UT[i, b]`` (float64, samples in order, with the activations as
+    stored). Currents and activations are (unit, sample), and every loop runs along the rows.
+    Scratch: ``E`` (K, B), ``cmax`` and ``csum`` (B,), float64."""
+    K = UT.shape[0]
     t = np.float64(t_invert)
-    for i in range(K):
-        xx[i] = 0.0
     for b in range(m):
-        mx = U[b, 0]
-        for i in range(1, K):
-            mx = max(mx, U[b, i])
-        mx64 = np.float64(mx)
+        cmax[b] = UT[0, b]
+        csum[b] = 0.0
+    for i in range(1, K):
+        for b in range(m):
+            cmax[b] = max(cmax[b], np.float64(UT[i, b]))
+    for i in range(K):
+        for b in range(m):
+            e = math.exp(t * (np.float64(UT[i, b]) - cmax[b]))
+            E[i, b] = e
+            csum[b] += e
+    for b in range(m):
+        csum[b] = 1.0 / csum[b]
+    for i in range(K):
         s = 0.0
-        for i in range(K):
-            e = math.exp(t * (np.float64(U[b, i]) - mx64))
-            ex[i] = e
-            s += e
-        inv = 1.0 / s
-        for i in range(K):
-            y = np.float32(ex[i] * inv)
+        for b in range(m):
+            y = np.float32(E[i, b] * csum[b])
             YT[i, b] = y
-            xx[i] += np.float64(y) * np.float64(U[b, i])
+            s += np.float64(y) * np.float64(UT[i, b])
+        xx[i] = s
 
 
 @njit(**njit_options())
-def update_max(G, W, xx):
-    """``max |G - xx[:, None] * W|`` over all entries (float64): the update's global scale."""
+def update_max(G, W, xx, colmax):
+    """``max |G - xx[:, None] * W|`` over all entries (float64): the update's global scale.
+
+    The maxima are kept per column in ``colmax`` (N,) float64 scratch and reduced at the end: an
+    elementwise max along a row vectorises, a scalar max reduction does not (without ``nnan``);
+    4.6x faster here. Max is exact, so the result does not depend on the order.
+    """
     K, N = W.shape
-    nc = 0.0
+    for j in range(N):
+        colmax[j] = 0.0
     for i in range(K):
         x = xx[i]
         for j in range(N):
-            nc = max(nc, abs(np.float64(G[i, j]) - x * np.float64(W[i, j])))
+            d = abs(np.float64(G[i, j]) - x * np.float64(W[i, j]))
+            c = colmax[j]
+            colmax[j] = d if d > c else c
+    nc = 0.0
+    for j in range(N):
+        if colmax[j] > nc:
+            nc = colmax[j]
     return nc
 
 
@@ -193,11 +215,14 @@ class SoftHebbBuffers:
         self.shape = (K, N, B)
         self.Wp = np.empty((K, N), dtype)  # unused for p = 2 (then Wp is W)
         self.V = np.empty((B, N), dtype)
-        self.U = np.empty((B, K), dtype)  # currents (sample, unit)
+        self.UT = np.empty((K, B), dtype)  # currents, (unit, sample)
         self.YT = np.empty((K, B), dtype)  # soft winner-take-all activations, (unit, sample)
+        self.E = np.empty((K, B), np.float64)  # exponentials
+        self.cmax = np.empty(B, np.float64)
+        self.csum = np.empty(B, np.float64)
         self.G = np.empty((K, N), dtype)  # YT @ V
         self.xx = np.empty(K, np.float64)
-        self.ex = np.empty(K, np.float64)
+        self.colmax = np.empty(N, np.float64)
         self.lrs = np.empty(K, np.float64)  # per-unit learning rate of the next batch
         self.nc = 0.0  # max|ds| of the last batch
 
@@ -252,11 +277,13 @@ def softhebb_epoch(W, X, order, batch_size, t_invert, lr, p, power_lr, adaptive,
         m = min(B, n - start)
         V = bf.V[:m]
         np.take(X, order[start:start + m], axis=0, out=V)
-        # currents U[:m] = V @ Wp.T and G = YT[:, :m] @ V through BLAS, no allocation
-        np.matmul(V, Wp.T, out=bf.U[:m])
-        softmax_rows(bf.U, m, t_invert, bf.YT, bf.xx, bf.ex)
-        np.matmul(bf.YT[:, :m], V, out=bf.G)
-        bf.nc = update_max(bf.G, W, bf.xx)
+        # the GEMMs through BLAS into the buffers: currents UT = Wp @ V.T and G = YT @ V
+        # (for the final short batch, views of the first m columns)
+        UT = bf.UT if m == B else bf.UT[:, :m]
+        np.matmul(Wp, V.T, out=UT)
+        softmax_columns(bf.UT, m, t_invert, bf.YT, bf.xx, bf.E, bf.cmax, bf.csum)
+        np.matmul(bf.YT if m == B else bf.YT[:, :m], V, out=bf.G)
+        bf.nc = update_max(bf.G, W, bf.xx, bf.colmax)
         apply_update(W, Wp, bf.G, bf.xx, bf.nc, bf.lrs, lr, p, power_lr, adaptive, refresh_wp)
         n_batches += 1
         if callback is not None:

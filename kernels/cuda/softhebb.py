@@ -1,0 +1,600 @@
+"""SoftHebb learning rule (soft winner-take-all Hebbian plasticity): Numba-CUDA twin of
+``kernels/cpu/softhebb.py``.
+
+The host driver :func:`softhebb_epoch` has the CPU driver's name, signature, semantics and return
+value. State stays on the device for the whole epoch (after stumpy's ``gpu_stump``): the samples
+``X`` are uploaded once and cached in :class:`SoftHebbBuffers` across epochs, ``W`` is copied in
+at the start of a call and back into the same host array at the end (or updated in place when it
+is already a device array), the presentation ``order`` is uploaded once per call, and nothing
+crosses between host and device inside the batch loop.
+
+How each step maps to the CPU kernel, per minibatch of ``m <= B`` rows:
+
+=======================  =====================================  ==================================
+step                     CPU (``kernels/cpu/softhebb.py``)      CUDA (this module), launch config
+=======================  =====================================  ==================================
+Wp, lr_i at the start    :func:`power_weights`, :func:`row_lr`  :func:`_power_weights`,
+                                                                :func:`_row_lr`: blocks stride over
+                                                                units, ``block`` threads over a row
+rows of the batch        ``np.take(X, order[...], out=V)``      :func:`_gather_rows`, as above
+currents U = V Wp^T      ``np.matmul``, BLAS, stored (K, m)     tiled shared-memory GEMM, float32,
+                                                                (tile, tile/4) threads of 4
+                                                                outputs, grid (ceil(K/tile),
+                                                                ceil(m/tile))
+softmax per sample       :func:`softmax_columns`                :func:`_softmax_rows`: one block per
+                                                                sample, block max and float64 sum
+xx = sum_b y u           :func:`softmax_columns` (same pass)    :func:`_weighted_sums`: a thread
+                                                                per unit, samples in order
+G = Y^T V                ``np.matmul`` (K, N), BLAS             the same GEMM kernel, transposed
+                                                                operand A; grid (ceil(N/tile),
+                                                                ceil(K/tile))
+max |ds|                 :func:`update_max`                     :func:`_partial_max` (block per
+                                                                row stride, one value per block),
+                                                                then :func:`_final_max` (1 block)
+W += lr_i ds / nc, Wp,   :func:`apply_update`                   :func:`_apply_update`: blocks stride
+next lr_i                                                       over units, block sum of the norm
+=======================  =====================================  ==================================
+
+Exactness and determinism: no float atomics anywhere. Every reduction has a fixed order for a
+given launch configuration (per-thread strided partial sums, then a fixed tree in shared memory;
+the global max in two passes), so runs are bitwise reproducible. Against the CPU kernel the
+differences are the float32 GEMMs' summation order, the softmax normaliser's and the p-norms'
+float64 summation order (tree here, sequential there) and ulps of ``powf`` for p other than 2 and
+3; ``xx`` is summed in the CPU's order. With the same ``U`` and ``Y`` the float64 expressions are
+the CPU's.
+
+Block size: ``block`` threads for the 1-D kernels, default :data:`CUDA_BLOCK` (environment
+``BIOREPS_CUDA_BLOCK``, default 128), overridable per :class:`SoftHebbBuffers` (``block=``), so
+tests run several blocks even on tiny shapes; the GEMMs compute ``tile x tile`` patches (default
+32) with ``tile x tile/4`` threads;
+``grid=`` caps the blocks of the unit-strided kernels (default :data:`MAX_GRID`).
+Kernels are compiled lazily on first use (importing this module touches no device), and under
+``NUMBA_ENABLE_CUDASIM=1`` run in the simulator.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import cuda
+
+from .._config import CUDA_BLOCK
+
+__all__ = ["softhebb_epoch", "SoftHebbBuffers", "CUDA_BLOCK", "TILE", "MAX_BLOCK", "PREC", "LR_EPS"]
+
+PREC = 1e-30  # added to max|ds| before dividing (the reference's ``nc + 1e-30``)
+LR_EPS = 1e-10  # added to | ||w||_p - 1 | in the adaptive learning rate
+TILE = 32  # default GEMM tile edge: (TILE, TILE / 4) threads per block, 4 outputs each
+MAX_BLOCK = 1024  # most threads per block (the size of the reduction kernels' shared arrays)
+MAX_GRID = 4096  # most blocks of the row-strided kernels (and the partial maxima of a batch)
+
+
+# --------------------------------------------------------------------------- device functions
+
+@cuda.jit(device=True)
+def _signed_pow(w, q):
+    # sign(w) * |w|**q for float32 w and q = p - 1 (a float32 power, as the CPU kernel)
+    if w == 0.0:
+        return np.float32(0.0)
+    a = abs(w) ** q
+    if w > 0.0:
+        return a
+    return -a
+
+
+@cuda.jit(device=True)
+def _lr_from_norm_pow(s, lr, p, power_lr):
+    # lr * (| s**(1/p) - 1 | + LR_EPS) ** power_lr, s = sum_j |w_j|**p
+    if p == 2.0:
+        nrm = math.sqrt(s)
+    else:
+        nrm = s ** (1.0 / p)
+    return lr * (abs(nrm - 1.0) + LR_EPS) ** power_lr
+
+
+@cuda.jit(device=True)
+def _row_pow_sum_part(W, Wp, i, p, t, nt):
+    # this thread's part (j = t, t + nt, ...) of sum_j |W[i, j]|**p in float64, as the CPU terms
+    N = W.shape[1]
+    s = np.float64(0.0)
+    if p == 2.0:
+        for j in range(t, N, nt):
+            w = np.float64(W[i, j])
+            s += w * w
+    elif p == 3.0:
+        for j in range(t, N, nt):
+            a = abs(np.float64(W[i, j]))
+            s += a * a * a
+    else:
+        for j in range(t, N, nt):
+            s += abs(np.float64(W[i, j]) * np.float64(Wp[i, j]))
+    return s
+
+
+@cuda.jit(device=True)
+def _block_sum(sh, t, nt):
+    """Sum of ``sh[:nt]`` by a fixed tree (deterministic); every thread gets the result. Callers
+    write ``sh[t]`` first; on return ``sh`` may be reused (a barrier follows the read)."""
+    cuda.syncthreads()
+    n = nt
+    while n > 1:
+        h = (n + 1) // 2
+        if t < n - h:
+            sh[t] += sh[t + h]
+        cuda.syncthreads()
+        n = h
+    r = sh[0]
+    cuda.syncthreads()
+    return r
+
+
+@cuda.jit(device=True)
+def _block_max(sh, t, nt):
+    """Max of ``sh[:nt]`` (as :func:`_block_sum`)."""
+    cuda.syncthreads()
+    n = nt
+    while n > 1:
+        h = (n + 1) // 2
+        if t < n - h:
+            if sh[t + h] > sh[t]:
+                sh[t] = sh[t + h]
+        cuda.syncthreads()
+        n = h
+    r = sh[0]
+    cuda.syncthreads()
+    return r
+
+
+# --------------------------------------------------------------------------- kernels
+
+@cuda.jit
+def _power_weights(W, p, out):
+    """``out[:] = sign(W) * |W|**(p - 1)`` (float32); blocks stride over rows, threads over a row."""
+    K, N = W.shape
+    q = np.float32(p - 1.0)
+    for i in range(cuda.blockIdx.x, K, cuda.gridDim.x):
+        if p == 3.0:
+            for j in range(cuda.threadIdx.x, N, cuda.blockDim.x):
+                out[i, j] = W[i, j] * abs(W[i, j])
+        else:
+            for j in range(cuda.threadIdx.x, N, cuda.blockDim.x):
+                out[i, j] = _signed_pow(W[i, j], q)
+
+
+@cuda.jit
+def _row_lr(W, Wp, lr, p, power_lr, adaptive, lrs):
+    """``lrs[i] = lr * (| ||W[i]||_p - 1 | + 1e-10) ** power_lr`` (adaptive) or ``lr``; blocks
+    stride over rows, the p-norm a block sum in float64."""
+    sh = cuda.shared.array(MAX_BLOCK, np.float64)
+    K = W.shape[0]
+    t = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    for i in range(cuda.blockIdx.x, K, cuda.gridDim.x):
+        if adaptive:
+            sh[t] = _row_pow_sum_part(W, Wp, i, p, t, nt)
+            s = _block_sum(sh, t, nt)
+            if t == 0:
+                lrs[i] = _lr_from_norm_pow(s, lr, p, power_lr)
+        elif t == 0:
+            lrs[i] = lr
+
+
+@cuda.jit
+def _gather_rows(X, order, start, m, V):
+    """``V[r, :] = X[order[start + r], :]`` for r < m; blocks stride over the rows, threads over
+    a row (coalesced)."""
+    N = V.shape[1]
+    for r in range(cuda.blockIdx.x, m, cuda.gridDim.x):
+        src = order[start + r]
+        for j in range(cuda.threadIdx.x, N, cuda.blockDim.x):
+            V[r, j] = X[src, j]
+
+
+_gemm_cache: dict = {}
+
+
+def _rows_per_thread(tile):
+    # outputs per GEMM thread (a strip along r): 4 when the tile allows, else 2 or 1
+    for rpt in (4, 2):
+        if tile % rpt == 0:
+            return rpt
+    return 1
+
+
+def _gemm_kernel(tile, a_trans, b_trans):
+    """A tiled GEMM ``C[r, c] = sum_t A(r, t) * B(t, c)`` for r < R, c < Cn, t < T, in float32.
+
+    ``A(r, t)`` is ``A[r, t]``, or ``A[t, r]`` when ``a_trans``; ``B(t, c)`` is ``B[t, c]``, or
+    ``B[c, t]`` when ``b_trans`` (all arrays C-contiguous). Launch with ``(ceil(Cn/tile),
+    ceil(R/tile))`` blocks of ``(tile, tile // rpt)`` threads, ``rpt = _rows_per_thread(tile)``.
+    Each block computes a tile x tile patch of C, each thread ``rpt`` outputs of one column
+    (rows ``ty, ty + tile/rpt, ...``) in registers. Per step along t the block stages a
+    tile x tile patch of A and of B in shared memory, loaded with ``threadIdx.x`` along each
+    array's contiguous axis (coalesced; rows padded to tile + 1 floats against bank conflicts).
+    Every output is a float32 sum over t ascending; edges (R, Cn, T not multiples of the tile)
+    load zeros.
+    """
+    key = (int(tile), bool(a_trans), bool(b_trans))
+    kern = _gemm_cache.get(key)
+    if kern is not None:
+        return kern
+    TL = key[0]
+    RPT = _rows_per_thread(TL)
+    TY = TL // RPT  # threads along y
+    T1 = TL + 1  # closure constants (shared and local shapes must be compile-time constants)
+    AT, BT = key[1], key[2]
+
+    @cuda.jit
+    def _gemm(A, B, R, Cn, T, C):
+        As = cuda.shared.array((TL, T1), np.float32)  # As[r - r0, t - t0]
+        Bs = cuda.shared.array((TL, T1), np.float32)  # Bs[t - t0, c - c0]
+        acc = cuda.local.array(RPT, np.float32)
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        c0 = cuda.blockIdx.x * TL
+        r0 = cuda.blockIdx.y * TL
+        for k in range(RPT):
+            acc[k] = np.float32(0.0)
+        for t0 in range(0, T, TL):
+            for k in range(RPT):
+                y = ty + k * TY
+                if AT:  # A is (T, R): threads x along r
+                    t = t0 + y
+                    r = r0 + tx
+                    if r < R and t < T:
+                        As[tx, y] = A[t, r]
+                    else:
+                        As[tx, y] = np.float32(0.0)
+                else:  # A is (R, T): threads x along t
+                    t = t0 + tx
+                    r = r0 + y
+                    if r < R and t < T:
+                        As[y, tx] = A[r, t]
+                    else:
+                        As[y, tx] = np.float32(0.0)
+                if BT:  # B is (Cn, T): threads x along t
+                    t = t0 + tx
+                    c = c0 + y
+                    if c < Cn and t < T:
+                        Bs[tx, y] = B[c, t]
+                    else:
+                        Bs[tx, y] = np.float32(0.0)
+                else:  # B is (T, Cn): threads x along c
+                    t = t0 + y
+                    c = c0 + tx
+                    if c < Cn and t < T:
+                        Bs[y, tx] = B[t, c]
+                    else:
+                        Bs[y, tx] = np.float32(0.0)
+            cuda.syncthreads()
+            for kk in range(TL):
+                b = Bs[kk, tx]
+                for k in range(RPT):
+                    acc[k] += As[ty + k * TY, kk] * b
+            cuda.syncthreads()
+        c = c0 + tx
+        if c < Cn:
+            for k in range(RPT):
+                r = r0 + ty + k * TY
+                if r < R:
+                    C[r, c] = acc[k]
+
+    _gemm_cache[key] = _gemm
+    return _gemm
+
+
+@cuda.jit
+def _softmax_rows(U, t_invert, Y):
+    """Block b (one per sample): ``Y[b] = softmax(t_invert * U[b])`` over the units, the row max
+    subtracted, exponentials and their sum in float64 (block max, then block sum)."""
+    sh = cuda.shared.array(MAX_BLOCK, np.float64)
+    b = cuda.blockIdx.x
+    t = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    K = U.shape[1]
+    tv = np.float64(t_invert)
+    mx = np.float64(-math.inf)
+    for i in range(t, K, nt):
+        v = np.float64(U[b, i])
+        if v > mx:
+            mx = v
+    sh[t] = mx
+    mx = _block_max(sh, t, nt)
+    s = np.float64(0.0)
+    for i in range(t, K, nt):
+        s += math.exp(tv * (np.float64(U[b, i]) - mx))
+    sh[t] = s
+    s = _block_sum(sh, t, nt)
+    inv = 1.0 / s
+    for i in range(t, K, nt):
+        Y[b, i] = np.float32(math.exp(tv * (np.float64(U[b, i]) - mx)) * inv)
+
+
+@cuda.jit
+def _weighted_sums(Y, U, m, xx):
+    """``xx[i] = sum_{b < m} Y[b, i] * U[b, i]`` in float64, samples in order (the CPU's order);
+    a thread per unit, grid-stride."""
+    K = U.shape[1]
+    for i in range(cuda.grid(1), K, cuda.gridsize(1)):
+        s = np.float64(0.0)
+        for b in range(m):
+            s += np.float64(Y[b, i]) * np.float64(U[b, i])
+        xx[i] = s
+
+
+@cuda.jit
+def _partial_max(G, W, xx, partial):
+    """Block k: ``partial[k] = max |G[i, j] - xx[i] W[i, j]|`` (float64) over its rows
+    (i = k, k + gridDim, ...); the first pass of the global max."""
+    sh = cuda.shared.array(MAX_BLOCK, np.float64)
+    K, N = W.shape
+    t = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    local = np.float64(0.0)
+    for i in range(cuda.blockIdx.x, K, cuda.gridDim.x):
+        x = xx[i]
+        for j in range(t, N, nt):
+            d = abs(np.float64(G[i, j]) - x * np.float64(W[i, j]))
+            if d > local:
+                local = d
+    sh[t] = local
+    r = _block_max(sh, t, nt)
+    if t == 0:
+        partial[cuda.blockIdx.x] = r
+
+
+@cuda.jit
+def _final_max(partial, n, nc):
+    """One block: ``nc[0] = max(partial[:n])``, the second pass of the global max."""
+    sh = cuda.shared.array(MAX_BLOCK, np.float64)
+    t = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    local = np.float64(0.0)
+    for k in range(t, n, nt):
+        if partial[k] > local:
+            local = partial[k]
+    sh[t] = local
+    r = _block_max(sh, t, nt)
+    if t == 0:
+        nc[0] = r
+
+
+@cuda.jit
+def _apply_update(W, Wp, G, xx, nc, lrs, lr, p, power_lr, adaptive, refresh_wp):
+    """``W[i] += lrs[i] * (G[i] - xx[i] W[i]) / (nc + 1e-30)`` (float64, stored as float32),
+    ``Wp[i]`` refreshed from the new float32 row (``refresh_wp``), and (``adaptive``) ``lrs[i]``
+    the next batch's rate from the new row's p-norm (a block sum). Blocks stride over rows."""
+    sh = cuda.shared.array(MAX_BLOCK, np.float64)
+    K, N = W.shape
+    t = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    inv = 1.0 / (nc[0] + PREC)
+    q = np.float32(p - 1.0)
+    for i in range(cuda.blockIdx.x, K, cuda.gridDim.x):
+        x = xx[i]
+        scale = lrs[i] * inv  # read by every thread before the block sum's barriers
+        for j in range(t, N, nt):
+            w = np.float64(W[i, j])
+            W[i, j] = np.float32(w + scale * (np.float64(G[i, j]) - x * w))
+        if refresh_wp:  # each thread reads back only the entries it wrote
+            if p == 3.0:
+                for j in range(t, N, nt):
+                    Wp[i, j] = W[i, j] * abs(W[i, j])
+            else:
+                for j in range(t, N, nt):
+                    Wp[i, j] = _signed_pow(W[i, j], q)
+        if adaptive:
+            sh[t] = _row_pow_sum_part(W, Wp, i, p, t, nt)
+            s = _block_sum(sh, t, nt)
+            if t == 0:
+                lrs[i] = _lr_from_norm_pow(s, lr, p, power_lr)
+
+
+# --------------------------------------------------------------------------- host side
+
+def _device_array(a):
+    """The device array behind ``a``, or None when ``a`` is a host (NumPy) array."""
+    if isinstance(a, np.ndarray):
+        return None
+    if hasattr(a, "copy_to_host") and hasattr(a, "shape") and hasattr(a, "dtype"):
+        return a  # a Numba device array (or the simulator's)
+    if hasattr(a, "__cuda_array_interface__"):
+        return cuda.as_cuda_array(a)  # CuPy, PyTorch, ...: a zero-copy view
+    return None
+
+
+def _check_block(block):
+    block = int(block)
+    if not 1 <= block <= MAX_BLOCK:
+        raise ValueError(f"block must be in [1, {MAX_BLOCK}] threads, got {block}")
+    return block
+
+
+class SoftHebbBuffers:
+    """Device scratch for :func:`softhebb_epoch`, allocated once per (K, N, B) and reused, plus
+    the device copy of the samples ``X`` (uploaded once, reused across epochs).
+
+    Parameters: ``n_units, n_features, batch_size, dtype`` as the CPU ``SoftHebbBuffers``
+    (``dtype`` must be float32); ``block``: threads per block of the 1-D kernels (None: the
+    module's :data:`CUDA_BLOCK`, read at call time); ``tile``: the GEMM tile edge (None:
+    :data:`TILE`); ``grid``: the most blocks of the kernels that stride over units (None:
+    :data:`MAX_GRID`; tests shrink it so each block handles several rows).
+
+    The X cache keeps a reference to the host array and is reused while the same object with the
+    same shape is passed (contents modified in place are NOT re-uploaded: pass a new array or
+    call :meth:`forget_samples`). ``x_uploads`` counts host-to-device uploads of X. When
+    ``softhebb_epoch`` gets buffers of another shape it reallocates the scratch in place and keeps
+    the X cache.
+    """
+
+    def __init__(self, n_units, n_features, batch_size, dtype=np.float32, block=None, tile=None,
+                 grid=None):
+        if np.dtype(dtype) != np.float32:
+            raise TypeError(f"the CUDA kernel works in float32, got dtype={np.dtype(dtype)}")
+        self.block = None if block is None else _check_block(block)
+        self.tile = TILE if tile is None else int(tile)
+        if not (1 <= self.tile <= 64 and self.tile * self.tile // _rows_per_thread(self.tile) <= MAX_BLOCK):
+            raise ValueError(f"tile must be in [1, 64] (tile**2 / rows per thread <= {MAX_BLOCK} threads), got {tile}")
+        self.grid = MAX_GRID if grid is None else int(grid)
+        if not 1 <= self.grid <= MAX_GRID:
+            raise ValueError(f"grid must be in [1, {MAX_GRID}] blocks, got {grid}")
+        self.x_uploads = 0
+        self._x_host = None
+        self._x_dev = None
+        self._order = None
+        self.last_rows = 0
+        self._allocate(n_units, n_features, batch_size)
+
+    def _allocate(self, n_units, n_features, batch_size):
+        K, N, B = int(n_units), int(n_features), int(batch_size)
+        self.shape = (K, N, B)
+        self.W = cuda.device_array((K, N), np.float32)  # staging for a host W
+        self.Wp = cuda.device_array((K, N), np.float32)  # unused for p = 2 (then Wp is W)
+        self.V = cuda.device_array((B, N), np.float32)
+        self.U = cuda.device_array((B, K), np.float32)  # currents (sample, unit)
+        self.Y = cuda.device_array((B, K), np.float32)  # soft winner-take-all activations
+        self.G = cuda.device_array((K, N), np.float32)  # Y.T @ V
+        self.xx = cuda.device_array(K, np.float64)
+        self.lrs = cuda.device_array(K, np.float64)  # per-unit learning rate of the next batch
+        self.partial = cuda.device_array(MAX_GRID, np.float64)
+        self.nc = cuda.device_array(1, np.float64)  # max|ds| of the last batch
+        self.last_rows = 0
+
+    def samples(self, X):
+        """The device copy of ``X`` (float32, C-contiguous), uploaded only when ``X`` is not the
+        array seen last time (identity and shape). A device array is used as it is."""
+        dev = _device_array(X)
+        if dev is not None:
+            if dev.dtype != np.float32 or dev.ndim != 2:
+                raise TypeError("X on the device must be a 2-D float32 array")
+            return dev
+        if self._x_host is X and self._x_dev is not None and self._x_dev.shape == X.shape:
+            return self._x_dev
+        host = np.ascontiguousarray(X, dtype=np.float32)
+        if host.ndim != 2:
+            raise ValueError(f"X must be 2-D (samples, features), got shape {host.shape}")
+        self._x_dev = cuda.to_device(host)
+        self._x_host = X
+        self.x_uploads += 1
+        return self._x_dev
+
+    def forget_samples(self):
+        """Drop the cached device copy of X (the next call uploads again)."""
+        self._x_host = None
+        self._x_dev = None
+
+    def upload_order(self, order):
+        """Copy the presentation order to the device (reusing the buffer when the length agrees)."""
+        order = np.ascontiguousarray(order, dtype=np.int64)
+        if self._order is None or self._order.shape != order.shape:
+            self._order = cuda.to_device(order)
+        else:
+            self._order.copy_to_device(order)
+        return self._order
+
+    def last_activations(self):
+        """Host copy of the last batch's activations Y (m, K) (a device sync)."""
+        return self.Y.copy_to_host()[:self.last_rows]
+
+    def last_scale(self):
+        """The last batch's max|ds| (a device sync)."""
+        return float(self.nc.copy_to_host()[0])
+
+
+def softhebb_epoch(W, X, order, batch_size, t_invert, lr, p, power_lr, adaptive, buffers=None,
+                   callback=None):
+    """One pass over ``X[order]`` in minibatches of ``batch_size``, updating ``W`` in place, on the GPU.
+
+    Parameters
+    ----------
+    W : (K, N) float32, C-contiguous; updated in place. A host array is copied to the device at
+        the start and back into the same array at the end; a device array (Numba, or anything with
+        ``__cuda_array_interface__``) is updated in place on the device without copies.
+    X : (n, N) float32 samples (host or device). A host X is uploaded once and cached in
+        ``buffers`` (pass the same ``buffers`` every epoch to upload it once).
+    order : (m,) int row indices into X, the presentation order (a final short batch is used);
+        uploaded each call.
+    batch_size, t_invert, lr, p, power_lr, adaptive : as the CPU driver.
+    buffers : :class:`SoftHebbBuffers` or None (then fresh device scratch for this call, and X is
+        uploaded again). Its ``block`` and ``tile`` choose the launch configuration.
+    callback : called as ``callback(batch_index, n_rows)`` after each minibatch's kernels are
+        queued (they may still be running), or None.
+
+    Returns
+    -------
+    The number of batches.
+    """
+    dW = _device_array(W)
+    if dW is None:
+        W = np.asarray(W)
+        if W.dtype != np.float32 or W.ndim != 2 or not W.flags.c_contiguous:
+            raise TypeError("W must be a 2-D C-contiguous float32 array (it is updated in place)")
+    elif dW.dtype != np.float32 or dW.ndim != 2:
+        raise TypeError("W on the device must be a 2-D float32 array")
+    K, N = W.shape
+    B = int(batch_size)
+    if B < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if buffers is None:
+        buffers = SoftHebbBuffers(K, N, B)
+    elif buffers.shape != (K, N, B):
+        buffers._allocate(K, N, B)
+    bf = buffers
+    block = _check_block(CUDA_BLOCK if bf.block is None else bf.block)
+    tile = bf.tile
+
+    dX = bf.samples(X)
+    if dX.shape[1] != N:
+        raise ValueError(f"X has {dX.shape[1]} features, W has {N}")
+    n_samples = dX.shape[0]
+    order = np.asarray(order)
+    if order.ndim != 1:
+        raise ValueError("order must be 1-D")
+    n = order.shape[0]
+    if n:
+        lo, hi = int(order.min()), int(order.max())
+        if lo < -n_samples or hi >= n_samples:
+            raise IndexError(f"order holds indices outside [-{n_samples}, {n_samples})")
+        if lo < 0:
+            order = np.where(order < 0, order + n_samples, order)  # np.take's negative indices
+    d_order = bf.upload_order(order)
+
+    if dW is None:
+        bf.W.copy_to_device(W)
+        Wd = bf.W
+    else:
+        Wd = dW
+    t_invert, lr, p, power_lr = np.float64(t_invert), np.float64(lr), np.float64(p), np.float64(power_lr)
+    adaptive = bool(adaptive)
+    refresh_wp = bool(p != 2.0)
+    Wp = bf.Wp if refresh_wp else Wd
+
+    gemm_u = _gemm_kernel(tile, False, True)  # U (m, K) = V (m, N) @ Wp (K, N)^T
+    gemm_g = _gemm_kernel(tile, True, False)  # G (K, N) = Y (m, K)^T @ V (m, N)
+    gemm_threads = (tile, tile // _rows_per_thread(tile))
+    rows = max(1, min(K, bf.grid))  # blocks of the kernels that stride over units
+    if refresh_wp:
+        _power_weights[rows, block](Wd, p, bf.Wp)
+    _row_lr[rows, block](Wd, Wp, lr, p, power_lr, adaptive, bf.lrs)
+    n_batches = 0
+    for start in range(0, n, B):
+        m = min(B, n - start)
+        _gather_rows[min(m, bf.grid), block](dX, d_order, start, m, bf.V)
+        gemm_u[(-(-K // tile), -(-m // tile)), gemm_threads](bf.V, Wp, m, K, N, bf.U)
+        _softmax_rows[m, block](bf.U, t_invert, bf.Y)
+        _weighted_sums[min(-(-K // block), bf.grid), block](bf.Y, bf.U, m, bf.xx)
+        gemm_g[(-(-N // tile), -(-K // tile)), gemm_threads](bf.Y, bf.V, K, N, m, bf.G)
+        _partial_max[rows, block](bf.G, Wd, bf.xx, bf.partial)
+        _final_max[1, block](bf.partial, rows, bf.nc)
+        _apply_update[rows, block](Wd, Wp, bf.G, bf.xx, bf.nc, bf.lrs, lr, p, power_lr, adaptive,
+                                   refresh_wp)
+        bf.last_rows = m
+        n_batches += 1
+        if callback is not None:
+            callback(n_batches, m)
+    if dW is None:
+        bf.W.copy_to_host(W)
+    else:
+        cuda.synchronize()
+    return n_batches
