@@ -17,10 +17,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
-from reference import krotov_hopfield_epoch  # noqa: E402
+from reference import krotov_hopfield_epoch, softhebb_epoch  # noqa: E402
 
 from bioreps import data  # noqa: E402
 from bioreps.kernels.cpu import hebbian as cpu  # noqa: E402
+from bioreps.kernels.cpu import softhebb as soft_cpu  # noqa: E402
 
 
 def main():
@@ -32,7 +33,8 @@ def main():
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--ref-batches", type=int, default=None, help="time the reference on this many batches")
     ap.add_argument("--epochs", type=int, default=2, help="epochs of our kernel to time (best is reported)")
-    ap.add_argument("--cuda", action="store_true", help="also time the CUDA kernel")
+    ap.add_argument("--cuda", action="store_true", help="also time the CUDA kernels")
+    ap.add_argument("--no-soft", action="store_true", help="skip the SoftHebb (SoftWTA) kernel")
     args = ap.parse_args()
 
     X, _ = data.load("fashion-mnist", "train")
@@ -83,6 +85,46 @@ def main():
         err = np.linalg.norm(Wg - W) / np.linalg.norm(W)
         print(f"  bioreps CUDA kernel     : {min(times):7.3f} s/epoch; 1000 epochs ~ {1000 * min(times) / 60:.1f} min; "
               f"vs CPU {t_ours / min(times):.1f}x; rel. error vs CPU {err:.1e}")
+    if not args.no_soft:
+        soft(args, X, W0, order, n_batches)
+
+
+def soft(args, X, W0, order, n_batches):
+    """SoftHebb epoch: float64 NumPy reference vs our CPU kernel (p=2, T=1/12, adaptive lr)."""
+    Ws = (W0 / np.sqrt(X.shape[1])).astype(np.float32)  # SoftHebb-scale start: unit-ish norms
+    bufs = soft_cpu.SoftHebbBuffers(args.units, X.shape[1], args.batch)
+    W = Ws.copy()
+    soft_cpu.softhebb_epoch(W, X, order[: 2 * args.batch], args.batch, 12.0, 0.01, 2.0, 0.5, True, bufs)
+    times = []
+    for _ in range(args.epochs):
+        W = Ws.copy()
+        t = time.perf_counter()
+        soft_cpu.softhebb_epoch(W, X, order, args.batch, 12.0, 0.01, 2.0, 0.5, True, bufs)
+        times.append(time.perf_counter() - t)
+    nb = min(args.ref_batches or 60, n_batches)
+    t = time.perf_counter()
+    R = softhebb_epoch(Ws.astype(np.float64), X, order[: nb * args.batch], args.batch, 12.0, 0.01, 2.0, 0.5, True)
+    t_ref = (time.perf_counter() - t) * n_batches / nb
+    Wc = Ws.copy()
+    soft_cpu.softhebb_epoch(Wc, X, order[: nb * args.batch], args.batch, 12.0, 0.01, 2.0, 0.5, True, bufs)
+    err = np.linalg.norm(Wc - R) / np.linalg.norm(R)
+    print(f"SoftHebb (SoftWTA), p=2, T=1/12, adaptive lr, {args.units} units, batch {args.batch}")
+    print(f"  reference NumPy float64 : {t_ref:7.2f} s/epoch (from {nb} batches)")
+    print(f"  bioreps CPU kernel      : {min(times):7.2f} s/epoch (best of {len(times)})")
+    print(f"  speed ratio             : {t_ref / min(times):7.1f}x; rel. error vs reference after {nb} batches: {err:.1e}")
+    if args.cuda:
+        from bioreps.kernels.cuda import softhebb as soft_gpu
+        gb = soft_gpu.SoftHebbBuffers(args.units, X.shape[1], args.batch)
+        Wg = Ws.copy()
+        soft_gpu.softhebb_epoch(Wg, X, order[: 2 * args.batch], args.batch, 12.0, 0.01, 2.0, 0.5, True, gb)
+        gt = []
+        for _ in range(3):
+            Wg = Ws.copy()
+            t = time.perf_counter()
+            soft_gpu.softhebb_epoch(Wg, X, order, args.batch, 12.0, 0.01, 2.0, 0.5, True, gb)
+            gt.append(time.perf_counter() - t)
+        print(f"  bioreps CUDA kernel     : {min(gt):7.3f} s/epoch; vs CPU {min(times) / min(gt):.1f}x; "
+              f"rel. error vs CPU {np.linalg.norm(Wg - W) / np.linalg.norm(W):.1e}")
 
 
 if __name__ == "__main__":
