@@ -232,6 +232,8 @@ def run(config, *, progress=None, log=print, resume=False) -> dict:
     model = entry.build(params, int(seeds[1].generate_state(1)[0]))
     if entry.resumable:
         model.progress = progress
+        # the "distinct winners" diagnostic runs on held-out images (the test split; no learning)
+        fit_kw["X_val"] = splits["test"][0]
         if cfg["train"]["checkpoint_every"]:
             fit_kw.update(checkpoint=ckpt, checkpoint_every=cfg["train"]["checkpoint_every"])
         if resume:

@@ -7,20 +7,18 @@ subprocess, this file run as a script (``python tests/test_hebbian_cuda.py sim|g
 ``NUMBA_ENABLE_CUDASIM=1`` in its environment for the simulator (tiny shapes, blocks of 8 threads
 and GEMM tiles of 8 and 16 so several blocks and partial tiles run) and without it for a real GPU
 (``-m gpu``, a larger shape; skipped where no GPU is present). The subprocess prints its
-measurements as JSON; the tests below assert on them.
+measurements as JSON; the tests below assert on them. The subprocess and type-check scaffolding
+shared with ``test_softhebb_kernels.py`` is in ``_cudasim.py``.
 """
 
-import inspect
 import json
-import os
-import shutil
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+import _cudasim
+from _cudasim import rel as _rel
 
 DELTA, EPS = 0.4, 0.02
 
@@ -33,11 +31,6 @@ def _shape(mode):
         # (The simulator runs a Python thread per CUDA thread: its cost is the number of threads.)
         return dict(K=21, N=20, n=13, B=5, block=8, configs=[(2.0, 2, 8), (3.0, 3, 8), (4.5, 2, 8)])
     return dict(K=300, N=784, n=1000, B=64, block=128, configs=[(2.0, 2, 16), (3.0, 7, 16), (4.5, 3, 16)])
-
-
-def _rel(a, ref):
-    ref = np.asarray(ref, np.float64)
-    return float(np.linalg.norm(np.asarray(a, np.float64) - ref) / np.linalg.norm(ref))
 
 
 def _checks(mode):
@@ -155,33 +148,7 @@ def _checks(mode):
 
 # --------------------------------------------------------------------------- the pytest side
 
-def _gpu_present():
-    if shutil.which("nvidia-smi") is None and not os.path.exists("/dev/nvidia0"):
-        return False
-    env = {key: v for key, v in os.environ.items() if key != "NUMBA_ENABLE_CUDASIM"}
-    probe = subprocess.run([sys.executable, "-c", "from numba import cuda; print(int(cuda.is_available()))"],
-                           env=env, capture_output=True, text=True, timeout=120)
-    return probe.returncode == 0 and probe.stdout.strip().endswith("1")
-
-
-def _run(mode):
-    env = dict(os.environ)
-    if mode == "sim":
-        env["NUMBA_ENABLE_CUDASIM"] = "1"
-    else:
-        env.pop("NUMBA_ENABLE_CUDASIM", None)
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), mode], env=env, cwd=HERE,
-                          capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        pytest.fail(f"the {mode} CUDA checks failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-@pytest.fixture(scope="module", params=["sim", pytest.param("gpu", marks=pytest.mark.gpu)])
-def res(request):
-    if request.param == "gpu" and not _gpu_present():
-        pytest.skip("no CUDA GPU here")
-    return _run(request.param)
+res = _cudasim.results_fixture(__file__)
 
 
 def _tol(res):
@@ -192,15 +159,12 @@ def test_signature_matches_cpu():
     from bioreps.kernels.cpu import hebbian as cpu
     from bioreps.kernels.cuda import hebbian as gpu
 
-    assert inspect.signature(gpu.hebbian_epoch) == inspect.signature(cpu.hebbian_epoch)
-    cpu_buf = list(inspect.signature(cpu.HebbianBuffers).parameters)
-    assert list(inspect.signature(gpu.HebbianBuffers).parameters)[:len(cpu_buf)] == cpu_buf
+    _cudasim.assert_twin_signatures(cpu, gpu, "hebbian_epoch", "HebbianBuffers")
 
 
 def test_cuda_module_imports_only_numba_numpy_and_config():
-    src = open(os.path.join(HERE, os.pardir, "kernels", "cuda", "hebbian.py")).read()
-    imports = {line.split()[1] for line in src.splitlines() if line.startswith(("import ", "from "))}
-    assert imports <= {"__future__", "math", "numpy", "numba", ".._config"}, imports
+    imports = _cudasim.kernel_module_imports("hebbian")
+    assert imports <= _cudasim.ALLOWED_KERNEL_IMPORTS, imports
 
 
 @pytest.mark.parametrize("i", [0, 1, 2])
@@ -266,38 +230,20 @@ def test_topk_kernel_matches_cpu_scan_with_ties_nan_and_inf(res):
     assert k3["cuda"][0][1] == 0 and k3["cuda"][1][1] == 2  # all equal: units 0, 1, 2
 
 
+# the kernels and argument types for _cudasim.typecheck (which binds t to numba.types)
 _TYPECHECK = r"""
-import sys, types
-try:
-    import numba.cuda.dispatcher as dispatcher
-    from numba import types as t
-    from numba.cuda.compiler import _compile_pyfunc_with_fixup
-except Exception as exc:  # numba-cuda's internals moved: nothing to check with
-    print("SKIP", exc)
-    sys.exit(0)
-# device functions ask the current device for its compute capability; there may be no device
-dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=(9, 0))
 from bioreps.kernels.cuda import hebbian as G
 f2, d2, i1, l1, d1 = t.float32[:, ::1], t.float64[:, ::1], t.int32[::1], t.int64[::1], t.float64[::1]
 kernels = [
     (G._power_weights, (f2, t.float64, f2)),
     (G._gather_rows, (f2, l1, t.int64, t.int64, f2)),
-    (G._currents_kernel(16), (f2, f2, t.int64, f2)),
-    (G._currents_kernel(8), (f2, f2, t.int64, f2)),
+    (G._currents_kernel(16), (f2, f2, t.int64, t.int64, t.int64, f2)),
+    (G._currents_kernel(8), (f2, f2, t.int64, t.int64, t.int64, f2)),
     (G._topk_columns, (f2, t.int64, i1, i1)),
     (G._collect_units, (i1, i1, t.int64, i1, i1, i1, d1)),
     (G._accumulate, (f2, f2, f2, t.int64, i1, i1, t.float64, i1, i1, d2, d1)),
     (G._apply_update, (f2, f2, i1, i1, d2, d1, t.float64, t.float64)),
 ]
-for kern, sig in kernels:
-    try:
-        lib, _ = _compile_pyfunc_with_fixup(kern.py_func, t.void(*sig), device=False, cc=(9, 0), opt=True,
-                                            abi="numba")
-    except TypeError as exc:  # the private signature changed
-        print("SKIP", exc)
-        sys.exit(0)
-    assert "define" in lib.get_llvm_str()
-print("OK", len(kernels))
 """
 
 
@@ -305,13 +251,7 @@ def test_kernels_type_check_for_the_real_cuda_target():
     """The simulator runs kernels as Python and checks no types (a shared array with a computed
     shape passes there and fails to compile on a GPU): type and lower every kernel for the real
     target (to LLVM IR; no GPU, driver or NVVM needed) with the argument types the driver uses."""
-    env = {key: v for key, v in os.environ.items() if key != "NUMBA_ENABLE_CUDASIM"}
-    proc = subprocess.run([sys.executable, "-c", _TYPECHECK], env=env, cwd=HERE, capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-6000:]
-    if proc.stdout.startswith("SKIP"):
-        pytest.skip(f"numba-cuda internals changed: {proc.stdout.strip()}")
-    assert proc.stdout.startswith("OK")
+    _cudasim.typecheck(_TYPECHECK)
 
 
 def test_bad_arguments_raise():

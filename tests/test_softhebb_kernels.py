@@ -12,25 +12,18 @@ simulator (K=24, N=20, batches of 5 from 13 rows: 5, 5 and a short 3; blocks of 
 3 blocks for the unit-strided kernels and GEMM tiles of 4, 8 and 16, so several blocks, grid-stride
 loops and partial tiles run) and without it for a real GPU (``-m gpu``, a larger shape; skipped
 where there is none). The subprocess prints its measurements as JSON; the tests assert on them.
+The subprocess and type-check scaffolding shared with ``test_hebbian_cuda.py`` is in ``_cudasim.py``.
 """
 
-import inspect
 import json
-import os
-import shutil
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+import _cudasim
+from _cudasim import rel as _rel
 LR, POWER_LR = 0.05, 0.5
-
-
-def _rel(a, ref):
-    ref = np.asarray(ref, np.float64)
-    return float(np.linalg.norm(np.asarray(a, np.float64) - ref) / np.linalg.norm(ref))
 
 
 def _problem(K, N, n, seed):
@@ -206,48 +199,19 @@ def _checks(mode):
 # --------------------------------------------------------------------------- the pytest side (CUDA)
 
 
-def _gpu_present():
-    if shutil.which("nvidia-smi") is None and not os.path.exists("/dev/nvidia0"):
-        return False
-    env = {key: v for key, v in os.environ.items() if key != "NUMBA_ENABLE_CUDASIM"}
-    probe = subprocess.run([sys.executable, "-c", "from numba import cuda; print(int(cuda.is_available()))"],
-                           env=env, capture_output=True, text=True, timeout=120)
-    return probe.returncode == 0 and probe.stdout.strip().endswith("1")
-
-
-def _run(mode):
-    env = dict(os.environ)
-    if mode == "sim":
-        env["NUMBA_ENABLE_CUDASIM"] = "1"
-    else:
-        env.pop("NUMBA_ENABLE_CUDASIM", None)
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), mode], env=env, cwd=HERE,
-                          capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        pytest.fail(f"the {mode} CUDA checks failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-@pytest.fixture(scope="module", params=["sim", pytest.param("gpu", marks=pytest.mark.gpu)])
-def res(request):
-    if request.param == "gpu" and not _gpu_present():
-        pytest.skip("no CUDA GPU here")
-    return _run(request.param)
+res = _cudasim.results_fixture(__file__)
 
 
 def test_signatures_match_cpu():
     from bioreps.kernels.cpu import softhebb as cpu
     from bioreps.kernels.cuda import softhebb as gpu  # no simulator, maybe no GPU: must import
 
-    assert inspect.signature(gpu.softhebb_epoch) == inspect.signature(cpu.softhebb_epoch)
-    cpu_buf = list(inspect.signature(cpu.SoftHebbBuffers).parameters)
-    assert list(inspect.signature(gpu.SoftHebbBuffers).parameters)[:len(cpu_buf)] == cpu_buf
+    _cudasim.assert_twin_signatures(cpu, gpu, "softhebb_epoch", "SoftHebbBuffers")
 
 
 def test_cuda_module_imports_only_numba_numpy_and_config():
-    src = open(os.path.join(HERE, os.pardir, "kernels", "cuda", "softhebb.py")).read()
-    imports = {line.split()[1] for line in src.splitlines() if line.startswith(("import ", "from "))}
-    assert imports <= {"__future__", "math", "numpy", "numba", ".._config"}, imports
+    imports = _cudasim.kernel_module_imports("softhebb")
+    assert imports <= _cudasim.ALLOWED_KERNEL_IMPORTS, imports
 
 
 @pytest.mark.parametrize("i", [0, 1, 2])
@@ -286,17 +250,8 @@ def test_cuda_new_sample_array_is_uploaded_and_empty_order_runs_nothing(res):
     assert r["x_uploads"] == 2 and r["n_batches"] == 0 and r["unchanged"]
 
 
+# the kernels and argument types for _cudasim.typecheck (which binds t to numba.types)
 _TYPECHECK = r"""
-import sys, types
-try:
-    import numba.cuda.dispatcher as dispatcher
-    from numba import types as t
-    from numba.cuda.compiler import _compile_pyfunc_with_fixup
-except Exception as exc:  # numba-cuda's internals moved: nothing to check with
-    print("SKIP", exc)
-    sys.exit(0)
-# device functions ask the current device for its compute capability; there may be no device
-dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=(9, 0))
 from bioreps.kernels.cuda import softhebb as S
 f2, d1, l1, f8, b1, i8 = t.float32[:, ::1], t.float64[::1], t.int64[::1], t.float64, t.boolean, t.int64
 kernels = [
@@ -312,28 +267,13 @@ kernels = [
     (S._final_max, (d1, i8, d1)),
     (S._apply_update, (f2, f2, f2, d1, d1, d1, f8, f8, f8, b1, b1)),
 ]
-for kern, sig in kernels:
-    try:
-        lib, _ = _compile_pyfunc_with_fixup(kern.py_func, t.void(*sig), device=False, cc=(9, 0), opt=True,
-                                            abi="numba")
-    except TypeError as exc:  # the private signature changed
-        print("SKIP", exc)
-        sys.exit(0)
-    assert "define" in lib.get_llvm_str()
-print("OK", len(kernels))
 """
 
 
 def test_cuda_kernels_type_check_for_the_real_target():
     """The simulator runs kernels as Python and checks no types: type and lower every kernel for
     the real target (to LLVM IR; no GPU, driver or NVVM needed) with the driver's argument types."""
-    env = {key: v for key, v in os.environ.items() if key != "NUMBA_ENABLE_CUDASIM"}
-    proc = subprocess.run([sys.executable, "-c", _TYPECHECK], env=env, cwd=HERE, capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-6000:]
-    if proc.stdout.startswith("SKIP"):
-        pytest.skip(f"numba-cuda internals changed: {proc.stdout.strip()}")
-    assert proc.stdout.startswith("OK")
+    _cudasim.typecheck(_TYPECHECK)
 
 
 def test_cuda_bad_arguments_raise():

@@ -62,13 +62,16 @@ import numpy as np
 from numba import cuda
 
 from .._config import CUDA_BLOCK
+from ._common import (MAX_BLOCK, MAX_GRID, _block_max, _check_block, _check_epoch, _check_float32,
+                      _DeviceSamples, _gather_rows, _gemm_kernel, _run_batches, _stage_weights,
+                      _unstage_weights)
 
 __all__ = ["hebbian_epoch", "HebbianBuffers", "CUDA_BLOCK", "TILE", "MAX_BLOCK"]
 
 PREC = 1e-30
 TILE = 16  # default GEMM tile: (TILE, TILE) threads per block, TILE x (TILE + 1) shared floats x 2
-MAX_BLOCK = 1024  # most threads per block (the size of the reduction kernels' shared arrays)
-MAX_GRID = 4096  # most blocks of the row-strided kernels (power weights, gather)
+# MAX_BLOCK (most threads per block, the size of the reduction kernels' shared arrays) and MAX_GRID
+# (most blocks of the row-strided kernels: power weights, gather) come from ._common
 _POS_INF = math.inf
 _NEG_INF = -math.inf
 
@@ -101,67 +104,17 @@ def _power_weights(W, p, out):
             out[i, j] = _signed_pow(W[i, j], p)
 
 
-@cuda.jit
-def _gather_rows(X, order, start, m, V):
-    """``V[r, :] = X[order[start + r], :]`` for r < m; blocks stride over the rows, threads over
-    a row (coalesced)."""
-    N = V.shape[1]
-    for r in range(cuda.blockIdx.x, m, cuda.gridDim.x):
-        src = order[start + r]
-        for j in range(cuda.threadIdx.x, N, cuda.blockDim.x):
-            V[r, j] = X[src, j]
-
-
-_gemm_cache: dict = {}
-
-
 def _currents_kernel(tile):
-    """The GEMM ``IT[b, i] = sum_j Wp[i, j] * V[b, j]`` (i < K, b < m) for a given tile size.
+    """The GEMM ``IT[b, i] = sum_j V[b, j] * Wp[i, j]`` (b < m, i < K) for a given tile size: the
+    shared :func:`._common._gemm_kernel` with ``A = V``, ``B = Wp`` transposed and one output per
+    thread, called as ``(V, Wp, m, K, N, IT)``.
 
     Launch with ``(ceil(K/tile), ceil(m/tile))`` blocks of ``(tile, tile)`` threads. Each block
-    stages a tile x tile patch of ``Wp`` and of ``V`` per step along the features (loads coalesced
+    stages a tile x tile patch of ``V`` and of ``Wp`` per step along the features (loads coalesced
     along the features; padded rows avoid bank conflicts), accumulates in float32 and writes
     ``IT`` coalesced along the units. Edges (K, m, N not multiples of the tile) load zeros.
     """
-    kern = _gemm_cache.get(tile)
-    if kern is not None:
-        return kern
-    T = int(tile)
-    T1 = T + 1  # padded row: a closure constant (shared shapes must be compile-time constants)
-
-    @cuda.jit
-    def _currents(Wp, V, m, IT):
-        As = cuda.shared.array((T, T1), np.float32)
-        Bs = cuda.shared.array((T, T1), np.float32)
-        tx = cuda.threadIdx.x
-        ty = cuda.threadIdx.y
-        i0 = cuda.blockIdx.x * T
-        b0 = cuda.blockIdx.y * T
-        K, N = Wp.shape
-        acc = np.float32(0.0)
-        for j0 in range(0, N, T):
-            j = j0 + tx
-            i = i0 + ty
-            if i < K and j < N:
-                As[ty, tx] = Wp[i, j]
-            else:
-                As[ty, tx] = np.float32(0.0)
-            b = b0 + ty
-            if b < m and j < N:
-                Bs[ty, tx] = V[b, j]
-            else:
-                Bs[ty, tx] = np.float32(0.0)
-            cuda.syncthreads()
-            for t in range(T):
-                acc += As[tx, t] * Bs[ty, t]
-            cuda.syncthreads()
-        i = i0 + tx
-        b = b0 + ty
-        if i < K and b < m:
-            IT[b, i] = acc
-
-    _gemm_cache[tile] = _currents
-    return _currents
+    return _gemm_kernel(tile, False, True, rpt=1)
 
 
 @cuda.jit
@@ -273,17 +226,9 @@ def _accumulate(W, V, IT, m, win, kth, delta, units, n_aff, ds, nc):
         if abs(d) > local:
             local = abs(d)
     smax[t] = local
-    cuda.syncthreads()
-    n = nt
-    while n > 1:
-        h = (n + 1) // 2
-        if t < n - h:
-            if smax[t + h] > smax[t]:
-                smax[t] = smax[t + h]
-        cuda.syncthreads()
-        n = h
+    r = _block_max(smax, t, nt)
     if t == 0:
-        cuda.atomic.max(nc, 0, smax[0])
+        cuda.atomic.max(nc, 0, r)
 
 
 @cuda.jit
@@ -307,25 +252,7 @@ def _apply_update(W, Wp, units, n_aff, ds, nc, eps, p):
 
 # --------------------------------------------------------------------------- host side
 
-def _device_array(a):
-    """The device array behind ``a``, or None when ``a`` is a host (NumPy) array."""
-    if isinstance(a, np.ndarray):
-        return None
-    if hasattr(a, "copy_to_host") and hasattr(a, "shape") and hasattr(a, "dtype"):
-        return a  # a Numba device array (or the simulator's)
-    if hasattr(a, "__cuda_array_interface__"):
-        return cuda.as_cuda_array(a)  # CuPy, PyTorch, ...: a zero-copy view
-    return None
-
-
-def _check_block(block):
-    block = int(block)
-    if not 1 <= block <= MAX_BLOCK:
-        raise ValueError(f"block must be in [1, {MAX_BLOCK}] threads, got {block}")
-    return block
-
-
-class HebbianBuffers:
+class HebbianBuffers(_DeviceSamples):
     """Device scratch for :func:`hebbian_epoch`, allocated once per (K, N, B, k) and reused, plus
     the device copy of the samples ``X`` (uploaded once, reused across epochs).
 
@@ -341,17 +268,12 @@ class HebbianBuffers:
     """
 
     def __init__(self, n_units, n_features, batch_size, k, dtype=np.float32, block=None, tile=None):
-        if np.dtype(dtype) != np.float32:
-            raise TypeError(f"the CUDA kernel works in float32, got dtype={np.dtype(dtype)}")
+        _check_float32(dtype)
         self.block = None if block is None else _check_block(block)
         self.tile = TILE if tile is None else int(tile)
         if not (1 <= self.tile and self.tile * self.tile <= MAX_BLOCK):
             raise ValueError(f"tile must satisfy 1 <= tile and tile**2 <= {MAX_BLOCK}, got {tile}")
-        self.x_uploads = 0
-        self._x_host = None
-        self._x_dev = None
-        self._order = None
-        self.last_rows = 0
+        self._init_samples()
         self._allocate(n_units, n_features, batch_size, k)
 
     def _allocate(self, n_units, n_features, batch_size, k):
@@ -369,38 +291,6 @@ class HebbianBuffers:
         self.ds = cuda.device_array((2 * B, N), np.float64)
         self.nc = cuda.to_device(np.zeros(1, np.float64))
         self.last_rows = 0
-
-    def samples(self, X):
-        """The device copy of ``X`` (float32, C-contiguous), uploaded only when ``X`` is not the
-        array seen last time (identity and shape). A device array is used as it is."""
-        dev = _device_array(X)
-        if dev is not None:
-            if dev.dtype != np.float32 or dev.ndim != 2:
-                raise TypeError("X on the device must be a 2-D float32 array")
-            return dev
-        if self._x_host is X and self._x_dev is not None and self._x_dev.shape == X.shape:
-            return self._x_dev
-        host = np.ascontiguousarray(X, dtype=np.float32)
-        if host.ndim != 2:
-            raise ValueError(f"X must be 2-D (samples, features), got shape {host.shape}")
-        self._x_dev = cuda.to_device(host)
-        self._x_host = X
-        self.x_uploads += 1
-        return self._x_dev
-
-    def forget_samples(self):
-        """Drop the cached device copy of X (the next call uploads again)."""
-        self._x_host = None
-        self._x_dev = None
-
-    def upload_order(self, order):
-        """Copy the presentation order to the device (reusing the buffer when the length agrees)."""
-        order = np.ascontiguousarray(order, dtype=np.int64)
-        if self._order is None or self._order.shape != order.shape:
-            self._order = cuda.to_device(order)
-        else:
-            self._order.copy_to_device(order)
-        return self._order
 
     def last_winners(self):
         """Host copies (int64) of the last batch's winners and k-th units (a device sync)."""
@@ -431,18 +321,8 @@ def hebbian_epoch(W, X, order, batch_size, k, delta, eps, p, buffers=None, callb
     -------
     The number of batches.
     """
-    dW = _device_array(W)
-    if dW is None:
-        W = np.asarray(W)
-        if W.dtype != np.float32 or W.ndim != 2 or not W.flags.c_contiguous:
-            raise TypeError("W must be a 2-D C-contiguous float32 array (it is updated in place)")
-    elif dW.dtype != np.float32 or dW.ndim != 2:
-        raise TypeError("W on the device must be a 2-D float32 array")
-    K, N = W.shape
-    B = int(batch_size)
+    W, dW, K, N, B = _check_epoch(W, batch_size)
     k = int(k)
-    if B < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not 1 <= k <= K:
         raise ValueError(f"k must be in [1, n_units={K}], got {k}")
     if buffers is None:
@@ -453,49 +333,24 @@ def hebbian_epoch(W, X, order, batch_size, k, delta, eps, p, buffers=None, callb
     block = _check_block(CUDA_BLOCK if bf.block is None else bf.block)
     tile = bf.tile
 
-    dX = bf.samples(X)
-    if dX.shape[1] != N:
-        raise ValueError(f"X has {dX.shape[1]} features, W has {N}")
-    n_samples = dX.shape[0]
-    order = np.asarray(order)
-    if order.ndim != 1:
-        raise ValueError("order must be 1-D")
-    n = order.shape[0]
-    if n:
-        lo, hi = int(order.min()), int(order.max())
-        if lo < -n_samples or hi >= n_samples:
-            raise IndexError(f"order holds indices outside [-{n_samples}, {n_samples})")
-        if lo < 0:
-            order = np.where(order < 0, order + n_samples, order)  # np.take's negative indices
-    d_order = bf.upload_order(order)
-
-    if dW is None:
-        bf.W.copy_to_device(W)
-        Wd = bf.W
-    else:
-        Wd = dW
+    dX, d_order, n = bf._epoch_inputs(X, order, N)
+    Wd = _stage_weights(W, dW, bf.W)
     delta = np.float64(delta)
     eps = np.float64(eps)
     p = np.float64(p)
 
     gemm = _currents_kernel(tile)
     _power_weights[max(1, min(K, MAX_GRID)), block](Wd, p, bf.Wp)
-    n_batches = 0
-    for start in range(0, n, B):
-        m = min(B, n - start)
+
+    def launch(start, m):
         _gather_rows[min(m, MAX_GRID), block](dX, d_order, start, m, bf.V)
-        gemm[(-(-K // tile), -(-m // tile)), (tile, tile)](bf.Wp, bf.V, m, bf.IT)
+        gemm[(-(-K // tile), -(-m // tile)), (tile, tile)](bf.V, bf.Wp, m, K, N, bf.IT)
         _topk_columns[m, block](bf.IT, k, bf.win, bf.kth)
         _collect_units[1, 1](bf.win, bf.kth, m, bf.slot, bf.units, bf.n_aff, bf.nc)
         _accumulate[2 * m, block](Wd, bf.V, bf.IT, m, bf.win, bf.kth, delta, bf.units, bf.n_aff,
                                   bf.ds, bf.nc)
         _apply_update[2 * m, block](Wd, bf.Wp, bf.units, bf.n_aff, bf.ds, bf.nc, eps, p)
-        bf.last_rows = m
-        n_batches += 1
-        if callback is not None:
-            callback(n_batches, m)
-    if dW is None:
-        bf.W.copy_to_host(W)
-    else:
-        cuda.synchronize()
+
+    n_batches = _run_batches(bf, n, B, launch, callback)
+    _unstage_weights(W, dW, bf.W)
     return n_batches

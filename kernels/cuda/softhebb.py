@@ -60,14 +60,17 @@ import numpy as np
 from numba import cuda
 
 from .._config import CUDA_BLOCK
+from ._common import (MAX_BLOCK, MAX_GRID, _block_max, _block_sum, _check_block, _check_epoch,
+                      _check_float32, _DeviceSamples, _gather_rows, _gemm_kernel, _rows_per_thread,
+                      _run_batches, _stage_weights, _unstage_weights)
 
 __all__ = ["softhebb_epoch", "SoftHebbBuffers", "CUDA_BLOCK", "TILE", "MAX_BLOCK", "PREC", "LR_EPS"]
 
 PREC = 1e-30  # added to max|ds| before dividing (the reference's ``nc + 1e-30``)
 LR_EPS = 1e-10  # added to | ||w||_p - 1 | in the adaptive learning rate
 TILE = 32  # default GEMM tile edge: (TILE, TILE / 4) threads per block, 4 outputs each
-MAX_BLOCK = 1024  # most threads per block (the size of the reduction kernels' shared arrays)
-MAX_GRID = 4096  # most blocks of the row-strided kernels (and the partial maxima of a batch)
+# MAX_BLOCK (most threads per block, the size of the reduction kernels' shared arrays) and MAX_GRID
+# (most blocks of the row-strided kernels, and the partial maxima of a batch) come from ._common
 
 
 # --------------------------------------------------------------------------- device functions
@@ -112,40 +115,6 @@ def _row_pow_sum_part(W, Wp, i, p, t, nt):
     return s
 
 
-@cuda.jit(device=True)
-def _block_sum(sh, t, nt):
-    """Sum of ``sh[:nt]`` by a fixed tree (deterministic); every thread gets the result. Callers
-    write ``sh[t]`` first; on return ``sh`` may be reused (a barrier follows the read)."""
-    cuda.syncthreads()
-    n = nt
-    while n > 1:
-        h = (n + 1) // 2
-        if t < n - h:
-            sh[t] += sh[t + h]
-        cuda.syncthreads()
-        n = h
-    r = sh[0]
-    cuda.syncthreads()
-    return r
-
-
-@cuda.jit(device=True)
-def _block_max(sh, t, nt):
-    """Max of ``sh[:nt]`` (as :func:`_block_sum`)."""
-    cuda.syncthreads()
-    n = nt
-    while n > 1:
-        h = (n + 1) // 2
-        if t < n - h:
-            if sh[t + h] > sh[t]:
-                sh[t] = sh[t + h]
-        cuda.syncthreads()
-        n = h
-    r = sh[0]
-    cuda.syncthreads()
-    return r
-
-
 # --------------------------------------------------------------------------- kernels
 
 @cuda.jit
@@ -178,110 +147,6 @@ def _row_lr(W, Wp, lr, p, power_lr, adaptive, lrs):
                 lrs[i] = _lr_from_norm_pow(s, lr, p, power_lr)
         elif t == 0:
             lrs[i] = lr
-
-
-@cuda.jit
-def _gather_rows(X, order, start, m, V):
-    """``V[r, :] = X[order[start + r], :]`` for r < m; blocks stride over the rows, threads over
-    a row (coalesced)."""
-    N = V.shape[1]
-    for r in range(cuda.blockIdx.x, m, cuda.gridDim.x):
-        src = order[start + r]
-        for j in range(cuda.threadIdx.x, N, cuda.blockDim.x):
-            V[r, j] = X[src, j]
-
-
-_gemm_cache: dict = {}
-
-
-def _rows_per_thread(tile):
-    # outputs per GEMM thread (a strip along r): 4 when the tile allows, else 2 or 1
-    for rpt in (4, 2):
-        if tile % rpt == 0:
-            return rpt
-    return 1
-
-
-def _gemm_kernel(tile, a_trans, b_trans):
-    """A tiled GEMM ``C[r, c] = sum_t A(r, t) * B(t, c)`` for r < R, c < Cn, t < T, in float32.
-
-    ``A(r, t)`` is ``A[r, t]``, or ``A[t, r]`` when ``a_trans``; ``B(t, c)`` is ``B[t, c]``, or
-    ``B[c, t]`` when ``b_trans`` (all arrays C-contiguous). Launch with ``(ceil(Cn/tile),
-    ceil(R/tile))`` blocks of ``(tile, tile // rpt)`` threads, ``rpt = _rows_per_thread(tile)``.
-    Each block computes a tile x tile patch of C, each thread ``rpt`` outputs of one column
-    (rows ``ty, ty + tile/rpt, ...``) in registers. Per step along t the block stages a
-    tile x tile patch of A and of B in shared memory, loaded with ``threadIdx.x`` along each
-    array's contiguous axis (coalesced; rows padded to tile + 1 floats against bank conflicts).
-    Every output is a float32 sum over t ascending; edges (R, Cn, T not multiples of the tile)
-    load zeros.
-    """
-    key = (int(tile), bool(a_trans), bool(b_trans))
-    kern = _gemm_cache.get(key)
-    if kern is not None:
-        return kern
-    TL = key[0]
-    RPT = _rows_per_thread(TL)
-    TY = TL // RPT  # threads along y
-    T1 = TL + 1  # closure constants (shared and local shapes must be compile-time constants)
-    AT, BT = key[1], key[2]
-
-    @cuda.jit
-    def _gemm(A, B, R, Cn, T, C):
-        As = cuda.shared.array((TL, T1), np.float32)  # As[r - r0, t - t0]
-        Bs = cuda.shared.array((TL, T1), np.float32)  # Bs[t - t0, c - c0]
-        acc = cuda.local.array(RPT, np.float32)
-        tx = cuda.threadIdx.x
-        ty = cuda.threadIdx.y
-        c0 = cuda.blockIdx.x * TL
-        r0 = cuda.blockIdx.y * TL
-        for k in range(RPT):
-            acc[k] = np.float32(0.0)
-        for t0 in range(0, T, TL):
-            for k in range(RPT):
-                y = ty + k * TY
-                if AT:  # A is (T, R): threads x along r
-                    t = t0 + y
-                    r = r0 + tx
-                    if r < R and t < T:
-                        As[tx, y] = A[t, r]
-                    else:
-                        As[tx, y] = np.float32(0.0)
-                else:  # A is (R, T): threads x along t
-                    t = t0 + tx
-                    r = r0 + y
-                    if r < R and t < T:
-                        As[y, tx] = A[r, t]
-                    else:
-                        As[y, tx] = np.float32(0.0)
-                if BT:  # B is (Cn, T): threads x along t
-                    t = t0 + tx
-                    c = c0 + y
-                    if c < Cn and t < T:
-                        Bs[tx, y] = B[c, t]
-                    else:
-                        Bs[tx, y] = np.float32(0.0)
-                else:  # B is (T, Cn): threads x along c
-                    t = t0 + y
-                    c = c0 + tx
-                    if c < Cn and t < T:
-                        Bs[y, tx] = B[t, c]
-                    else:
-                        Bs[y, tx] = np.float32(0.0)
-            cuda.syncthreads()
-            for kk in range(TL):
-                b = Bs[kk, tx]
-                for k in range(RPT):
-                    acc[k] += As[ty + k * TY, kk] * b
-            cuda.syncthreads()
-        c = c0 + tx
-        if c < Cn:
-            for k in range(RPT):
-                r = r0 + ty + k * TY
-                if r < R:
-                    C[r, c] = acc[k]
-
-    _gemm_cache[key] = _gemm
-    return _gemm
 
 
 @cuda.jit
@@ -393,25 +258,7 @@ def _apply_update(W, Wp, G, xx, nc, lrs, lr, p, power_lr, adaptive, refresh_wp):
 
 # --------------------------------------------------------------------------- host side
 
-def _device_array(a):
-    """The device array behind ``a``, or None when ``a`` is a host (NumPy) array."""
-    if isinstance(a, np.ndarray):
-        return None
-    if hasattr(a, "copy_to_host") and hasattr(a, "shape") and hasattr(a, "dtype"):
-        return a  # a Numba device array (or the simulator's)
-    if hasattr(a, "__cuda_array_interface__"):
-        return cuda.as_cuda_array(a)  # CuPy, PyTorch, ...: a zero-copy view
-    return None
-
-
-def _check_block(block):
-    block = int(block)
-    if not 1 <= block <= MAX_BLOCK:
-        raise ValueError(f"block must be in [1, {MAX_BLOCK}] threads, got {block}")
-    return block
-
-
-class SoftHebbBuffers:
+class SoftHebbBuffers(_DeviceSamples):
     """Device scratch for :func:`softhebb_epoch`, allocated once per (K, N, B) and reused, plus
     the device copy of the samples ``X`` (uploaded once, reused across epochs).
 
@@ -430,8 +277,7 @@ class SoftHebbBuffers:
 
     def __init__(self, n_units, n_features, batch_size, dtype=np.float32, block=None, tile=None,
                  grid=None):
-        if np.dtype(dtype) != np.float32:
-            raise TypeError(f"the CUDA kernel works in float32, got dtype={np.dtype(dtype)}")
+        _check_float32(dtype)
         self.block = None if block is None else _check_block(block)
         self.tile = TILE if tile is None else int(tile)
         if not (1 <= self.tile <= 64 and self.tile * self.tile // _rows_per_thread(self.tile) <= MAX_BLOCK):
@@ -439,11 +285,7 @@ class SoftHebbBuffers:
         self.grid = MAX_GRID if grid is None else int(grid)
         if not 1 <= self.grid <= MAX_GRID:
             raise ValueError(f"grid must be in [1, {MAX_GRID}] blocks, got {grid}")
-        self.x_uploads = 0
-        self._x_host = None
-        self._x_dev = None
-        self._order = None
-        self.last_rows = 0
+        self._init_samples()
         self._allocate(n_units, n_features, batch_size)
 
     def _allocate(self, n_units, n_features, batch_size):
@@ -461,38 +303,6 @@ class SoftHebbBuffers:
         self.nc = cuda.device_array(1, np.float64)  # max|ds| of the last batch
         self.last_rows = 0
 
-    def samples(self, X):
-        """The device copy of ``X`` (float32, C-contiguous), uploaded only when ``X`` is not the
-        array seen last time (identity and shape). A device array is used as it is."""
-        dev = _device_array(X)
-        if dev is not None:
-            if dev.dtype != np.float32 or dev.ndim != 2:
-                raise TypeError("X on the device must be a 2-D float32 array")
-            return dev
-        if self._x_host is X and self._x_dev is not None and self._x_dev.shape == X.shape:
-            return self._x_dev
-        host = np.ascontiguousarray(X, dtype=np.float32)
-        if host.ndim != 2:
-            raise ValueError(f"X must be 2-D (samples, features), got shape {host.shape}")
-        self._x_dev = cuda.to_device(host)
-        self._x_host = X
-        self.x_uploads += 1
-        return self._x_dev
-
-    def forget_samples(self):
-        """Drop the cached device copy of X (the next call uploads again)."""
-        self._x_host = None
-        self._x_dev = None
-
-    def upload_order(self, order):
-        """Copy the presentation order to the device (reusing the buffer when the length agrees)."""
-        order = np.ascontiguousarray(order, dtype=np.int64)
-        if self._order is None or self._order.shape != order.shape:
-            self._order = cuda.to_device(order)
-        else:
-            self._order.copy_to_device(order)
-        return self._order
-
     def last_activations(self):
         """Host copy of the last batch's activations Y (m, K) (a device sync)."""
         return self.Y.copy_to_host()[:self.last_rows]
@@ -508,13 +318,13 @@ def softhebb_epoch(W, X, order, batch_size, t_invert, lr, p, power_lr, adaptive,
 
     Parameters
     ----------
-    W : (K, N) float32, C-contiguous; updated in place. A host array is copied to the device at
-        the start and back into the same array at the end; a device array (Numba, or anything with
-        ``__cuda_array_interface__``) is updated in place on the device without copies.
-    X : (n, N) float32 samples (host or device). A host X is uploaded once and cached in
-        ``buffers`` (pass the same ``buffers`` every epoch to upload it once).
-    order : (m,) int row indices into X, the presentation order (a final short batch is used);
-        uploaded each call.
+    W : (K, N) float32, updated in place: a C-contiguous host array (copied to the device at the
+        start, back into the same array at the end) or a device array (Numba, or anything with
+        ``__cuda_array_interface__``; updated on the device, no copies).
+    X : (n, N) float32 samples, host or device; a host X is uploaded once and cached in ``buffers``
+        (pass the same ``buffers`` every epoch and it is uploaded once).
+    order : (m,) int row indices into X, the presentation order, uploaded each call (a final short
+        batch is used).
     batch_size, t_invert, lr, p, power_lr, adaptive : as the CPU driver.
     buffers : :class:`SoftHebbBuffers` or None (then fresh device scratch for this call, and X is
         uploaded again). Its ``block`` and ``tile`` choose the launch configuration.
@@ -525,17 +335,7 @@ def softhebb_epoch(W, X, order, batch_size, t_invert, lr, p, power_lr, adaptive,
     -------
     The number of batches.
     """
-    dW = _device_array(W)
-    if dW is None:
-        W = np.asarray(W)
-        if W.dtype != np.float32 or W.ndim != 2 or not W.flags.c_contiguous:
-            raise TypeError("W must be a 2-D C-contiguous float32 array (it is updated in place)")
-    elif dW.dtype != np.float32 or dW.ndim != 2:
-        raise TypeError("W on the device must be a 2-D float32 array")
-    K, N = W.shape
-    B = int(batch_size)
-    if B < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    W, dW, K, N, B = _check_epoch(W, batch_size)
     if buffers is None:
         buffers = SoftHebbBuffers(K, N, B)
     elif buffers.shape != (K, N, B):
@@ -544,27 +344,8 @@ def softhebb_epoch(W, X, order, batch_size, t_invert, lr, p, power_lr, adaptive,
     block = _check_block(CUDA_BLOCK if bf.block is None else bf.block)
     tile = bf.tile
 
-    dX = bf.samples(X)
-    if dX.shape[1] != N:
-        raise ValueError(f"X has {dX.shape[1]} features, W has {N}")
-    n_samples = dX.shape[0]
-    order = np.asarray(order)
-    if order.ndim != 1:
-        raise ValueError("order must be 1-D")
-    n = order.shape[0]
-    if n:
-        lo, hi = int(order.min()), int(order.max())
-        if lo < -n_samples or hi >= n_samples:
-            raise IndexError(f"order holds indices outside [-{n_samples}, {n_samples})")
-        if lo < 0:
-            order = np.where(order < 0, order + n_samples, order)  # np.take's negative indices
-    d_order = bf.upload_order(order)
-
-    if dW is None:
-        bf.W.copy_to_device(W)
-        Wd = bf.W
-    else:
-        Wd = dW
+    dX, d_order, n = bf._epoch_inputs(X, order, N)
+    Wd = _stage_weights(W, dW, bf.W)
     t_invert, lr, p, power_lr = np.float64(t_invert), np.float64(lr), np.float64(p), np.float64(power_lr)
     adaptive = bool(adaptive)
     refresh_wp = bool(p != 2.0)
@@ -577,9 +358,8 @@ def softhebb_epoch(W, X, order, batch_size, t_invert, lr, p, power_lr, adaptive,
     if refresh_wp:
         _power_weights[rows, block](Wd, p, bf.Wp)
     _row_lr[rows, block](Wd, Wp, lr, p, power_lr, adaptive, bf.lrs)
-    n_batches = 0
-    for start in range(0, n, B):
-        m = min(B, n - start)
+
+    def launch(start, m):
         _gather_rows[min(m, bf.grid), block](dX, d_order, start, m, bf.V)
         gemm_u[(-(-K // tile), -(-m // tile)), gemm_threads](bf.V, Wp, m, K, N, bf.U)
         _softmax_rows[m, block](bf.U, t_invert, bf.Y)
@@ -589,12 +369,7 @@ def softhebb_epoch(W, X, order, batch_size, t_invert, lr, p, power_lr, adaptive,
         _final_max[1, block](bf.partial, rows, bf.nc)
         _apply_update[rows, block](Wd, Wp, bf.G, bf.xx, bf.nc, bf.lrs, lr, p, power_lr, adaptive,
                                    refresh_wp)
-        bf.last_rows = m
-        n_batches += 1
-        if callback is not None:
-            callback(n_batches, m)
-    if dW is None:
-        bf.W.copy_to_host(W)
-    else:
-        cuda.synchronize()
+
+    n_batches = _run_batches(bf, n, B, launch, callback)
+    _unstage_weights(W, dW, bf.W)
     return n_batches
