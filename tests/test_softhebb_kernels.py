@@ -202,18 +202,6 @@ def _checks(mode):
 res = _cudasim.results_fixture(__file__)
 
 
-def test_signatures_match_cpu():
-    from bioreps.kernels.cpu import softhebb as cpu
-    from bioreps.kernels.cuda import softhebb as gpu  # no simulator, maybe no GPU: must import
-
-    _cudasim.assert_twin_signatures(cpu, gpu, "softhebb_epoch", "SoftHebbBuffers")
-
-
-def test_cuda_module_imports_only_numba_numpy_and_config():
-    imports = _cudasim.kernel_module_imports("softhebb")
-    assert imports <= _cudasim.ALLOWED_KERNEL_IMPORTS, imports
-
-
 @pytest.mark.parametrize("i", [0, 1, 2])
 def test_cuda_epoch_matches_cpu_kernel(res, i):
     c = res["configs"][i]
@@ -274,6 +262,18 @@ def test_cuda_kernels_type_check_for_the_real_target():
     """The simulator runs kernels as Python and checks no types: type and lower every kernel for
     the real target (to LLVM IR; no GPU, driver or NVVM needed) with the driver's argument types."""
     _cudasim.typecheck(_TYPECHECK)
+
+
+def test_signatures_match_cpu():
+    from bioreps.kernels.cpu import softhebb as cpu
+    from bioreps.kernels.cuda import softhebb as gpu  # no simulator, maybe no GPU: must import
+
+    _cudasim.assert_twin_signatures(cpu, gpu, "softhebb_epoch", "SoftHebbBuffers")
+
+
+def test_cuda_module_imports_only_numba_numpy_and_config():
+    imports = _cudasim.kernel_module_imports("softhebb")
+    assert imports <= _cudasim.ALLOWED_KERNEL_IMPORTS, imports
 
 
 def test_cuda_bad_arguments_raise():

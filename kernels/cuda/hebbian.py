@@ -52,6 +52,10 @@ Block size: ``block`` threads for the 1-D kernels, default :data:`CUDA_BLOCK` (e
 ``BIOREPS_CUDA_BLOCK``, default 128), overridable per :class:`HebbianBuffers` (``block=``), so tests
 run several blocks even on tiny shapes; the GEMM uses ``tile x tile`` threads (default 16).
 Kernels are compiled lazily on first use, and under ``NUMBA_ENABLE_CUDASIM=1`` run in the simulator.
+
+Shared with the SoftHebb twin, in ``_common.py``: the gather kernel, the tiled GEMM (here with one
+output per thread), the block max reduction, and the host side (the X cache and ``x_uploads`` of
+:class:`HebbianBuffers`, the checks of ``W`` and ``order``, the batch loop and its callback).
 """
 
 from __future__ import annotations
@@ -315,7 +319,8 @@ def hebbian_epoch(W, X, order, batch_size, k, delta, eps, p, buffers=None, callb
     buffers : :class:`HebbianBuffers` or None (then fresh device scratch for this call, and X is
         uploaded again). Its ``block`` and ``tile`` choose the launch configuration.
     callback : called as ``callback(batch_index, n_rows)`` after each minibatch's kernels are
-        queued (they may still be running), or None.
+        queued (they may still be running), or None; ``buffers.last_winners()`` there reads that
+        batch's winners (a device sync).
 
     Returns
     -------

@@ -50,6 +50,10 @@ tests run several blocks even on tiny shapes; the GEMMs compute ``tile x tile`` 
 ``grid=`` caps the blocks of the unit-strided kernels (default :data:`MAX_GRID`).
 Kernels are compiled lazily on first use (importing this module touches no device), and under
 ``NUMBA_ENABLE_CUDASIM=1`` run in the simulator.
+
+Shared with the Krotov-Hopfield twin, in ``_common.py``: the gather kernel, the tiled GEMM, the
+block sum and max reductions, and the host side (the X cache and ``x_uploads`` of
+:class:`SoftHebbBuffers`, the checks of ``W`` and ``order``, the batch loop and its callback).
 """
 
 from __future__ import annotations
@@ -327,9 +331,10 @@ def softhebb_epoch(W, X, order, batch_size, t_invert, lr, p, power_lr, adaptive,
         batch is used).
     batch_size, t_invert, lr, p, power_lr, adaptive : as the CPU driver.
     buffers : :class:`SoftHebbBuffers` or None (then fresh device scratch for this call, and X is
-        uploaded again). Its ``block`` and ``tile`` choose the launch configuration.
+        uploaded again). Its ``block``, ``tile`` and ``grid`` choose the launch configuration.
     callback : called as ``callback(batch_index, n_rows)`` after each minibatch's kernels are
-        queued (they may still be running), or None.
+        queued (they may still be running), or None; ``buffers.last_activations()`` and
+        ``buffers.last_scale()`` there read that batch's Y and max|ds| (a device sync).
 
     Returns
     -------
