@@ -113,9 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"bioreps: {category.__name__}: {message}", file=sys.stderr if file is None else file)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    import warnings
+
+    warnings.showwarning = _one_line_warning
     if args.traceback:
         return args.func(args)
     try:
