@@ -122,7 +122,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     import warnings
 
-    warnings.showwarning = _one_line_warning
+    previous, warnings.showwarning = warnings.showwarning, _one_line_warning
+    try:
+        return _dispatch(args)
+    finally:
+        warnings.showwarning = previous
+
+
+def _dispatch(args) -> int:
     if args.traceback:
         return args.func(args)
     try:
