@@ -66,3 +66,82 @@ def softhebb_epoch(W, X, order, batch_size, t_invert, lr, p, power_lr, adaptive)
     for start in range(0, len(order), batch_size):
         W = softhebb_batch(W, X[order[start:start + batch_size]], t_invert, lr, p, power_lr, adaptive)
     return W
+
+
+def diehl_cook_presentation(W, indptr, indices, n_rest, p, dt, learn, state):
+    """One presentation of the Diehl & Cook (2015) E/I network, time-stepped in float64 NumPy.
+
+    W : (n_inputs, n_neurons) weights (returned updated, not modified in place)
+    indptr, indices : the input spikes of the presentation steps (CSR by step)
+    n_rest : steps without input after them
+    p : dict of the model constants (``DiehlCookParams.to_dict()``); dt in ms
+    state : dict of arrays v_e, ge_e, gi_e, ref_e, theta, v_i, ge_i, ref_i, x_pre, x_post1,
+        x_post2 (a modified copy is returned)
+
+    Returns (W, state, counts): counts = E spikes of each neuron during the presentation steps.
+    """
+    W = np.array(W, dtype=np.float64)
+    st = {k: np.array(v, dtype=np.int64 if k.startswith("ref") else np.float64) for k, v in state.items()}
+    n_present = len(indptr) - 1
+    n = W.shape[1]
+    # Brian2: not_refractory = timestep(t - lastspike, dt) >= timestep(refractory, dt)
+    ref_e_steps = int((p["refrac_e_ms"] + 1e-3 * dt) / dt)
+    ref_i_steps = int((p["refrac_i_ms"] + 1e-3 * dt) / dt)
+    counts = np.zeros(n, np.int64)
+    for s in range(n_present + n_rest):
+        if learn:
+            st["theta"] = st["theta"] * np.exp(-dt / p["tau_theta_ms"])
+            st["x_pre"] = st["x_pre"] * np.exp(-dt / p["tau_pre_ms"])
+            st["x_post1"] = st["x_post1"] * np.exp(-dt / p["tau_post1_ms"])
+            st["x_post2"] = st["x_post2"] * np.exp(-dt / p["tau_post2_ms"])
+        # E neurons: refractory countdown, exponential Euler, threshold, reset
+        st["ref_e"] = np.maximum(st["ref_e"] - 1, 0)
+        free = st["ref_e"] == 0
+        ge, gi = st["ge_e"], st["gi_e"]
+        v_inf = (p["v_rest_e_mv"] + ge * p["e_exc_mv"] + gi * p["e_inh_e_mv"]) / (1 + ge + gi)
+        v_new = v_inf + (st["v_e"] - v_inf) * np.exp(-dt * (1 + ge + gi) / p["tau_mem_e_ms"])
+        st["v_e"] = np.where(free, v_new, st["v_e"])
+        st["ge_e"] = ge * np.exp(-dt / p["tau_ge_ms"])
+        st["gi_e"] = gi * np.exp(-dt / p["tau_gi_ms"])
+        spk_e = free & (st["v_e"] > p["v_thresh_e_mv"] + st["theta"])
+        st["v_e"][spk_e] = p["v_reset_e_mv"]
+        st["ref_e"][spk_e] = ref_e_steps
+        # I neurons (no inhibitory input)
+        st["ref_i"] = np.maximum(st["ref_i"] - 1, 0)
+        free = st["ref_i"] == 0
+        ge = st["ge_i"]
+        v_inf = (p["v_rest_i_mv"] + ge * p["e_exc_mv"]) / (1 + ge)
+        v_new = v_inf + (st["v_i"] - v_inf) * np.exp(-dt * (1 + ge) / p["tau_mem_i_ms"])
+        st["v_i"] = np.where(free, v_new, st["v_i"])
+        st["ge_i"] = ge * np.exp(-dt / p["tau_ge_ms"])
+        spk_i = free & (st["v_i"] > p["v_thresh_i_mv"])
+        st["v_i"][spk_i] = p["v_reset_i_mv"]
+        st["ref_i"][spk_i] = ref_i_steps
+        # input spikes: g_e += W row, then pre-synaptic STDP
+        if s < n_present:
+            for i in indices[indptr[s]:indptr[s + 1]]:
+                st["ge_e"] = st["ge_e"] + W[i]
+                if learn:
+                    st["x_pre"][i] = 1.0
+                    W[i] = np.clip(W[i] - p["nu_pre"] * st["x_post1"], 0.0, p["w_max"])
+        # E spikes
+        for j in np.flatnonzero(spk_e):
+            st["ge_i"][j] += p["w_ei"]
+            if s < n_present:
+                counts[j] += 1
+            if learn:
+                st["theta"][j] += p["theta_plus_mv"]
+                W[:, j] = np.clip(W[:, j] + p["nu_post"] * st["x_pre"] * st["x_post2"][j], 0.0, p["w_max"])
+                st["x_post1"][j] = 1.0
+                st["x_post2"][j] = 1.0
+        # I spikes: every E neuron but the partner
+        n_i = int(spk_i.sum())
+        if n_i:
+            st["gi_e"] = st["gi_e"] + p["w_ie"] * (n_i - spk_i.astype(np.float64))
+    return W, st, counts
+
+
+def diehl_cook_normalize(W, weight_sum):
+    """Each column (a neuron's input weights) rescaled to sum to ``weight_sum``."""
+    W = np.array(W, dtype=np.float64)
+    return W * (weight_sum / W.sum(axis=0))[None, :]

@@ -7,5 +7,6 @@ STDP layers join them.
 
 from .controls import Pixels, RandomReLU
 from .hebbian import CollapseWarning, HebbianWTA, SoftWTA
+from .spiking import DiehlCookParams, SpikingWTA
 
-__all__ = ["CollapseWarning", "HebbianWTA", "Pixels", "RandomReLU", "SoftWTA"]
+__all__ = ["CollapseWarning", "DiehlCookParams", "HebbianWTA", "Pixels", "RandomReLU", "SoftWTA", "SpikingWTA"]

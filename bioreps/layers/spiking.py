@@ -1,0 +1,442 @@
+"""Spiking winner-take-all network of Diehl & Cook (2015), "Unsupervised learning of digit
+recognition using spike-timing-dependent plasticity", Front. Comput. Neurosci. 9:99.
+
+The model is the one of the released Brian-1 code as summarised in
+``../shared/models/diehl_cook_2015.md`` (not BindsNET's variant): Poisson inputs (rate
+proportional to the pixel) drive N conductance-based LIF excitatory neurons through plastic
+weights; each E neuron excites one I neuron, which inhibits every other E neuron; E neurons
+carry an adaptive threshold theta; weights learn by the trace-based STDP rule of the code. The
+kernels and their step order are described in :mod:`bioreps.kernels.cpu.lif`.
+
+Choices the card leaves open, made here:
+
+* Input delays (0-10 ms random in the original) are **not modelled**.
+* The network starts at rest (``V = v_rest``; the original starts E neurons 40 mV below rest);
+  theta starts at 0 (the original's 20 mV with a -20 mV offset is the same threshold).
+* During :meth:`SpikingWTA.fit` the network state (potentials, conductances, traces) carries over
+  from one sample to the next as in the original (the 150 ms rest lets it decay, no reset). In
+  :meth:`SpikingWTA.transform` every sample starts from rest, so samples are independent (order
+  free, reproducible one by one, parallel on a GPU later).
+* The low-activity retry: when the E neurons fire fewer than ``min_spikes`` spikes during a
+  presentation, the maximum input rate is raised by ``rate_boost_hz`` and the sample shown again
+  (after its rest period), at most ``params.max_retries`` times (10 by default); the counts of the
+  last attempt are used. Weights are renormalised before every training presentation, retries
+  included, as in the original. The retry applies in ``transform`` too (as in the original's
+  test phase).
+* Each presentation draws its Poisson spikes from its own generator,
+  ``numpy.random.default_rng([seed_, phase, sample_index, attempt])`` (phase 1 = fit, 2 =
+  transform), so results do not depend on batching and every backend sees the same spikes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._progress import progress_bar
+from .._validation import check_array, check_labels
+from ..backend import resolve
+from ..kernels.poisson import poisson_spike_trains
+from ._base import _Layer
+
+__all__ = ["DiehlCookParams", "SpikingWTA"]
+
+
+@dataclass(frozen=True)
+class DiehlCookParams:
+    """Every constant of the Diehl & Cook (2015) model (units in the names; conductances and
+    weights are in units of the leak conductance, i.e. dimensionless).
+
+    Neurons: ``tau_mem_{e,i}_ms``, ``v_{rest,reset,thresh}_{e,i}_mv``, reversal potentials
+    ``e_exc_mv``, ``e_inh_e_mv``, ``e_inh_i_mv``, refractory periods ``refrac_{e,i}_ms``,
+    conductance decays ``tau_ge_ms``, ``tau_gi_ms``. Adaptive threshold: ``theta_plus_mv`` per
+    spike, decaying with ``tau_theta_ms`` (learning only). Lateral connections: ``w_ei`` (E -> its
+    I partner), ``w_ie`` (I -> every other E). Input weights: initial ``(U(0, 1) + w_init_offset)
+    * w_init_scale``, each E neuron's inputs renormalised to sum ``weight_sum`` before every
+    training sample (an absolute sum: 0.1 per input at 784 inputs), clipped to [0, ``w_max``].
+    STDP: ``nu_pre``, ``nu_post``, trace time constants ``tau_pre_ms``, ``tau_post1_ms``,
+    ``tau_post2_ms``. Input: a pixel of 1.0 fires at ``max_rate_hz`` (255 / 4 Hz); the retry
+    raises that by ``rate_boost_hz`` at most ``max_retries`` times. Input delays are not
+    modelled.
+    """
+
+    tau_mem_e_ms: float = 100.0
+    tau_mem_i_ms: float = 10.0
+    v_rest_e_mv: float = -65.0
+    v_reset_e_mv: float = -65.0
+    v_thresh_e_mv: float = -52.0
+    v_rest_i_mv: float = -60.0
+    v_reset_i_mv: float = -45.0
+    v_thresh_i_mv: float = -40.0
+    e_exc_mv: float = 0.0
+    e_inh_e_mv: float = -100.0
+    e_inh_i_mv: float = -85.0
+    refrac_e_ms: float = 5.0
+    refrac_i_ms: float = 2.0
+    tau_ge_ms: float = 1.0
+    tau_gi_ms: float = 2.0
+    theta_plus_mv: float = 0.05
+    tau_theta_ms: float = 1e7
+    w_ei: float = 10.4
+    w_ie: float = 17.0
+    w_init_scale: float = 0.3
+    w_init_offset: float = 0.01
+    weight_sum: float = 78.0
+    nu_pre: float = 1e-4
+    nu_post: float = 1e-2
+    tau_pre_ms: float = 20.0
+    tau_post1_ms: float = 20.0
+    tau_post2_ms: float = 40.0
+    w_max: float = 1.0
+    max_rate_hz: float = 63.75
+    rate_boost_hz: float = 32.0
+    max_retries: int = 10
+
+    _time_constants = ("tau_mem_e_ms", "tau_mem_i_ms", "refrac_e_ms", "refrac_i_ms", "tau_ge_ms", "tau_gi_ms",
+                       "tau_theta_ms", "tau_pre_ms", "tau_post1_ms", "tau_post2_ms")
+    _non_negative = ("theta_plus_mv", "w_ei", "w_ie", "w_init_scale", "w_init_offset", "nu_pre", "nu_post",
+                     "rate_boost_hz")
+    _positive = ("weight_sum", "w_max", "max_rate_hz")
+
+    def validate(self):
+        """Raise ValueError for a non-finite constant, a time constant <= 0, a negative
+        learning rate/weight/rate, or thresholds not above the reset potentials."""
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.name == "max_retries":
+                if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+                    raise ValueError(f"max_retries must be an integer >= 0, got {v!r}")
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(v):
+                raise ValueError(f"{f.name} must be a finite number, got {v!r}")
+        for name in self._time_constants:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0 (a time constant), got {getattr(self, name)!r}")
+        for name in self._non_negative:
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        for name in self._positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if self.v_thresh_e_mv <= self.v_reset_e_mv or self.v_thresh_i_mv <= self.v_reset_i_mv:
+            raise ValueError("thresholds must lie above the reset potentials")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d) -> "DiehlCookParams":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown DiehlCookParams fields: {sorted(unknown)}")
+        return cls(**dict(d))
+
+
+def _check_int(value, name, lo):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
+        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
+    return int(value)
+
+
+def _check_time(value, name, positive=True):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
+    return float(value)
+
+
+class SpikingWTA(_Layer):
+    """Diehl & Cook (2015) spiking network learning by STDP (CPU kernel; CUDA to come).
+
+    Parameters
+    ----------
+    n_neurons : int
+        Excitatory neurons N (as many inhibitory ones).
+    params : DiehlCookParams
+        The model's constants.
+    dt_ms : float
+        Time step; at most the shorter refractory period (E 5 ms, I 2 ms).
+    t_present_ms, t_rest_ms : float
+        Presentation and rest time per sample (350 and 150 ms).
+    min_spikes : int
+        A presentation with fewer E spikes is repeated at a higher rate (see module docstring).
+    backend : {"auto", "cpu", "cuda"}
+        "cuda" raises NotImplementedError where CUDA is usable (the kernel is not written yet)
+        and :class:`~bioreps.backend.BackendError` where it is not; "auto" (or None) uses the
+        CPU kernel for now, whatever ``$BIOREPS_BACKEND`` says.
+    random_state : int or None
+        Seeds the initial weights and every presentation's Poisson spikes.
+    progress : bool or None
+        Progress bar (samples/s, mean spikes per sample); None follows ``$BIOREPS_PROGRESS``.
+
+    Attributes
+    ----------
+    weights_ : ndarray (n_features, n_neurons) float64
+        Input weights, one row per input (pixel), one column per E neuron (the original's
+        784 x N layout). Columns are renormalised to sum ``weight_sum`` before every training
+        presentation, so after :meth:`fit` they sum to about (not exactly) ``weight_sum``.
+    theta_ : ndarray (n_neurons,) float64
+        Adaptive thresholds in mV (added to ``v_thresh_e_mv``).
+    labels_ : ndarray (n_neurons,) int64
+        Class of each neuron, set by :meth:`assign_labels`.
+    backend_ : str
+    n_samples_seen_ : int
+        Training samples presented (retries not counted).
+    n_retries_ : int
+        Extra presentations made by the low-activity retry during training.
+    """
+
+    kind = "spiking-wta"
+    _param_names = ("n_neurons", "params", "dt_ms", "t_present_ms", "t_rest_ms", "min_spikes", "backend",
+                    "random_state", "progress")
+
+    def __init__(self, n_neurons=100, params=DiehlCookParams(), dt_ms=0.5, t_present_ms=350.0, t_rest_ms=150.0,
+                 min_spikes=5, backend="auto", random_state=None, progress=None):
+        self.n_neurons = n_neurons
+        self.params = params
+        self.dt_ms = dt_ms
+        self.t_present_ms = t_present_ms
+        self.t_rest_ms = t_rest_ms
+        self.min_spikes = min_spikes
+        self.backend = backend
+        self.random_state = random_state
+        self.progress = progress
+
+    # ------------------------------------------------------------------ validation
+    def _validate_params(self):
+        """Check every argument; return (backend, params, n_present_steps, n_rest_steps)."""
+        _check_int(self.n_neurons, "n_neurons", 1)
+        _check_int(self.min_spikes, "min_spikes", 0)
+        if not isinstance(self.params, DiehlCookParams):
+            raise ValueError(f"params must be a DiehlCookParams, got {type(self.params).__name__}")
+        p = self.params.validate()
+        dt = _check_time(self.dt_ms, "dt_ms")
+        if dt > p.refrac_e_ms or dt > p.refrac_i_ms:
+            raise ValueError(f"dt_ms={dt:g} is larger than a refractory period (E {p.refrac_e_ms:g} ms, "
+                             f"I {p.refrac_i_ms:g} ms)")
+        t_present = _check_time(self.t_present_ms, "t_present_ms")
+        t_rest = _check_time(self.t_rest_ms, "t_rest_ms", positive=False)
+        n_present = int(round(t_present / dt))
+        n_rest = int(round(t_rest / dt))
+        if n_present < 1:
+            raise ValueError(f"t_present_ms={t_present:g} is shorter than one step of {dt:g} ms")
+        rate_max = p.max_rate_hz + p.max_retries * p.rate_boost_hz
+        if rate_max * dt / 1000.0 > 1:
+            raise ValueError(f"the highest input rate ({rate_max:g} Hz) exceeds one spike per step of {dt:g} ms")
+        if self.backend is None or (isinstance(self.backend, str) and self.backend.lower() == "auto"):
+            backend = "cpu"  # until the CUDA kernel exists, "auto" means the CPU kernel
+        else:
+            backend = resolve(self.backend)
+            if backend == "cuda":
+                raise NotImplementedError("the CUDA kernel of SpikingWTA is not written yet; use backend='cpu'")
+        return backend, p, n_present, n_rest
+
+    def _check_input(self, X, name="X"):
+        X = check_array(X, name=name, ndim=2, dtype=np.float64, unit_interval=True)
+        if hasattr(self, "n_features_in_") and X.shape[1] != self.n_features_in_:
+            raise ValueError(f"{name} has {X.shape[1]} features but the layer was fitted on {self.n_features_in_}")
+        return X
+
+    def _check_ready(self):
+        if not hasattr(self, "weights_"):
+            raise RuntimeError(f"this {type(self).__name__} is not fitted yet; call fit(X) first")
+
+    # ------------------------------------------------------------------ simulation
+    def _kernel(self):
+        from ..kernels.cpu import lif
+        return lif
+
+    def _run(self, X, W, theta, n_present, n_rest, p, learn, phase, first_index, state=None, desc="spiking"):
+        """Present every row of X; returns (counts (n, N) float32, retries, state)."""
+        from ..kernels.cpu.stdp import normalize_columns
+
+        lif = self._kernel()
+        c = lif.make_constants(self.dt_ms, **p.to_dict())
+        n, N = X.shape[0], W.shape[1]
+        if state is None:
+            state = lif.LIFState(W.shape[0], N, p.v_rest_e_mv, p.v_rest_i_mv, theta=theta)
+        else:
+            state.theta = theta
+        counts = np.zeros(N, np.int64)
+        colsum = np.zeros(N, np.float64)
+        out = np.zeros((n, N), np.float32)
+        retries = 0
+        spikes_done = 0
+        bar = progress_bar(range(n), progress=self.progress, desc=desc, unit="sample")
+        for r in bar:
+            if not learn:
+                state.reset(p.v_rest_e_mv, p.v_rest_i_mv)
+            x = X[r]
+            for attempt in range(p.max_retries + 1):
+                rng = np.random.default_rng([self.seed_, phase, first_index + r, attempt])
+                rates = x * (p.max_rate_hz + attempt * p.rate_boost_hz)
+                indptr, indices = poisson_spike_trains(rates, n_present, self.dt_ms, rng)
+                if learn:
+                    normalize_columns(W, p.weight_sum, colsum)
+                total = lif.run_presentation(W, indptr, indices, n_rest, c, learn, state, counts)
+                if total >= self.min_spikes or attempt == p.max_retries:
+                    break
+                retries += 1
+            out[r] = counts
+            spikes_done += total
+            if r % 16 == 15 or r == n - 1:
+                bar.set_postfix(spikes_per_sample=f"{spikes_done / (r + 1):.1f}")
+        return out, retries, state
+
+    # ------------------------------------------------------------------ learning
+    def fit(self, X, epochs=1):
+        """Learn the input weights and thresholds from ``X`` (n, n_features), values in [0, 1],
+        by STDP, presenting the rows in order ``epochs`` times. Starts afresh."""
+        epochs = _check_int(epochs, "epochs", 1)
+        backend, p, n_present, n_rest = self._validate_params()
+        X = check_array(X, name="X", ndim=2, dtype=np.float64, unit_interval=True)
+        # every check passed: start
+        seed_seq = np.random.SeedSequence(self.random_state)
+        seed = int(seed_seq.entropy % (2**63))
+        rng = np.random.default_rng([seed, 0])
+        W = (rng.random((X.shape[1], int(self.n_neurons))) + p.w_init_offset) * p.w_init_scale
+        theta = np.zeros(int(self.n_neurons))
+        self.seed_ = seed
+        self.backend_ = backend
+        self.weights_ = W
+        self.theta_ = theta
+        self.n_features_in_ = X.shape[1]
+        self.n_neurons_ = int(self.n_neurons)
+        self.n_samples_seen_ = 0
+        self.n_retries_ = 0
+        state = None
+        for epoch in range(epochs):
+            _, retries, state = self._run(X, self.weights_, self.theta_, n_present, n_rest, p, True, 1,
+                                          self.n_samples_seen_, state, desc=f"spiking fit {epoch + 1}/{epochs}")
+            self.theta_ = state.theta
+            self.n_samples_seen_ += X.shape[0]
+            self.n_retries_ += retries
+        return self
+
+    # ------------------------------------------------------------------ inference
+    def transform(self, X, *, first_index=0):
+        """E spike counts per sample, float32 (n, n_neurons), learning and theta frozen; every
+        sample starts from rest. Row r draws its spikes from the seed ``[seed_, 2, first_index +
+        r, attempt]`` (``first_index`` lets block-wise callers reproduce one whole call)."""
+        self._check_ready()
+        _, p, n_present, n_rest = self._validate_params()
+        X = self._check_input(X)
+        out, _, _ = self._run(X, self.weights_, self.theta_.copy(), n_present, n_rest, p, False, 2, int(first_index),
+                              desc="spiking transform")
+        return out
+
+    def fit_transform(self, X, y=None, epochs=1):
+        return self.fit(X, epochs=epochs).transform(X)
+
+    def assign_labels(self, X, y, counts=None):
+        """Label every neuron with the class of its highest mean response over ``(X, y)`` (the
+        paper's readout). ``counts`` may pass precomputed ``transform(X)``. Returns self."""
+        self._check_ready()
+        if counts is None:
+            X = self._check_input(X)
+            counts = self.transform(X)
+        counts = check_array(counts, name="counts", ndim=2, dtype=np.float64)
+        if counts.shape[1] != self.n_neurons_:
+            raise ValueError(f"counts has {counts.shape[1]} columns, expected {self.n_neurons_}")
+        y = check_labels(y, n=counts.shape[0])
+        classes = np.unique(y)
+        means = np.stack([counts[y == k].mean(axis=0) for k in classes])  # (n_classes, N)
+        self.classes_ = classes
+        self.labels_ = classes[np.argmax(means, axis=0)].astype(np.int64)
+        return self
+
+    def predict(self, X, counts=None):
+        """The paper's vote: the class whose neurons have the highest mean spike count (classes
+        without neurons never win unless no class has any)."""
+        self._check_ready()
+        if not hasattr(self, "labels_"):
+            raise RuntimeError("neuron labels are not assigned yet; call assign_labels(X, y) first")
+        if counts is None:
+            counts = self.transform(X)
+        counts = np.asarray(counts, np.float64)
+        scores = np.full((counts.shape[0], self.classes_.size), -np.inf)
+        for c, k in enumerate(self.classes_):
+            mask = self.labels_ == k
+            if mask.any():
+                scores[:, c] = counts[:, mask].mean(axis=1)
+        return self.classes_[np.argmax(scores, axis=1)]
+
+    # ------------------------------------------------------------------ persistence
+    def model_arrays(self) -> dict:
+        self._check_ready()
+        arrays = {"weights": self.weights_, "theta": self.theta_}
+        if hasattr(self, "labels_"):
+            arrays["labels"] = self.labels_
+            arrays["classes"] = self.classes_
+        return arrays
+
+    def _state(self) -> dict:
+        hp = {k: getattr(self, k) for k in self._param_names if k != "params"}
+        hp["params"] = self.params.to_dict()
+        hp.update(seed_=self.seed_, n_samples_seen_=self.n_samples_seen_, n_retries_=self.n_retries_,
+                  backend_=self.backend_)
+        return hp
+
+    def _provenance(self, extra):
+        prov = {"backend": self.backend_, "seed": self.random_state if self.random_state is not None else "none"}
+        prov.update(extra or {})
+        return prov
+
+    def save(self, path, *, representations=None, provenance=None):
+        """Write weights, theta, labels, parameters and counters to a bioreps HDF5 file."""
+        from .. import io
+
+        self._check_ready()
+        return io.save(path, model_kind=self.kind, model_arrays=self.model_arrays(), hyperparameters=self._state(),
+                       representations=representations or {}, provenance=self._provenance(provenance))
+
+    @classmethod
+    def load(cls, path, backend=None):
+        """Rebuild a layer saved with :meth:`save` or :meth:`export`."""
+        from .. import io
+
+        with io.load(path) as f:
+            if f.model.kind != cls.kind:
+                raise ValueError(f"{path} holds a {f.model.kind!r} model, not {cls.kind!r}")
+            hp = dict(f.model.hyperparameters)
+            arrays = {k: np.array(v) for k, v in f.model.arrays.items()}
+        params = {k: hp[k] for k in cls._param_names if k in hp}
+        params["params"] = DiehlCookParams.from_dict(hp["params"])
+        if backend is not None:
+            params["backend"] = backend
+        layer = cls(**params)
+        layer.backend_ = "cpu"
+        layer.weights_ = np.ascontiguousarray(arrays["weights"], np.float64)
+        layer.theta_ = np.ascontiguousarray(arrays["theta"], np.float64)
+        if "labels" in arrays:
+            layer.labels_ = arrays["labels"].astype(np.int64)
+            layer.classes_ = arrays["classes"].astype(np.int64)
+        layer.n_features_in_, layer.n_neurons_ = layer.weights_.shape
+        layer.seed_ = int(hp["seed_"])
+        layer.n_samples_seen_ = int(hp["n_samples_seen_"])
+        layer.n_retries_ = int(hp.get("n_retries_", 0))
+        return layer
+
+    def export(self, path, splits, *, dataset=None, provenance=None, block_rows=1024):
+        """Write the model and the spike-count representation (``transform``) of each split;
+        ``splits`` maps a name to ``X`` or ``(X, y)``."""
+        from .. import io
+
+        self._check_ready()
+        prov = self._provenance({"dataset": dataset or "unknown", **(provenance or {})})
+        with io.Writer(path, overwrite=True) as w:
+            w.write_model(self.kind, self.model_arrays(), self._state())
+            for split, value in splits.items():
+                X, y = value if isinstance(value, tuple) else (value, None)
+                X = self._check_input(X, name=f"splits[{split!r}]")
+                rep = w.create_representation(split, X.shape[0], self.n_neurons_, labels=y, dataset=dataset,
+                                              dataset_split=split, description="E spike counts per presentation")
+                for start in range(0, X.shape[0], block_rows):
+                    rep.write_rows(start, self.transform(X[start:start + block_rows], first_index=start))
+            w.write_provenance(prov)
+        return path

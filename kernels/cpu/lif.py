@@ -1,0 +1,227 @@
+"""Conductance-based LIF excitatory/inhibitory network of Diehl & Cook (2015): Numba CPU kernels.
+
+Model (``../shared/models/diehl_cook_2015.md``): ``tau_m dV/dt = (E_rest - V) + g_e (E_exc - V)
++ g_i (E_inh - V)`` with conductances in units of the leak conductance. One time step ``s`` runs
+in Brian2's schedule order:
+
+1. state update (every neuron): a neuron that is not refractory integrates ``V`` by exponential
+   Euler with the conductances held at their start-of-step values (Brian2's
+   ``exponential_euler``): ``V_inf = (E_rest + g_e E_exc + g_i E_inh) / (1 + g_e + g_i)``,
+   ``V = V_inf + (V - V_inf) exp(-dt (1 + g_e + g_i) / tau_m)``; conductances decay by
+   ``exp(-dt / tau_g)``; when learning, theta and the STDP traces decay by their exact factors;
+2. threshold: ``V > v_thresh (+ theta for E)`` among non-refractory neurons; spikers are reset
+   to ``v_reset`` and become refractory for ``R = floor(refractory / dt + 1e-3)`` steps: a neuron that
+   spikes at step t integrates again at step t + R exactly, as in Brian2; E spikers gain
+   ``theta_plus`` when learning;
+3. synapses, in this order: input spikes of step s (``g_e[j] += W[i, j]`` for every spiking
+   input i; then STDP depression), E spikes (``g_e`` of the partner I neuron ``+= w_ei``; then
+   STDP potentiation), I spikes (``g_i`` of every E neuron but the partner ``+= w_ie``).
+
+Input (spike trains in CSR form from :func:`bioreps.kernels.poisson.poisson_spike_trains`) is
+given for the presentation steps; the rest steps get none, and nothing is reset in between (the
+state decays freely). The I population has no inhibitory input in this model, so its ``g_i``
+stays 0 (``e_inh_i_mv`` is kept for completeness). All arrays are preallocated
+(:class:`LIFState`); nothing is allocated per step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from .._config import njit_options
+from .stdp import decay, propagate_pre, stdp_post
+
+__all__ = ["CONSTANTS", "make_constants", "LIFState", "lif_step", "present", "run_presentation"]
+
+# names of the packed float64 constants array ``c`` the kernels take, in order
+CONSTANTS = ("dt_ms", "v_rest_e_mv", "v_reset_e_mv", "v_thresh_e_mv", "tau_mem_e_ms", "e_exc_mv",
+             "e_inh_e_mv", "v_rest_i_mv", "v_reset_i_mv", "v_thresh_i_mv", "tau_mem_i_ms", "e_inh_i_mv",
+             "decay_ge", "decay_gi", "theta_plus_mv", "decay_theta", "w_ei", "w_ie", "nu_pre", "nu_post",
+             "decay_pre", "decay_post1", "decay_post2", "w_max", "refrac_e_steps", "refrac_i_steps")
+(DT, V_REST_E, V_RESET_E, V_THRESH_E, TAU_E, E_EXC, E_INH_E, V_REST_I, V_RESET_I, V_THRESH_I, TAU_I,
+ E_INH_I, DECAY_GE, DECAY_GI, THETA_PLUS, DECAY_THETA, W_EI, W_IE, NU_PRE, NU_POST, DECAY_PRE,
+ DECAY_POST1, DECAY_POST2, W_MAX, REFRAC_E, REFRAC_I) = range(len(CONSTANTS))
+
+
+def refractory_steps(refrac_ms, dt_ms):
+    """Steps R after which a neuron that spiked integrates again, as Brian2 counts them:
+    ``not_refractory = timestep(t - lastspike, dt) >= timestep(refractory, dt)`` with
+    ``timestep(x, dt) = int((x + 1e-3 dt) / dt)``, so ``R = floor(refractory / dt + 1e-3)``
+    (10 for 5 ms at dt 0.5 ms; 16 for 5 ms at dt 0.3 ms)."""
+    return int(math.floor(refrac_ms / dt_ms + 1e-3))
+
+
+def make_constants(dt_ms, **p):
+    """The packed constants array from ``dt_ms`` and the model's named constants (the field
+    names of ``bioreps.layers.DiehlCookParams``)."""
+    dt = float(dt_ms)
+    vals = dict(
+        dt_ms=dt, v_rest_e_mv=p["v_rest_e_mv"], v_reset_e_mv=p["v_reset_e_mv"], v_thresh_e_mv=p["v_thresh_e_mv"],
+        tau_mem_e_ms=p["tau_mem_e_ms"], e_exc_mv=p["e_exc_mv"], e_inh_e_mv=p["e_inh_e_mv"],
+        v_rest_i_mv=p["v_rest_i_mv"], v_reset_i_mv=p["v_reset_i_mv"], v_thresh_i_mv=p["v_thresh_i_mv"],
+        tau_mem_i_ms=p["tau_mem_i_ms"], e_inh_i_mv=p["e_inh_i_mv"],
+        decay_ge=math.exp(-dt / p["tau_ge_ms"]), decay_gi=math.exp(-dt / p["tau_gi_ms"]),
+        theta_plus_mv=p["theta_plus_mv"], decay_theta=math.exp(-dt / p["tau_theta_ms"]),
+        w_ei=p["w_ei"], w_ie=p["w_ie"], nu_pre=p["nu_pre"], nu_post=p["nu_post"],
+        decay_pre=math.exp(-dt / p["tau_pre_ms"]), decay_post1=math.exp(-dt / p["tau_post1_ms"]),
+        decay_post2=math.exp(-dt / p["tau_post2_ms"]), w_max=p["w_max"],
+        refrac_e_steps=refractory_steps(p["refrac_e_ms"], dt), refrac_i_steps=refractory_steps(p["refrac_i_ms"], dt))
+    return np.array([float(vals[k]) for k in CONSTANTS], np.float64)
+
+
+class LIFState:
+    """Every state array of the E/I network (float64; refractory counters int64), at rest.
+
+    ``v_e, ge_e, gi_e, ref_e, theta, x_post1, x_post2, spk_e`` have n_neurons entries (E),
+    ``v_i, ge_i, gi_i, ref_i, zeros_i, spk_i`` n_neurons (I), ``x_pre`` n_inputs; ``f_e``, ``f_i``
+    are scratch. ``ref_*`` is the
+    number of refractory steps left; ``spk_*`` are the spike flags of the last step.
+    """
+
+    def __init__(self, n_inputs, n_neurons, v_rest_e, v_rest_i, theta=None):
+        n = int(n_neurons)
+        self.v_e = np.full(n, float(v_rest_e))
+        self.ge_e = np.zeros(n)
+        self.gi_e = np.zeros(n)
+        self.ref_e = np.zeros(n, np.int64)
+        self.theta = np.zeros(n) if theta is None else np.array(theta, np.float64)
+        self.v_i = np.full(n, float(v_rest_i))
+        self.ge_i = np.zeros(n)
+        self.gi_i = np.zeros(n)
+        self.ref_i = np.zeros(n, np.int64)
+        self.zeros_i = np.zeros(n)
+        self.x_pre = np.zeros(int(n_inputs))
+        self.x_post1 = np.zeros(n)
+        self.x_post2 = np.zeros(n)
+        self.spk_e = np.zeros(n, np.uint8)
+        self.spk_i = np.zeros(n, np.uint8)
+        self.f_e = np.zeros(n)
+        self.f_i = np.zeros(n)
+
+    def reset(self, v_rest_e, v_rest_i):
+        """Back to rest (theta kept)."""
+        self.v_e[:] = v_rest_e
+        self.v_i[:] = v_rest_i
+        for a in (self.ge_e, self.gi_e, self.ge_i, self.gi_i, self.x_pre, self.x_post1, self.x_post2):
+            a[:] = 0.0
+        self.ref_e[:] = 0
+        self.ref_i[:] = 0
+
+
+@njit(**njit_options())
+def lif_step(v, ge, gi, ref, theta, v_rest, v_reset, v_thresh, tau_m, e_exc, e_inh, dt, decay_ge, decay_gi,
+             refrac_steps, spiked, f):
+    """One step of a population of conductance-based LIF neurons, in place; returns the number
+    of spikes (flags in ``spiked``). ``f`` (n,) float64 is scratch.
+
+    Refractory neurons (``ref > 0`` after the countdown) neither integrate nor spike; conductances
+    decay for every neuron. The threshold is ``v_thresh + theta[j]``.
+
+    Three passes keep the arithmetic vectorisable: (1) the exponential-Euler factor
+    ``exp(-dt (1 + g_e + g_i) / tau_m)`` is taken to first order in ``x = dt (g_e + g_i) / tau_m``
+    where ``x < 1e-8`` (exact to double rounding: the neglected x^2/2 < 5e-17), else marked;
+    (2) the marked factors get their exp call; (3) the branch-free update of V, threshold, reset,
+    refractory counters and conductance decay.
+    """
+    n = v.shape[0]
+    c = dt / tau_m
+    leak = math.exp(-c)
+    for j in range(n):
+        x = c * (ge[j] + gi[j])
+        f[j] = leak * (1.0 - x) if x < 1e-8 else -1.0
+    for j in range(n):
+        if f[j] < 0.0:
+            f[j] = math.exp(-c * (1.0 + ge[j] + gi[j]))
+    n_spk = 0
+    for j in range(n):
+        r = ref[j]
+        r = r - 1 if r > 0 else r
+        g_e = ge[j]
+        g_i = gi[j]
+        v_inf = (v_rest + g_e * e_exc + g_i * e_inh) / (1.0 + g_e + g_i)
+        vo = v[j]
+        vn = v_inf + (vo - v_inf) * f[j]
+        vn = vn if r == 0 else vo
+        sp = (r == 0) & (vn > v_thresh + theta[j])
+        v[j] = v_reset if sp else vn
+        ref[j] = refrac_steps if sp else r
+        spiked[j] = np.uint8(1) if sp else np.uint8(0)
+        n_spk += 1 if sp else 0
+        ge[j] = g_e * decay_ge
+        gi[j] = g_i * decay_gi
+    return n_spk
+
+
+@njit(**njit_options())
+def present(W, indptr, indices, n_rest, c, learn, v_e, ge_e, gi_e, ref_e, theta, v_i, ge_i, gi_i, ref_i, zeros_i,
+            x_pre, x_post1, x_post2, spk_e, spk_i, f_e, f_i, counts):
+    """One presentation: ``len(indptr) - 1`` steps with the given input spikes, then ``n_rest``
+    steps without input. ``W`` (n_inputs, n_neurons) float64 learns in place when ``learn``
+    (STDP, theta); otherwise W, theta and the traces are left alone. ``counts`` (n_neurons,) int64
+    receives the E spikes of the presentation steps (rest excluded). Returns their total."""
+    n_present = indptr.shape[0] - 1
+    n = v_e.shape[0]
+    dt = c[DT]
+    re = np.int64(c[REFRAC_E])
+    ri = np.int64(c[REFRAC_I])
+    w_ie = c[W_IE]
+    w_ei = c[W_EI]
+    for j in range(n):
+        counts[j] = 0
+    total = 0
+    for s in range(n_present + n_rest):
+        if learn:
+            decay(theta, c[DECAY_THETA])
+            decay(x_pre, c[DECAY_PRE])
+            decay(x_post1, c[DECAY_POST1])
+            decay(x_post2, c[DECAY_POST2])
+        ne = lif_step(v_e, ge_e, gi_e, ref_e, theta, c[V_REST_E], c[V_RESET_E], c[V_THRESH_E], c[TAU_E], c[E_EXC],
+                      c[E_INH_E], dt, c[DECAY_GE], c[DECAY_GI], re, spk_e, f_e)
+        ni = lif_step(v_i, ge_i, gi_i, ref_i, zeros_i, c[V_REST_I], c[V_RESET_I], c[V_THRESH_I], c[TAU_I], c[E_EXC],
+                      c[E_INH_I], dt, c[DECAY_GE], c[DECAY_GI], ri, spk_i, f_i)
+        # input spikes: propagate, then depress
+        if s < n_present:
+            for k in range(indptr[s], indptr[s + 1]):
+                i = indices[k]
+                if learn:
+                    propagate_pre(W, i, ge_e, x_pre, x_post1, c[NU_PRE], c[W_MAX])
+                else:
+                    for j in range(n):
+                        ge_e[j] += W[i, j]
+        # E spikes: excite the partner I neuron, adapt theta, potentiate
+        if ne > 0:
+            for j in range(n):
+                if spk_e[j]:
+                    ge_i[j] += w_ei
+                    if s < n_present:
+                        counts[j] += 1
+                        total += 1
+                    if learn:
+                        theta[j] += c[THETA_PLUS]
+                        stdp_post(W, j, x_pre, x_post1, x_post2, c[NU_POST], c[W_MAX])
+        # I spikes: inhibit every E neuron but the partner
+        if ni > 0:
+            for j in range(n):
+                gi_e[j] += w_ie * (ni - spk_i[j])
+    return total
+
+
+def run_presentation(W, indptr, indices, n_rest, constants, learn, state, counts):
+    """Host driver: :func:`present` on a :class:`LIFState`; the CUDA twin is to share this
+    signature. ``W`` must be a C-contiguous float64 (n_inputs, n_neurons) array (updated in place
+    when ``learn``); ``counts`` an int64 (n_neurons,) array (overwritten). Returns the number of
+    E spikes during the presentation steps."""
+    st = state
+    if W.dtype != np.float64 or W.ndim != 2 or not W.flags.c_contiguous:
+        raise ValueError("W must be a C-contiguous 2-D float64 array")
+    if W.shape != (st.x_pre.shape[0], st.v_e.shape[0]) or counts.shape != st.v_e.shape:
+        raise ValueError(f"W {W.shape}, counts {counts.shape} and the state ({st.x_pre.shape[0]} inputs, "
+                         f"{st.v_e.shape[0]} neurons) disagree")
+    if indptr.ndim != 1 or indptr.shape[0] < 1 or (indices.size and (indices.min() < 0 or indices.max() >= W.shape[0])):
+        raise ValueError("indptr/indices are not spike trains of this network's inputs")
+    return present(W, indptr, indices, int(n_rest), constants, bool(learn), st.v_e, st.ge_e, st.gi_e, st.ref_e,
+                   st.theta, st.v_i, st.ge_i, st.gi_i, st.ref_i, st.zeros_i, st.x_pre, st.x_post1, st.x_post2,
+                   st.spk_e, st.spk_i, st.f_e, st.f_i, counts)
