@@ -58,19 +58,30 @@ def _soft(params, seed):
     return SoftWTA(random_state=seed, **params)
 
 
+def _spiking(params, seed):
+    from .layers import DiehlCookParams, SpikingWTA
+    params = dict(params)
+    overrides = params.pop("params", {})
+    neuron = DiehlCookParams.from_dict({**DiehlCookParams().to_dict(), **overrides})
+    return SpikingWTA(params=neuron, random_state=seed, **params)
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     """How to build one kind of model from its ``[model]`` table.
 
     ``params`` are constructor arguments (name -> expected type); ``fit_params`` go to ``fit``
     and ``transform_params`` to ``transform``. ``resumable`` models support ``fit(...,
-    checkpoint=, checkpoint_every=, resume=)`` and ``Model.load``.
+    checkpoint=, checkpoint_every=, resume=)`` and ``Model.load``. ``indexed_transform``
+    models take ``transform(X, first_index=)`` (their randomness is keyed by the sample's row,
+    so exporting in blocks gives the same result as one call).
     """
     build: object
     params: dict
     fit_params: dict = field(default_factory=dict)
     transform_params: dict = field(default_factory=dict)
     resumable: bool = False
+    indexed_transform: bool = False
 
 
 _NUM = (int, float)
@@ -93,6 +104,13 @@ MODELS = {
         fit_params={"epochs": int},
         transform_params={"power": _NUM},
         resumable=True,
+    ),
+    "spiking-wta": ModelEntry(
+        _spiking,
+        {"n_neurons": int, "dt_ms": _NUM, "t_present_ms": _NUM, "t_rest_ms": _NUM, "min_spikes": int,
+         "backend": str, "params": dict},
+        fit_params={"epochs": int},
+        indexed_transform=True,
     ),
 }
 
@@ -244,7 +262,9 @@ def run(config, *, progress=None, log=print, resume=False) -> dict:
             fit_kw["resume"] = True
             log(f"resume: {ckpt} after epoch {model.epochs_done_}")
     elif resume:
-        raise ConfigError(f"model kind {mcfg['kind']!r} has no training to resume")
+        raise ConfigError(f"model kind {mcfg['kind']!r} has no checkpoint to resume from")
+    if hasattr(model, "progress"):
+        model.progress = progress
     t_fit = time.perf_counter()
     model.fit(splits["train"][0], **fit_kw)
     fit_s = time.perf_counter() - t_fit
@@ -256,17 +276,18 @@ def run(config, *, progress=None, log=print, resume=False) -> dict:
     block = ecfg["block_rows"]
     features = {}
     with bio.Writer(h5_path, overwrite=True) as w:
-        w.write_model(model.kind, model.model_arrays(), {"kind": model.kind, **model.get_params()})
+        w.write_model(model.kind, model.model_arrays(), model.hyperparameters())
         for split in ecfg["splits"]:
             X, y, idx = splits[split]
             rep = w.create_representation(split, X.shape[0], model.n_units_, labels=y, inputs_index=idx,
                                           dataset=dcfg["dataset"], dataset_split=split,
                                           description=f"{model.kind} representation")
-            keep = rcfg["enabled"]
+            keep = rcfg["enabled"] or hasattr(model, "assign_labels")
             parts = []
             for start in progress_bar(range(0, X.shape[0], block), progress=progress,
                                       desc=f"export {split}", unit="block"):
-                H = model.transform(X[start:start + block], **transform_kw)
+                extra = {"first_index": start} if entry.indexed_transform else {}
+                H = model.transform(X[start:start + block], **transform_kw, **extra)
                 rep.write_rows(start, H)
                 if keep:
                     parts.append(H)
@@ -277,7 +298,7 @@ def run(config, *, progress=None, log=print, resume=False) -> dict:
     log(f"export: {h5_path}")
 
     figures = []
-    weights = model.model_arrays().get("weights")
+    weights = model.receptive_field_weights()
     if weights is not None and ecfg["receptive_fields"]:
         from .plots import receptive_fields
         try:
@@ -305,6 +326,15 @@ def run(config, *, progress=None, log=print, resume=False) -> dict:
             results["readout_test_accuracy"] = readout.score(features["test"], splits["test"][1])
         log("readout: " + ", ".join(f"{k.split('_')[1]} accuracy {results[k]:.4f}"
                                      for k in ("readout_train_accuracy", "readout_test_accuracy") if k in results))
+    if hasattr(model, "assign_labels") and "train" in features:
+        # the paper's readout of a spiking WTA layer: neuron labels from the training responses, then a vote
+        model.assign_labels(None, splits["train"][1], counts=features["train"])
+        for split in ("train", "test"):
+            if split in features:
+                pred = model.predict(None, counts=features[split])
+                results[f"vote_{split}_accuracy"] = float(np.mean(pred == splits[split][1]))
+        log("vote: " + ", ".join(f"{s} accuracy {results[f'vote_{s}_accuracy']:.4f}"
+                                  for s in ("train", "test") if f"vote_{s}_accuracy" in results))
     results["wall_seconds"] = round(time.perf_counter() - t0, 3)
     _write_atomic(out / "results.json", json.dumps(results, indent=2) + "\n")
     _write_atomic(out / "report.md", _report(cfg, results))

@@ -153,3 +153,45 @@ def test_resume_without_checkpoint_is_refused(tmp_path, fashion_mnist_available)
 def test_shipped_experiments_are_valid(name):
     cfg = experiments.load_config(f"experiments/{name}.toml")
     assert cfg["model"]["kind"] in experiments.MODELS and cfg["model"]["epochs"] >= 1
+
+
+def test_spiking_experiment_runs_with_vote_and_receptive_fields(tmp_path, fashion_mnist_available):
+    cfg = experiments.load_config(_write(tmp_path, f"""
+[experiment]
+name = "snn"
+seed = 1
+output = "{tmp_path / 's'}"
+[data]
+dataset = "fashion-mnist"
+n_train = 60
+n_test = 30
+[model]
+kind = "spiking-wta"
+n_neurons = 12
+t_present_ms = 100.0
+t_rest_ms = 50.0
+epochs = 1
+[model.params]
+theta_plus_mv = 0.1
+[readout]
+epochs = 2
+[export]
+block_rows = 7
+receptive_fields = 12
+"""))
+    results = experiments.run(cfg, progress=False, log=lambda *a: None)
+    assert 0.0 <= results["vote_test_accuracy"] <= 1.0 and "readout_test_accuracy" in results
+    assert (tmp_path / "s" / "receptive_fields.png").exists()
+    with io.load(tmp_path / "s" / "model.h5") as f:
+        assert f.model.kind == "spiking-wta" and f.model.arrays["weights"].shape == (784, 12)
+        assert f.model.hyperparameters["params"]["theta_plus_mv"] == 0.1
+        counts = f.representations["test"].read()
+        # exported in blocks of 7, yet equal to one transform call (per-sample seeds)
+        from bioreps.layers import SpikingWTA
+        from bioreps import data
+        layer = SpikingWTA.load(tmp_path / "s" / "model.h5")
+        Xt, _ = data.load("fashion-mnist", "test")
+        np.testing.assert_array_equal(counts, layer.transform(Xt[f.representations["test"].inputs_index]))
+    with pytest.raises(ValueError):
+        bad = dict(cfg, model=dict(cfg["model"], params={"tau_nonsense_ms": 1.0}))
+        experiments.run(bad, progress=False, log=lambda *a: None)

@@ -17,6 +17,12 @@ class _Layer:
     def get_params(self) -> dict:
         return {k: getattr(self, k) for k in self._param_names}
 
+    def hyperparameters(self) -> dict:
+        """JSON-able parameters (and, for learning layers, training state) for ``/model`` in
+        the HDF5 file; ``Layer.load`` rebuilds the layer from them."""
+        state = getattr(self, "_state", None)
+        return state() if state is not None else self.get_params()
+
     def _check_fitted(self):
         if not hasattr(self, "n_features_in_"):
             raise RuntimeError(f"this {type(self).__name__} is not fitted yet; call fit(X) first")
@@ -31,3 +37,8 @@ class _Layer:
     def model_arrays(self) -> dict:
         """Learned arrays to store under ``/model`` in the HDF5 file."""
         return {}
+
+    def receptive_field_weights(self):
+        """Each unit's input weights as rows (n_units, n_features), for receptive-field figures;
+        None for layers without weights."""
+        return self.model_arrays().get("weights")

@@ -366,6 +366,16 @@ class SpikingWTA(_Layer):
                 scores[:, c] = counts[:, mask].mean(axis=1)
         return self.classes_[np.argmax(scores, axis=1)]
 
+    @property
+    def n_units_(self):
+        """Alias of ``n_neurons_`` (every layer reports its width as ``n_units_``)."""
+        return self.n_neurons_
+
+    def receptive_field_weights(self):
+        """Input weights as rows, (n_neurons, n_features)."""
+        self._check_ready()
+        return self.weights_.T
+
     # ------------------------------------------------------------------ persistence
     def model_arrays(self) -> dict:
         self._check_ready()
