@@ -38,6 +38,32 @@ class _Layer:
         """Learned arrays to store under ``/model`` in the HDF5 file."""
         return {}
 
+    def _provenance(self, extra=None) -> dict:
+        """Provenance fields of this layer (backend, seed) updated with ``extra``."""
+        prov = {"backend": getattr(self, "backend_", "cpu"),
+                "seed": self.random_state if getattr(self, "random_state", None) is not None else "none"}
+        prov.update(extra or {})
+        return prov
+
+    def save(self, path, *, representations=None, provenance=None):
+        """Write the layer (learned arrays, parameters, training state) to a bioreps HDF5 file."""
+        from .. import io
+
+        self._check_ready()
+        return io.save(path, model_kind=self.kind, model_arrays=self.model_arrays(),
+                       hyperparameters=self.hyperparameters(), representations=representations or {},
+                       provenance=self._provenance(provenance))
+
+    @classmethod
+    def _read_saved(cls, path):
+        """``(hyperparameters, arrays)`` of a file written by :meth:`save`, refusing another kind."""
+        from .. import io
+
+        with io.load(path) as f:
+            if f.model.kind != cls.kind:
+                raise ValueError(f"{path} holds a {f.model.kind!r} model, not {cls.kind!r}")
+            return dict(f.model.hyperparameters), {k: np.array(v) for k, v in f.model.arrays.items()}
+
     def receptive_field_weights(self):
         """Each unit's input weights as rows (n_units, n_features), for receptive-field figures;
         None for layers without weights."""

@@ -375,27 +375,12 @@ class _CompetitiveLayer(_Layer):
                 "epochs_done_": self.epochs_done_, "n_epochs_": self.n_epochs_, "backend_": self.backend_,
                 "history_": self.history_}
 
-    def save(self, path, *, representations=None, provenance=None):
-        """Write the layer (weights, parameters, training state) to a bioreps HDF5 file."""
-        from .. import io
-
-        self._check_ready()
-        prov = {"backend": self.backend_, "seed": self.random_state if self.random_state is not None else "none"}
-        prov.update(provenance or {})
-        return io.save(path, model_kind=self.kind, model_arrays=self.model_arrays(),
-                       hyperparameters=self._state(), representations=representations or {}, provenance=prov)
-
     @classmethod
     def load(cls, path, backend=None):
         """Rebuild a layer saved with :meth:`save` or :meth:`export` (ready to transform or resume)."""
-        from .. import io
-
-        with io.load(path) as f:
-            if f.model.kind != cls.kind:
-                raise ValueError(f"{path} holds a {f.model.kind!r} model, not {cls.kind!r}")
-            hp = dict(f.model.hyperparameters)
-            W = np.ascontiguousarray(f.model.arrays["weights"], dtype=np.float32)
-            mean = np.ascontiguousarray(f.model.arrays["mean"], dtype=np.float32)
+        hp, arrays = cls._read_saved(path)
+        W = np.ascontiguousarray(arrays["weights"], dtype=np.float32)
+        mean = np.ascontiguousarray(arrays["mean"], dtype=np.float32)
         params = {k: hp[k] for k in cls._param_names if k in hp}
         if params.get("init") == "array":
             params["init"] = W.copy()
@@ -424,9 +409,7 @@ class _CompetitiveLayer(_Layer):
 
         self._check_ready()
         power = self._default_power if power is None else power
-        prov = {"backend": self.backend_, "seed": self.random_state if self.random_state is not None else "none",
-                "dataset": dataset or "unknown"}
-        prov.update(provenance or {})
+        prov = self._provenance({"dataset": dataset or "unknown", **(provenance or {})})
         with io.Writer(path, overwrite=True) as w:
             w.write_model(self.kind, self.model_arrays(), self._state())
             for split, value in splits.items():

@@ -392,29 +392,10 @@ class SpikingWTA(_Layer):
                   backend_=self.backend_)
         return hp
 
-    def _provenance(self, extra):
-        prov = {"backend": self.backend_, "seed": self.random_state if self.random_state is not None else "none"}
-        prov.update(extra or {})
-        return prov
-
-    def save(self, path, *, representations=None, provenance=None):
-        """Write weights, theta, labels, parameters and counters to a bioreps HDF5 file."""
-        from .. import io
-
-        self._check_ready()
-        return io.save(path, model_kind=self.kind, model_arrays=self.model_arrays(), hyperparameters=self._state(),
-                       representations=representations or {}, provenance=self._provenance(provenance))
-
     @classmethod
     def load(cls, path, backend=None):
         """Rebuild a layer saved with :meth:`save` or :meth:`export`."""
-        from .. import io
-
-        with io.load(path) as f:
-            if f.model.kind != cls.kind:
-                raise ValueError(f"{path} holds a {f.model.kind!r} model, not {cls.kind!r}")
-            hp = dict(f.model.hyperparameters)
-            arrays = {k: np.array(v) for k, v in f.model.arrays.items()}
+        hp, arrays = cls._read_saved(path)
         params = {k: hp[k] for k in cls._param_names if k in hp}
         params["params"] = DiehlCookParams.from_dict(hp["params"])
         if backend is not None:
