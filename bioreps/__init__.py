@@ -15,7 +15,8 @@ import importlib
 
 from ._version import __version__
 
-_SUBMODULES = ("backend", "data", "io", "cli", "experiments", "kernels")
+_SUBMODULES = ("backend", "data", "io", "cli", "experiments", "kernels", "layers", "baselines",
+               "analysis")
 
 __all__ = ["__version__", *_SUBMODULES]
 
