@@ -69,6 +69,40 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _cmd_analyze(args) -> int:
+    from .analysis.report import analyze_file
+
+    for path in args.files:
+        res = analyze_file(path, split=args.split, ranks=(args.ranks[0], args.ranks[1]), n_boot=args.bootstrap,
+                           out_dir=args.out, seed=args.seed, plots=not args.no_plots)
+        spec = res["spectrum"]
+        alpha = "n/a" if spec.get("alpha") is None else f"{spec['alpha']:.3f}"
+        line = f"{path} [{res['split']}, {res['n_samples']} x {res['n_units']}]: alpha {alpha}"
+        if "alpha_ci95" in spec:
+            line += f" (95% CI {spec['alpha_ci95'][0]:.3f}-{spec['alpha_ci95'][1]:.3f})"
+        sel = res["selectivity"]
+        if "mean" in sel:
+            line += f", class selectivity mean {sel['mean']:.3f}"
+        print(line)
+        print(f"  results: {res['files']['json']}")
+    return 0
+
+
+def _cmd_compare(args) -> int:
+    from .analysis.report import compare_files
+
+    res = compare_files(args.files, split=args.split, max_samples=args.max_samples, seed=args.seed,
+                        out_dir=args.out, plots=not args.no_plots, name=args.name)
+    names = res["names"]
+    width = max(len(n) for n in names)
+    print(f"linear CKA ({res['split']}, {res['n_samples_used']} samples)")
+    print(" " * (width + 2) + "  ".join(f"{n[:8]:>8}" for n in names))
+    for name, row in zip(names, res["cka_linear"]):
+        print(f"{name:<{width}}  " + "  ".join(f"{v:8.3f}" for v in row))
+    print(f"results: {res['outputs']['json']}")
+    return 0
+
+
 def _cmd_version(args) -> int:
     from .io import collect_provenance
 
@@ -107,6 +141,27 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--resume", action="store_true", help="continue from <output>/checkpoint.h5")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
         p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("analyze", help="eigenspectrum power law (alpha) and class selectivity of bioreps files")
+    p.add_argument("files", nargs="+", metavar="FILE.h5")
+    p.add_argument("--split", default=None, help="representation to analyse (default: test, else the first)")
+    p.add_argument("--ranks", type=int, nargs=2, default=(11, 500), metavar=("LO", "HI"),
+                   help="power-law fit window, 1-based inclusive ranks (default 11 500)")
+    p.add_argument("--bootstrap", type=int, default=0, metavar="N", help="bootstrap resamples for a 95%% CI of alpha")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="output folder (default: beside each file)")
+    p.add_argument("--no-plots", action="store_true")
+    p.set_defaults(func=_cmd_analyze)
+
+    p = sub.add_parser("compare", help="CKA and RSA between the representations of several bioreps files")
+    p.add_argument("files", nargs="+", metavar="FILE.h5")
+    p.add_argument("--split", default=None, help="representation to compare (default: test, else the first)")
+    p.add_argument("--max-samples", type=int, default=5000, help="random subset of rows used (default 5000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--name", default="compare", help="stem of the output files (default: compare)")
+    p.add_argument("--out", default=None, help="output folder (default: beside the first file)")
+    p.add_argument("--no-plots", action="store_true")
+    p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("version", help="versions of bioreps, its dependencies and the CUDA status")
     p.set_defaults(func=_cmd_version)

@@ -111,6 +111,15 @@ class LinearReadout:
             raise ValueError(f"X has {X.shape[1]} features but the readout was fitted on {self.coef_.shape[1]}")
         return ((X - self.mean_) / self.scale_) @ self.coef_.T + self.intercept_
 
+    def to_torch(self):
+        """A frozen ``torch.nn.Module`` (:class:`~bioreps.torch_views.ReadoutModule`) computing
+        the same logits as :meth:`decision_function`, standardisation included."""
+        if not hasattr(self, "coef_"):
+            raise RuntimeError("this LinearReadout is not fitted yet; call fit(X, y) first")
+        from .torch_views import ReadoutModule
+
+        return ReadoutModule(self.coef_, self.intercept_, mean=self.mean_, scale=self.scale_)
+
     def predict(self, X):
         """Predicted class of each row of ``X``, int64."""
         return np.argmax(self.decision_function(X), axis=1).astype(np.int64)

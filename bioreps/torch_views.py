@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["HebbianModule"]
+__all__ = ["HebbianModule", "ReadoutModule", "NumpyModule", "classifier", "spiking_classifier"]
 
 
 class HebbianModule(torch.nn.Module):
@@ -36,3 +36,116 @@ class HebbianModule(torch.nn.Module):
 
     def extra_repr(self):
         return f"n_units={self.weight.shape[0]}, n_features={self.weight.shape[1]}, power={self.power}, input_norm={self.input_norm}"
+
+
+class ReadoutModule(torch.nn.Module):
+    """``((x - mean) / scale) W^T + b``: the logits of a fitted
+    :class:`~bioreps.readout.LinearReadout` (standardisation included), frozen (buffers only).
+
+    Input: (batch, n_features) or (batch, ...) flattened on the fly.
+    """
+
+    differentiable = True
+
+    def __init__(self, coef, intercept, mean=None, scale=None):
+        super().__init__()
+        coef = np.asarray(coef, dtype=np.float32)
+        n_features = coef.shape[1]
+        mean = np.zeros(n_features, np.float32) if mean is None else np.asarray(mean, dtype=np.float32)
+        scale = np.ones(n_features, np.float32) if scale is None else np.asarray(scale, dtype=np.float32)
+        self.register_buffer("weight", torch.as_tensor(coef).clone())
+        self.register_buffer("bias", torch.as_tensor(np.asarray(intercept, dtype=np.float32)).clone())
+        self.register_buffer("mean", torch.as_tensor(mean).clone())
+        self.register_buffer("scale", torch.as_tensor(scale).clone())
+
+    def forward(self, x):
+        x = x.reshape(x.shape[0], -1).to(self.weight.dtype)
+        return ((x - self.mean) / self.scale) @ self.weight.T + self.bias
+
+    def extra_repr(self):
+        return f"n_features={self.weight.shape[1]}, n_classes={self.weight.shape[0]}"
+
+
+def classifier(layer, readout, power=None):
+    """``nn.Sequential(layer.to_torch(power), readout.to_torch())``: a frozen, differentiable
+    torch model of a fitted Hebbian layer (``HebbianWTA``/``SoftWTA``) and its fitted
+    :class:`~bioreps.readout.LinearReadout`, so gradient attacks (FGSM, PGD) apply.
+
+    Its logits equal ``readout.decision_function(layer.transform(X, power))`` up to float32
+    rounding. For a layer without a torch view (``SpikingWTA``) use :func:`spiking_classifier`.
+    """
+    if not hasattr(layer, "to_torch"):
+        raise TypeError(f"{type(layer).__name__} has no differentiable torch view (no to_torch()); "
+                        "use bioreps.torch_views.spiking_classifier(layer, readout) and a gradient-free "
+                        "attack (bioreps.analysis.robustness.square_attack)")
+    if not hasattr(readout, "to_torch"):
+        raise TypeError(f"readout must be a fitted LinearReadout, got {type(readout).__name__}")
+    body, head = layer.to_torch(power), readout.to_torch()
+    n_units, n_in = body.weight.shape[0], head.weight.shape[1]
+    if n_units != n_in:
+        raise ValueError(f"the layer has {n_units} units but the readout was fitted on {n_in} features")
+    return torch.nn.Sequential(body, head)
+
+
+class NumpyModule(torch.nn.Module):
+    """A non-differentiable model: ``forward`` runs a NumPy function ``fn`` (float32 array
+    (batch, ...) -> logits (batch, n_outputs)) on a detached CPU copy of the input and returns
+    the logits as a float32 tensor on the input's device.
+
+    ``differentiable = False`` marks it for the robustness analyses: gradient attacks (FGSM, PGD)
+    refuse it and :func:`~bioreps.analysis.robustness.robust_accuracy_curve` skips them; the
+    Square attack (gradient-free, logits only) applies. Calling it on an input that requires
+    gradients while autograd is enabled raises a ``RuntimeError`` rather than silently returning
+    logits with no gradient.
+    """
+
+    differentiable = False
+
+    def __init__(self, fn, n_outputs):
+        super().__init__()
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+        n_outputs = int(n_outputs)
+        if n_outputs < 1:
+            raise ValueError(f"n_outputs must be >= 1, got {n_outputs}")
+        self.fn = fn
+        self.n_outputs = n_outputs
+
+    def forward(self, x):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"NumpyModule expects a torch.Tensor, got {type(x).__name__}")
+        if x.requires_grad and torch.is_grad_enabled():
+            raise RuntimeError(
+                "NumpyModule is not differentiable: its forward runs NumPy code, so no gradient can "
+                "flow to the input. Gradient attacks (fgsm, pgd) cannot be used on it; use the "
+                "gradient-free bioreps.analysis.robustness.square_attack instead")
+        with torch.no_grad():
+            arr = x.detach().cpu().numpy().astype(np.float32, copy=False)
+            out = np.asarray(self.fn(arr), dtype=np.float32)
+        if out.shape != (x.shape[0], self.n_outputs):
+            raise ValueError(f"fn returned shape {out.shape}, expected ({x.shape[0]}, {self.n_outputs})")
+        return torch.from_numpy(np.ascontiguousarray(out)).to(x.device)
+
+    def extra_repr(self):
+        return f"fn={getattr(self.fn, '__name__', type(self.fn).__name__)}, n_outputs={self.n_outputs}"
+
+
+def spiking_classifier(layer, readout):
+    """A :class:`NumpyModule` computing ``readout.decision_function(layer.transform(X))`` for a
+    fitted spiking layer (``SpikingWTA``) and a :class:`~bioreps.readout.LinearReadout` fitted on
+    its spike counts. Images are flattened to rows first.
+
+    Not differentiable: attack it with the Square attack. The layer's Poisson spikes are keyed by
+    the row's position in each call (``transform(X, first_index=0)``), so the same image can give
+    different counts in different batches: the model is stochastic, as the network is.
+    """
+    if not hasattr(layer, "transform") or not hasattr(readout, "decision_function"):
+        raise TypeError("spiking_classifier needs a fitted layer with transform() and a fitted LinearReadout")
+    if not hasattr(readout, "coef_"):
+        raise RuntimeError("the readout is not fitted yet; call readout.fit(...) first")
+
+    def spiking_logits(X):
+        X = X.reshape(X.shape[0], -1)
+        return readout.decision_function(layer.transform(X))
+
+    return NumpyModule(spiking_logits, readout.coef_.shape[0])

@@ -42,3 +42,78 @@ def test_datasets_lists_fashion_mnist(capsys, fashion_mnist_available):
     line = next(l for l in out.splitlines() if l.startswith("fashion-mnist"))
     assert "yes" in line and "60000" in line and "10000" in line
     assert any(l.startswith("cifar10") for l in out.splitlines())
+
+
+def _powerlaw_file(path, alpha, seed, n=3000, d=200, labels=True, rotate=None):
+    from bioreps.data import make_powerlaw
+
+    X = make_powerlaw(n, d, alpha=alpha, random_state=seed).astype(np.float32)
+    if rotate is not None:
+        X = X @ rotate
+    rep = {"activations": X}
+    if labels:
+        rep["labels"] = np.arange(n) % 10
+    io.save(path, model_kind="pixels", representations={"test": rep})
+    return X
+
+
+def test_analyze_recovers_the_exponent_and_writes_json_and_plots(tmp_path, capsys):
+    """`bioreps analyze` fits alpha of a known power-law representation (ranks inside the
+    well-estimated range) and writes JSON + PNGs beside the file."""
+    import json
+
+    _powerlaw_file(tmp_path / "pl.h5", alpha=1.0, seed=0)
+    assert main(["analyze", str(tmp_path / "pl.h5"), "--ranks", "2", "40"]) == 0
+    out = capsys.readouterr().out
+    assert "alpha 1.0" in out or "alpha 0.9" in out
+    res = json.loads((tmp_path / "pl.test.analysis.json").read_text())
+    assert abs(res["spectrum"]["alpha"] - 1.0) < 0.05
+    assert res["spectrum"]["ranks_used"] == [2, 40]
+    assert res["n_samples"] == 3000 and res["n_units"] == 200
+    # signed activity: selectivity is refused with a reason, not computed
+    assert "signed" in res["selectivity"]["skipped"]
+    assert (tmp_path / "pl.test.spectrum.png").stat().st_size > 1000
+
+
+def test_analyze_selectivity_of_a_one_hot_code(tmp_path):
+    """Units that respond to exactly one class have selectivity index 1."""
+    from bioreps.analysis.report import analyze_file
+
+    y = np.arange(1000) % 10
+    R = np.eye(10, dtype=np.float32)[y] * 3.0
+    R = np.concatenate([R, np.random.default_rng(0).random((1000, 40), dtype=np.float32)], axis=1)
+    io.save(tmp_path / "onehot.h5", model_kind="pixels",
+            representations={"test": {"activations": R, "labels": y}})
+    res = analyze_file(tmp_path / "onehot.h5", ranks=(2, 20), plots=False)
+    sel = res["selectivity"]
+    assert sel["quantiles"]["0.9"] > 0.99  # the ten one-hot units
+    assert sel["n_silent_units"] == 0
+
+
+def test_compare_cka_of_identical_and_rotated_representations(tmp_path, capsys):
+    """Linear CKA is 1 between a representation and an orthogonal rotation of it, and the
+    compare command refuses files over different samples."""
+    import json
+
+    q, _ = np.linalg.qr(np.random.default_rng(1).standard_normal((200, 200)))
+    _powerlaw_file(tmp_path / "a.h5", alpha=1.0, seed=3)
+    _powerlaw_file(tmp_path / "b.h5", alpha=1.0, seed=3, rotate=q.astype(np.float32))
+    _powerlaw_file(tmp_path / "c.h5", alpha=2.0, seed=4)
+    assert main(["compare", str(tmp_path / "a.h5"), str(tmp_path / "b.h5"), str(tmp_path / "c.h5"),
+                 "--no-plots"]) == 0
+    res = json.loads((tmp_path / "compare.json").read_text())
+    M = np.array(res["cka_linear"])
+    assert M.shape == (3, 3) and np.allclose(np.diag(M), 1)
+    assert M[0, 1] > 0.999 and M[0, 2] < 0.5
+    assert np.allclose(M, M.T)
+
+    _powerlaw_file(tmp_path / "short.h5", alpha=1.0, seed=3, n=500)
+    assert main(["compare", str(tmp_path / "a.h5"), str(tmp_path / "short.h5")]) == 2
+    assert "not over the same samples" in capsys.readouterr().err
+
+
+def test_analyze_unknown_split_is_a_one_line_error(tmp_path, capsys):
+    _powerlaw_file(tmp_path / "pl.h5", alpha=1.0, seed=0, n=300)
+    assert main(["analyze", str(tmp_path / "pl.h5"), "--split", "train"]) == 2
+    err = capsys.readouterr().err
+    assert "no representation 'train'" in err and "test" in err

@@ -1,0 +1,880 @@
+"""Adversarial robustness: FGSM, PGD, the Square attack, robust-accuracy curves, transfer matrices.
+
+Every function takes a ``torch.nn.Module`` returning logits ``(n, n_classes)`` and inputs ``X``
+with values in [0, 1]: flat rows ``(n, 784)`` or images ``(n, h, w)`` / ``(n, c, h, w)``. The
+model always receives slices of ``X`` in the shape the user gave (never reshaped here). ``X`` may
+be a NumPy array (the result is a float32 NumPy array) or a tensor (the result is a tensor of the
+same dtype and device); ``y`` holds integer labels (array or tensor).
+
+Attacks
+-------
+- :func:`fgsm`: Goodfellow, Shlens & Szegedy (2015), one signed-gradient step of the
+  cross-entropy, L-inf.
+- :func:`pgd`: Madry, Makelov, Schmidt, Tsipras & Vladu (2018), projected gradient ascent on the
+  cross-entropy from a random start, L-inf or L2. Matches ``torchattacks.PGD`` / ``PGDL2`` step
+  for step (our tests check the robust accuracies agree).
+- :func:`square_attack`: Andriushchenko, Croce, Flammarion & Hein (2020), "Square Attack: a
+  query-efficient black-box adversarial attack via random search" (ECCV), L-inf version. Needs
+  only logits, so it also attacks models whose gradients vanish (quantisation, saturation) or that
+  are not differentiable at all (:class:`bioreps.torch_views.NumpyModule`, e.g. a spiking layer).
+
+Gradient attacks run the model in eval mode (each submodule's training flag is restored
+afterwards) and take gradients with respect to the input only (``torch.autograd.grad``), so no
+``.grad`` is left on the model's parameters.
+
+Analyses
+--------
+- :func:`robust_accuracy_curve`: accuracy under each attack over a list of eps, the worst case
+  over attacks per sample, and built-in sanity checks (eps = 0 reproduces the clean accuracy;
+  warnings, :class:`GradientMaskingWarning`, for the signs of gradient masking listed by Athalye,
+  Carlini & Wagner 2018 and Carlini et al. 2019 "On evaluating adversarial robustness").
+- :func:`transfer_matrix`: accuracy of every model on adversarial examples crafted on every other
+  one (the transfer finding of Szegedy et al. 2013).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .._progress import progress_bar
+from .._validation import check_array, check_labels
+
+__all__ = ["GradientMaskingWarning", "RobustnessCurve", "TransferResult", "accuracy", "fgsm", "pgd",
+           "square_attack", "robust_accuracy_curve", "plot_robust_accuracy", "transfer_matrix"]
+
+_NORMS = ("linf", "l2")
+_DEFAULT_BATCH = 256
+
+
+class GradientMaskingWarning(UserWarning):
+    """A robustness evaluation shows a sign that gradient attacks under-estimate the attacker
+    (gradient masking / obfuscation): the numbers are likely too optimistic."""
+
+
+# ---------------------------------------------------------------------------- input handling
+def _check_model(model):
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module returning logits, got {type(model).__name__}")
+    return model
+
+
+def _differentiable(model):
+    return bool(getattr(model, "differentiable", True))
+
+
+def _require_differentiable(model, attack):
+    if not _differentiable(model):
+        raise TypeError(f"{attack} needs input gradients but {type(model).__name__} is marked "
+                        "differentiable = False; use the gradient-free square_attack instead")
+
+
+def _model_device_dtype(model):
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.is_floating_point():
+            return t.device, (t.dtype if t.dtype in (torch.float32, torch.float64) else torch.float32)
+    for t in list(model.parameters()) + list(model.buffers()):
+        return t.device, torch.float32
+    return torch.device("cpu"), torch.float32
+
+
+def _check_eps(eps, name="eps"):
+    try:
+        val = float(eps)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {type(eps).__name__}") from None
+    if not math.isfinite(val) or val < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {eps!r}")
+    return val
+
+
+def _check_norm(norm):
+    key = str(norm).lower().replace("-", "").replace("_", "")
+    key = {"inf": "linf", "linfinity": "linf", "2": "l2"}.get(key, key)
+    if key not in _NORMS:
+        raise ValueError(f"norm must be one of {_NORMS}, got {norm!r}")
+    return key
+
+
+def _check_int(value, name, lo):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
+        raise ValueError(f"{name} must be an int >= {lo}, got {value!r}")
+    return int(value)
+
+
+def _prepare(model, X, y, *, name="X"):
+    """Validate; return (X as a float tensor on the model's device, labels int64 tensor there,
+    a function turning a result tensor back into the caller's type)."""
+    _check_model(model)
+    device, dtype = _model_device_dtype(model)
+    if isinstance(X, torch.Tensor):
+        if not X.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got dtype {X.dtype}")
+        arr = X.detach().to("cpu", torch.float64).numpy()
+        check_array(arr, name=name, ndim=None, dtype=np.float64, unit_interval=True)
+        out_dtype, out_device = X.dtype, X.device
+        Xt = X.detach().to(device=device, dtype=dtype).clone()
+
+        def back(t):
+            return t.detach().to(device=out_device, dtype=out_dtype)
+    else:
+        arr = check_array(X, name=name, ndim=None, dtype=np.float32, unit_interval=True)
+        Xt = torch.from_numpy(arr.copy()).to(device=device, dtype=dtype)
+
+        def back(t):
+            return t.detach().to("cpu", torch.float32).numpy()
+    if Xt.ndim < 2:
+        raise ValueError(f"{name} must have a batch axis and features, got shape {tuple(Xt.shape)}")
+    if isinstance(y, torch.Tensor):
+        y = y.detach().cpu().numpy()
+    y = check_labels(y, n=Xt.shape[0])
+    return Xt, torch.from_numpy(y).to(device), back
+
+
+@contextlib.contextmanager
+def _eval_mode(model):
+    """Put every submodule in eval mode; restore each one's own flag afterwards."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def _logits(model, x):
+    out = model(x)
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"model must return logits of shape (batch, n_classes); for a batch of "
+                         f"{x.shape[0]} it returned {shape}")
+    return out
+
+
+def _check_label_range(logits, t):
+    if t.numel() and int(t.max()) >= logits.shape[1]:
+        raise ValueError(f"y holds label {int(t.max())} but the model has only {logits.shape[1]} outputs")
+
+
+def _input_grad(model, x, t):
+    """Gradient of the summed cross-entropy with respect to ``x`` only."""
+    with torch.enable_grad():
+        x = x.detach().clone().requires_grad_(True)
+        logits = _logits(model, x)
+        _check_label_range(logits, t)
+        loss = F.cross_entropy(logits, t, reduction="sum")
+        try:
+            (grad,) = torch.autograd.grad(loss, x)
+        except RuntimeError as err:
+            raise RuntimeError(f"cannot differentiate the model's logits with respect to its input "
+                               f"({err}); for a non-differentiable model use square_attack") from err
+    return grad.detach()
+
+
+def _batches(n, batch_size):
+    for start in range(0, n, batch_size):
+        yield slice(start, min(start + batch_size, n))
+
+
+def _torch_generator(seed):
+    """A CPU ``torch.Generator`` from None (fresh entropy), an int, a SeedSequence or a Generator."""
+    if isinstance(seed, torch.Generator):
+        return seed
+    if seed is not None and not isinstance(seed, (int, np.integer, np.random.SeedSequence)):
+        raise TypeError(f"seed must be None, an int, a SeedSequence or a torch.Generator, got {type(seed).__name__}")
+    if isinstance(seed, (int, np.integer)) and seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed}")
+    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    return torch.Generator().manual_seed(int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1)))
+
+
+def _numpy_rng(seed):
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is not None and not isinstance(seed, (int, np.integer, np.random.SeedSequence)):
+        raise TypeError(f"seed must be None, an int, a SeedSequence or a numpy Generator, got {type(seed).__name__}")
+    if isinstance(seed, (int, np.integer)) and seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed}")
+    return np.random.default_rng(seed)
+
+
+def _predict(model, Xt, batch_size):
+    out = torch.empty(Xt.shape[0], dtype=torch.int64, device=Xt.device)
+    with _eval_mode(model), torch.no_grad():
+        for sl in _batches(Xt.shape[0], batch_size):
+            out[sl] = _logits(model, Xt[sl]).argmax(dim=1).to(Xt.device)
+    return out
+
+
+# ---------------------------------------------------------------------------- accuracy
+def accuracy(model, X, y, batch_size=_DEFAULT_BATCH):
+    """Fraction of rows of ``X`` whose argmax logit equals ``y`` (eval mode, no gradients)."""
+    batch_size = _check_int(batch_size, "batch_size", 1)
+    Xt, yt, _ = _prepare(model, X, y)
+    with _eval_mode(model), torch.no_grad():
+        correct = 0
+        for sl in _batches(Xt.shape[0], batch_size):
+            logits = _logits(model, Xt[sl])
+            _check_label_range(logits, yt[sl])
+            correct += int((logits.argmax(dim=1).to(yt.device) == yt[sl]).sum())
+    return correct / Xt.shape[0]
+
+
+# ---------------------------------------------------------------------------- FGSM
+def fgsm(model, X, y, eps, *, batch_size=_DEFAULT_BATCH):
+    """Fast gradient sign method (Goodfellow et al. 2015), untargeted, L-inf.
+
+    ``X_adv = clip(X + eps * sign(grad_X CE(model(X), y)), 0, 1)``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module returning logits (must be differentiable)
+    X : array or tensor (n, ...) with values in [0, 1]
+    y : integer labels (n,)
+    eps : float >= 0
+        L-inf radius.
+    batch_size : int
+
+    Returns
+    -------
+    Adversarial ``X`` of the same type (and, for tensors, dtype and device) as ``X``.
+    """
+    eps = _check_eps(eps)
+    batch_size = _check_int(batch_size, "batch_size", 1)
+    Xt, yt, back = _prepare(model, X, y)
+    _require_differentiable(model, "fgsm")
+    out = torch.empty_like(Xt)
+    with _eval_mode(model):
+        for sl in _batches(Xt.shape[0], batch_size):
+            x = Xt[sl]
+            grad = _input_grad(model, x, yt[sl])
+            out[sl] = torch.clamp(x + eps * grad.sign(), 0.0, 1.0)
+    return back(out)
+
+
+# ---------------------------------------------------------------------------- PGD
+def _flat_norm(t):
+    return t.reshape(t.shape[0], -1).norm(p=2, dim=1).reshape(-1, *([1] * (t.ndim - 1)))
+
+
+def pgd(model, X, y, eps, norm="linf", steps=40, step_size=None, random_start=True, seed=None,
+        batch_size=_DEFAULT_BATCH):
+    """Projected gradient descent (Madry et al. 2018), untargeted, on the cross-entropy.
+
+    From ``x_0`` (``X`` or a random start), ``steps`` times: ``x <- x + step_size * d`` with
+    ``d = sign(g)`` (L-inf) or ``d = g / ||g||_2`` (L2), ``g`` the gradient of the cross-entropy
+    with respect to the input, then project ``x - X`` onto the eps-ball (clip to [-eps, eps] for
+    L-inf; rescale to norm eps if longer for L2) and clip ``x`` to [0, 1]. The last iterate is
+    returned (as Madry et al. and ``torchattacks.PGD``/``PGDL2`` do), so every iterate and the
+    result lie in the eps-ball around ``X`` and in [0, 1].
+
+    Parameters
+    ----------
+    model : torch.nn.Module returning logits (must be differentiable)
+    X : array or tensor (n, ...) with values in [0, 1]
+    y : integer labels (n,)
+    eps : float >= 0
+        Radius of the L-inf or L2 ball.
+    norm : {"linf", "l2"}
+    steps : int >= 0
+    step_size : float > 0 or None
+        Default ``2.5 * eps / steps``, Madry et al.'s rule: enough for ``steps`` steps to cross
+        the ball (diameter ``2 eps``) with some margin, whatever the start.
+    random_start : bool
+        Start from a random point of the ball, clipped to [0, 1]. L-inf: each coordinate uniform
+        in [-eps, eps]. L2: uniform in the ball: direction ``z / ||z||`` with ``z`` standard normal,
+        radius ``eps * u**(1/d)`` with ``u`` uniform in [0, 1] and ``d`` the number of features
+        (``torchattacks.PGDL2`` instead draws the radius as ``eps * u``, which is not uniform in
+        the ball; in high dimension our radius is close to eps).
+    seed : None, int, SeedSequence or torch.Generator
+        Seeds the random start (a private CPU ``torch.Generator``; the global torch RNG is not
+        touched). Batches draw in order, so results depend on ``batch_size`` too.
+    batch_size : int
+
+    Returns
+    -------
+    Adversarial ``X`` of the same type as ``X``.
+    """
+    eps = _check_eps(eps)
+    norm = _check_norm(norm)
+    steps = _check_int(steps, "steps", 0)
+    batch_size = _check_int(batch_size, "batch_size", 1)
+    if step_size is None:
+        step_size = 2.5 * eps / steps if steps else 0.0
+    else:
+        step_size = _check_eps(step_size, "step_size")
+    Xt, yt, back = _prepare(model, X, y)
+    _require_differentiable(model, "pgd")
+    gen = _torch_generator(seed)
+    out = torch.empty_like(Xt)
+    with _eval_mode(model):
+        for sl in _batches(Xt.shape[0], batch_size):
+            x0, t = Xt[sl], yt[sl]
+            x = x0.clone()
+            if random_start and eps > 0:
+                if norm == "linf":
+                    noise = (torch.rand(x0.shape, generator=gen, dtype=torch.float64) * 2 - 1) * eps
+                else:
+                    z = torch.randn(x0.shape, generator=gen, dtype=torch.float64)
+                    d = z[0].numel()
+                    u = torch.rand(x0.shape[0], generator=gen, dtype=torch.float64)
+                    radius = (eps * u.pow(1.0 / d)).reshape(-1, *([1] * (z.ndim - 1)))
+                    noise = z / _flat_norm(z).clamp_min(1e-30) * radius
+                x = torch.clamp(x0 + noise.to(device=x0.device, dtype=x0.dtype), 0.0, 1.0)
+            for _ in range(steps):
+                grad = _input_grad(model, x, t)
+                if norm == "linf":
+                    x = x + step_size * grad.sign()
+                    delta = torch.clamp(x - x0, -eps, eps)
+                else:
+                    x = x + step_size * grad / (_flat_norm(grad) + 1e-10)
+                    delta = x - x0
+                    dn = _flat_norm(delta)
+                    delta = delta * torch.where(dn > eps, eps / dn.clamp_min(1e-30), torch.ones_like(dn))
+                x = torch.clamp(x0 + delta, 0.0, 1.0)
+            out[sl] = x
+    return back(out)
+
+
+# ---------------------------------------------------------------------------- Square attack
+def _p_selection(p_init, it, n_iters):
+    """The Square attack's piecewise-constant schedule of the fraction of pixels changed per
+    iteration: ``p_init`` halved at iterations 10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000 of
+    a 10000-iteration run, rescaled to ``n_iters`` (authors' ``p_selection``)."""
+    it = int(it / n_iters * 10000)
+    for bound, div in ((10, 1), (50, 2), (200, 4), (500, 8), (1000, 16), (2000, 32), (4000, 64),
+                       (6000, 128), (8000, 256), (10000, 512)):
+        if it <= bound:
+            return p_init / div
+    return p_init
+
+
+def _image_shape(X_shape, image_shape):
+    if image_shape is not None:
+        shape = tuple(int(s) for s in image_shape)
+        if len(shape) == 2:
+            shape = (1,) + shape
+        if len(shape) != 3 or min(shape) < 1 or int(np.prod(shape)) != int(np.prod(X_shape[1:])):
+            raise ValueError(f"image_shape must be (h, w) or (c, h, w) with as many values as one row "
+                             f"of X {tuple(X_shape[1:])}, got {image_shape!r}")
+        return shape
+    rest = tuple(X_shape[1:])
+    if len(rest) == 1:
+        side = math.isqrt(rest[0])
+        if side * side == rest[0]:
+            return (1, side, side)
+        raise ValueError(f"cannot infer the image shape of rows of {rest[0]} features; pass "
+                         "image_shape=(c, h, w)")
+    if len(rest) == 2:
+        return (1,) + rest
+    if len(rest) == 3:
+        return rest
+    raise ValueError(f"cannot infer the image shape of X with shape {tuple(X_shape)}; pass image_shape")
+
+
+def _margin(logits, t):
+    """``logit_y - max_{j != y} logit_j`` (> 0 while correctly classified)."""
+    correct = logits.gather(1, t[:, None])[:, 0]
+    other = logits.clone()
+    other.scatter_(1, t[:, None], float("-inf"))
+    return correct - other.max(dim=1).values
+
+
+def square_attack(model, X, y, eps, n_queries=5000, p_init=0.8, seed=None, batch_size=1000, *,
+                  image_shape=None, return_n_queries=False, progress=None):
+    """The Square attack (Andriushchenko, Croce, Flammarion & Hein, ECCV 2020), L-inf, untargeted.
+
+    A score-based black-box random search that needs only the logits (it runs under
+    ``torch.no_grad``), so it is unaffected by gradient masking and attacks non-differentiable
+    models (:class:`~bioreps.torch_views.NumpyModule`). It follows the authors' reference
+    implementation, ``square_attack_linf`` and ``p_selection`` in ``attack.py`` of
+    https://github.com/max-andr/square-attack:
+
+    - only correctly classified samples are attacked (one clean query per sample decides which);
+    - initialisation with vertical stripes: every column of every channel moved by +eps or -eps
+      at random (one query);
+    - then, per iteration and per sample still classified correctly, a square window of side
+      ``s = round(sqrt(p * h * w))`` (between 1 and ``min(h, w) - 1``) at a random position gets a
+      new perturbation of +-eps per channel, redrawn until it changes the image; the candidate is
+      kept if it lowers the margin loss ``logit_y - max_{j != y} logit_j``;
+    - ``p`` follows the paper's schedule (:func:`_p_selection`): ``p_init`` halved at iterations
+      10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000, scaled by ``n_queries / 10000``;
+    - a sample stops as soon as it is misclassified (margin <= 0) or its budget is spent.
+
+    Differences from the reference: the per-sample loop is vectorised; randomness comes from a
+    private NumPy Generator (``seed``) instead of the global ``np.random.seed(0)``; the redraw of
+    an unchanged window is capped at 100 tries (the reference loops until success).
+
+    Parameters
+    ----------
+    model : torch.nn.Module returning logits (gradients never used)
+    X : array or tensor (n, ...) with values in [0, 1]
+        Rows of ``c*h*w`` features (a perfect square is read as a 1 x h x h image) or images.
+    y : integer labels (n,)
+    eps : float >= 0
+        L-inf radius.
+    n_queries : int >= 1
+        Model evaluations per sample (the initialisation counts as one), besides the clean one.
+    p_init : float in (0, 1]
+        Initial fraction of pixels changed. Default 0.8: the value of the authors' MNIST
+        experiments (their result on Madry's MNIST challenge used p = 0.8) and of AutoAttack's
+        standard L-inf Square attack; the paper's default for ImageNet models is 0.05.
+    seed : None, int, SeedSequence or numpy Generator
+    batch_size : int
+        Samples attacked together (each batch runs the whole search).
+    image_shape : (c, h, w) or (h, w), optional
+        Spatial layout of one sample when it cannot be inferred.
+    return_n_queries : bool
+        Also return the number of queries used per sample (int64 (n,), 0 for the samples
+        misclassified to begin with; the clean query not counted).
+    progress : bool or None
+
+    Returns
+    -------
+    Adversarial ``X`` (same type as ``X``); with ``return_n_queries`` a tuple ``(X_adv, n_queries)``.
+    Samples misclassified from the start are returned unchanged.
+    """
+    eps = _check_eps(eps)
+    n_queries = _check_int(n_queries, "n_queries", 1)
+    batch_size = _check_int(batch_size, "batch_size", 1)
+    try:
+        p_init = float(p_init)
+    except (TypeError, ValueError):
+        raise TypeError(f"p_init must be a number, got {type(p_init).__name__}") from None
+    if not 0 < p_init <= 1:
+        raise ValueError(f"p_init must be in (0, 1], got {p_init!r}")
+    Xt, yt, back = _prepare(model, X, y)
+    c, h, w = _image_shape(Xt.shape, image_shape)
+    if min(h, w) < 2:
+        raise ValueError(f"square_attack needs images at least 2 x 2, got image shape {(c, h, w)}")
+    rng = _numpy_rng(seed)
+    n = Xt.shape[0]
+    out = Xt.clone()
+    used = np.zeros(n, np.int64)
+    if eps == 0:
+        return (back(out), used) if return_n_queries else back(out)
+    user_shape = tuple(Xt.shape[1:])
+    offs = torch.arange(max(h, w), device=Xt.device)
+
+    def query(x4):
+        logits = _logits(model, x4.reshape((x4.shape[0],) + user_shape))
+        return logits.to(device=Xt.device, dtype=torch.float64)
+
+    with _eval_mode(model), torch.no_grad():
+        bar = progress_bar(list(_batches(n, batch_size)), progress=progress, desc="square attack", unit="batch")
+        for sl in bar:
+            x_all = Xt[sl].reshape(-1, c, h, w)
+            t_all = yt[sl]
+            logits = query(x_all)
+            _check_label_range(logits, t_all)
+            ids = torch.nonzero(_margin(logits, t_all) > 0).flatten()  # attack the correct ones only
+            if ids.numel() == 0:
+                continue
+            best = x_all.clone()  # the result of this batch
+            n_used = torch.zeros(x_all.shape[0], dtype=torch.int64, device=x_all.device)
+            # the samples still classified correctly, compacted: clean x, best x, label, margin
+            xa, ta = x_all[ids], t_all[ids]
+            # vertical stripes initialisation: each column of each channel moved by +-eps
+            stripes = rng.choice([-eps, eps], size=(xa.shape[0], c, 1, w))
+            xb = torch.clamp(xa + torch.as_tensor(stripes, dtype=xa.dtype, device=xa.device), 0.0, 1.0)
+            ma = _margin(query(xb), ta)
+            n_used[ids] += 1
+            for i_iter in range(n_queries - 1):
+                done = ma <= 0
+                if bool(done.any()):
+                    best[ids[done]] = xb[done]
+                    keep = ~done
+                    xa, xb, ta, ma, ids = xa[keep], xb[keep], ta[keep], ma[keep], ids[keep]
+                k = xa.shape[0]
+                if k == 0:
+                    break
+                p = _p_selection(p_init, i_iter, n_queries)
+                s = int(round(math.sqrt(p * h * w)))
+                s = min(max(s, 1), min(h, w) - 1)
+                top = torch.as_tensor(rng.integers(0, h - s, size=k), device=xa.device)
+                left = torch.as_tensor(rng.integers(0, w - s, size=k), device=xa.device)
+                # flat pixel indices of each sample's s x s window, for every channel: (k, c, s*s)
+                win = ((top[:, None, None] + offs[None, :s, None]) * w
+                       + (left[:, None, None] + offs[None, None, :s])).reshape(k, 1, s * s).expand(k, c, s * s)
+                xa_win = xa.reshape(k, c, h * w).gather(2, win)
+                xb_win = xb.reshape(k, c, h * w).gather(2, win)
+                # a new +-eps per channel on the window, redrawn while it leaves the image unchanged
+                # (drawn 8 at a time: the first draw that changes the image is used, which has the
+                # distribution of the reference's one-by-one redraws)
+                cand = xb_win.clone()
+                pending = torch.arange(k, device=xa.device)
+                for _ in range(13):
+                    signs = torch.as_tensor(rng.choice([-eps, eps], size=(pending.numel(), 8, c, 1)),
+                                            dtype=xa.dtype, device=xa.device)
+                    trial = torch.clamp(xa_win[pending, None] + signs, 0.0, 1.0)  # (m, 8, c, s*s)
+                    changes = ((trial - xb_win[pending, None]).abs() >= 1e-7).flatten(2).any(dim=2)
+                    found = changes.any(dim=1)
+                    first = changes.to(torch.int8).argmax(dim=1)
+                    cand[pending] = trial[torch.arange(pending.numel(), device=xa.device), first]
+                    pending = pending[~found]
+                    if pending.numel() == 0:
+                        break
+                x_new = xb.reshape(k, c, h * w).scatter(2, win, cand).reshape(k, c, h, w)
+                margin = _margin(query(x_new), ta)
+                n_used[ids] += 1
+                improved = margin < ma
+                ma = torch.where(improved, margin, ma)
+                xb = torch.where(improved[:, None, None, None], x_new, xb)
+            # the rest: the best point found (lowest margin, inside the ball), fooling or not
+            best[ids] = xb
+            out[sl] = best.reshape(Xt[sl].shape)
+            used[sl] = n_used.cpu().numpy()
+            bar.set_postfix(still_correct=f"{ids.numel()}")
+    adv = back(out)
+    return (adv, used) if return_n_queries else adv
+
+
+# ---------------------------------------------------------------------------- curves
+_ATTACKS = {"fgsm": fgsm, "pgd": pgd, "square": square_attack}
+_GRADIENT_ATTACKS = ("fgsm", "pgd")
+
+
+@dataclass
+class RobustnessCurve:
+    """Result of :func:`robust_accuracy_curve`.
+
+    Attributes
+    ----------
+    eps : ndarray (n_eps,)
+        The radii, ascending.
+    clean_accuracy : float
+    accuracy : dict attack name -> ndarray (n_eps,)
+        Accuracy of the model on each attack's adversarial examples.
+    worst_case : ndarray (n_eps,)
+        Fraction of samples classified correctly clean and under every attack.
+    norm : str
+    attacks : tuple of str
+        The attacks run.
+    skipped : tuple of str
+        Requested attacks not run (gradient attacks on a non-differentiable model).
+    n_samples : int
+    warnings : list of str
+        Every warning raised during the evaluation (sanity checks failing).
+    """
+
+    eps: np.ndarray
+    clean_accuracy: float
+    accuracy: dict
+    worst_case: np.ndarray
+    norm: str
+    attacks: tuple
+    skipped: tuple = ()
+    n_samples: int = 0
+    warnings: list = field(default_factory=list)
+
+    def to_dict(self):
+        return {"eps": self.eps.tolist(), "clean_accuracy": self.clean_accuracy,
+                "accuracy": {k: v.tolist() for k, v in self.accuracy.items()},
+                "worst_case": self.worst_case.tolist(), "norm": self.norm, "attacks": list(self.attacks),
+                "skipped": list(self.skipped), "n_samples": self.n_samples, "warnings": list(self.warnings)}
+
+
+def _check_attack_names(attacks, name="attacks"):
+    if isinstance(attacks, str):
+        attacks = (attacks,)
+    try:
+        attacks = tuple(str(a).lower() for a in attacks)
+    except TypeError:
+        raise TypeError(f"{name} must be a name or a sequence of names from {tuple(_ATTACKS)}") from None
+    if not attacks:
+        raise ValueError(f"{name} is empty")
+    for a in attacks:
+        if a not in _ATTACKS:
+            raise ValueError(f"unknown attack {a!r} in {name}; choose from {tuple(_ATTACKS)}")
+    return tuple(dict.fromkeys(attacks))
+
+
+def _route_kwargs(attacks, norm, attack_kwargs):
+    """Per-attack keyword arguments: ``name={...}`` goes to that attack; any other keyword goes to
+    every attack accepting it (and must be accepted by at least one)."""
+    per = {a: {} for a in attacks}
+    shared = {}
+    for key, value in attack_kwargs.items():
+        if key in _ATTACKS:
+            if not isinstance(value, dict):
+                raise TypeError(f"{key}= must be a dict of keyword arguments for {key}, got {type(value).__name__}")
+            if key in per:
+                per[key].update(value)
+        else:
+            shared[key] = value
+    for key, value in shared.items():
+        takers = [a for a in attacks if key in inspect.signature(_ATTACKS[a]).parameters]
+        if not takers:
+            raise TypeError(f"no attack among {attacks} takes the keyword argument {key!r}")
+        for a in takers:
+            per[a].setdefault(key, value)
+    for a in attacks:
+        for bad in ("model", "X", "y", "eps", "seed", "norm", "progress"):
+            if bad in per[a]:
+                raise TypeError(f"{bad!r} is set by robust_accuracy_curve itself; do not pass it for {a}")
+        if a == "pgd":
+            per[a]["norm"] = norm
+    return per
+
+
+def _attack_call_kwargs(a, kwargs, seed, progress):
+    params = inspect.signature(_ATTACKS[a]).parameters
+    out = dict(kwargs)
+    if "seed" in params:
+        out["seed"] = seed
+    if "progress" in params:
+        out.setdefault("progress", progress)
+    return out
+
+
+def _curve_warnings(eps_arr, acc, worst, norm, n_features, majority):
+    """The messages of the gradient-masking checks of :func:`robust_accuracy_curve`."""
+    out = []
+    grads = [a for a in acc if a in _GRADIENT_ATTACKS]
+    for i, e in enumerate(eps_arr):
+        if e == 0:
+            continue
+        if "square" in acc and grads:
+            best_grad = min(acc[a][i] for a in grads)
+            if acc["square"][i] < best_grad - 0.05:
+                out.append(f"at eps={e:g} the gradient-free Square attack leaves {acc['square'][i]:.1%} accuracy "
+                           f"but the best gradient attack leaves {best_grad:.1%}: the gradients are likely masked "
+                           "(vanishing, quantised or obfuscated); do not trust the gradient attacks' numbers")
+        if "fgsm" in acc and "pgd" in acc and acc["fgsm"][i] < acc["pgd"][i] - 0.05:
+            out.append(f"at eps={e:g} one-step FGSM ({acc['fgsm'][i]:.1%}) beats PGD ({acc['pgd'][i]:.1%}): "
+                       "a sign of gradient masking (or too small a PGD step size)")
+    for name, curve in dict(acc, **{"worst case": worst}).items():
+        for i in np.flatnonzero(np.diff(curve) > 0.02):
+            out.append(f"{name} accuracy rises from {curve[i]:.1%} at eps={eps_arr[i]:g} to {curve[i + 1]:.1%} "
+                       f"at eps={eps_arr[i + 1]:g}: a stronger attacker should never do worse; the attack is "
+                       "failing (gradient masking, too few steps/queries)")
+    grey_eps = 0.5 if norm == "linf" else 0.5 * math.sqrt(n_features)
+    big = np.flatnonzero(eps_arr >= grey_eps)
+    if big.size and worst[big[-1]] > majority + 0.05:
+        out.append(f"at eps={eps_arr[big[-1]]:g} every input can be moved to the uniform grey image, so no "
+                   f"model can beat the majority-class rate {majority:.1%}, yet {worst[big[-1]]:.1%} of the "
+                   "samples survive: the attacks are failing (gradient masking)")
+    return out
+
+
+def robust_accuracy_curve(model, X, y, eps_list, attacks=("fgsm", "pgd"), norm="linf", seed=None, *,
+                          progress=None, **attack_kwargs):
+    """Accuracy under attack as a function of the radius eps, with built-in sanity checks.
+
+    Parameters
+    ----------
+    model : torch.nn.Module returning logits
+    X, y : inputs in [0, 1] and integer labels
+    eps_list : sequence of float >= 0
+        Radii (sorted ascending, duplicates dropped).
+    attacks : sequence of {"fgsm", "pgd", "square"}
+        "fgsm" and "square" are L-inf attacks. Gradient attacks are skipped, with a warning, for
+        a model marked ``differentiable = False``.
+    norm : {"linf", "l2"}
+    seed : None or int
+        Passed unchanged to every attack call, so any point can be reproduced by calling the
+        attack itself with the same seed.
+    progress : bool or None
+    **attack_kwargs
+        ``pgd={"steps": 100}``, ``square={"n_queries": 1000}`` go to one attack; any other keyword
+        (``batch_size=512``) goes to every attack that accepts it.
+
+    Returns
+    -------
+    RobustnessCurve
+
+    Sanity checks
+    -------------
+    - Every attack is run at eps = 0 (whether or not 0 is in ``eps_list``) and must give exactly
+      the clean accuracy; otherwise ``RuntimeError`` (the model is not deterministic in eval
+      mode, or an attack moves points it should not).
+    - :class:`GradientMaskingWarning` (also listed in ``result.warnings``) when, at some eps,
+      the gradient-free Square attack beats the best gradient attack by more than 5 points;
+      when FGSM beats PGD by more than 5 points (one step stronger than many); when a curve rises
+      with eps by more than 2 points; and when, at an eps large enough to move every input to the
+      uniform grey image (L-inf eps >= 0.5, L2 eps >= 0.5 sqrt(d)), the worst-case accuracy stays
+      more than 5 points above the majority-class rate.
+    """
+    norm = _check_norm(norm)
+    attacks = _check_attack_names(attacks)
+    eps_arr = np.asarray(eps_list, dtype=np.float64).reshape(-1) if not np.isscalar(eps_list) else \
+        np.asarray([eps_list], dtype=np.float64)
+    if eps_arr.size == 0:
+        raise ValueError("eps_list is empty")
+    if not np.all(np.isfinite(eps_arr)) or np.any(eps_arr < 0):
+        raise ValueError(f"eps_list must hold finite numbers >= 0, got {eps_arr.tolist()}")
+    eps_arr = np.unique(eps_arr)
+    if norm == "l2":
+        linf_only = [a for a in attacks if a in ("fgsm", "square")]
+        if linf_only:
+            raise ValueError(f"attacks {linf_only} are L-inf attacks; with norm='l2' use attacks=('pgd',)")
+    Xt, yt, _ = _prepare(model, X, y)
+    messages = []
+
+    def warn(msg, category=GradientMaskingWarning):
+        messages.append(msg)
+        warnings.warn(msg, category, stacklevel=3)
+
+    skipped = ()
+    if not _differentiable(model):
+        skipped = tuple(a for a in attacks if a in _GRADIENT_ATTACKS)
+        attacks = tuple(a for a in attacks if a not in _GRADIENT_ATTACKS)
+        if skipped:
+            if not attacks:
+                raise ValueError(f"{type(model).__name__} is not differentiable, so none of the requested "
+                                 f"attacks {skipped} can run; use attacks=('square',)")
+            warn(f"{type(model).__name__} is not differentiable: skipping the gradient attacks {skipped}",
+                 UserWarning)
+    kwargs = _route_kwargs(attacks, norm, attack_kwargs)
+    kwargs = {a: _attack_call_kwargs(a, kw, seed, progress) for a, kw in kwargs.items()}
+    batch_size = attack_kwargs.get("batch_size", _DEFAULT_BATCH)
+    batch_size = _check_int(batch_size, "batch_size", 1)
+
+    clean_correct = (_predict(model, Xt, batch_size) == yt).cpu().numpy()
+    n = Xt.shape[0]
+    clean_acc = float(clean_correct.mean())
+    acc = {a: np.zeros(eps_arr.size) for a in attacks}
+    worst = np.zeros(eps_arr.size)
+    grid = [0.0] + [float(e) for e in eps_arr if e > 0]
+    bar = progress_bar(total=len(grid) * len(attacks), progress=progress, desc="robust accuracy")
+    for e in grid:
+        survive = clean_correct.copy()
+        per_attack = {}
+        for a in attacks:
+            X_adv = _ATTACKS[a](model, Xt, yt, e, **kwargs[a])
+            if isinstance(X_adv, tuple):
+                X_adv = X_adv[0]
+            ok = (_predict(model, X_adv, batch_size) == yt).cpu().numpy()
+            per_attack[a] = float(ok.mean())
+            survive &= ok
+            bar.update(1)
+        if e == 0.0:
+            for a, v in per_attack.items():
+                if v != clean_acc:
+                    raise RuntimeError(f"{a} at eps = 0 gives accuracy {v:.4f} but the clean accuracy is "
+                                       f"{clean_acc:.4f}: the model is not deterministic in eval mode "
+                                       "(or the attack moved points at eps = 0)")
+        hits = np.flatnonzero(eps_arr == e)
+        if hits.size:
+            for a, v in per_attack.items():
+                acc[a][hits[0]] = v
+            worst[hits[0]] = float(survive.mean())
+    bar.close()
+
+    majority = float(np.bincount(yt.cpu().numpy()).max() / n)
+    for msg in _curve_warnings(eps_arr, acc, worst, norm, int(np.prod(Xt.shape[1:])), majority):
+        warn(msg)
+
+    return RobustnessCurve(eps=eps_arr, clean_accuracy=clean_acc, accuracy=acc, worst_case=worst, norm=norm,
+                           attacks=attacks, skipped=skipped, n_samples=n, warnings=messages)
+
+
+def plot_robust_accuracy(result, path=None, *, title=None):
+    """Plot a :class:`RobustnessCurve`: one line per attack, the worst case in bold, the clean
+    accuracy dashed. Returns the matplotlib ``Figure`` (Agg canvas; saved to ``path`` if given)."""
+    if not isinstance(result, RobustnessCurve):
+        raise TypeError(f"result must be a RobustnessCurve, got {type(result).__name__}")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5, 3.6))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for name, curve in result.accuracy.items():
+        ax.plot(result.eps, curve, marker="o", ms=3, lw=1.2, label=name.upper() if name != "square" else "Square")
+    ax.plot(result.eps, result.worst_case, color="k", lw=2.2, label="worst case")
+    ax.axhline(result.clean_accuracy, color="grey", ls="--", lw=1, label="clean")
+    ax.set_xlabel(f"eps ({'L-inf' if result.norm == 'linf' else 'L2'})")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title or f"robust accuracy ({result.n_samples} samples)")
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+# ---------------------------------------------------------------------------- transfer
+@dataclass
+class TransferResult:
+    """Result of :func:`transfer_matrix`.
+
+    ``matrix[i, j]`` is the accuracy of model ``names[j]`` on adversarial examples crafted on
+    model ``names[i]`` (the diagonal is white-box accuracy; a row is NaN when its source model
+    could not be attacked, e.g. a gradient attack on a non-differentiable model).
+    """
+
+    names: list
+    matrix: np.ndarray
+    clean_accuracy: np.ndarray
+    eps: float
+    attack: str
+
+
+def transfer_matrix(models, X, y, eps, attack="pgd", seed=None, *, batch_size=_DEFAULT_BATCH, progress=None,
+                    **kw):
+    """Transfer of adversarial examples between models (Szegedy et al. 2013).
+
+    Parameters
+    ----------
+    models : dict name -> torch.nn.Module, or a sequence of modules (named "model0", ...)
+    X, y : inputs in [0, 1] and integer labels
+    eps : float >= 0
+    attack : {"pgd", "fgsm", "square"}
+    seed : None or int
+        Passed to the attack on every source model (so the diagonal equals
+        ``accuracy(m, attack(m, X, y, eps, seed=seed))``).
+    batch_size : int
+    **kw
+        More arguments of the attack (``norm``, ``steps``, ``n_queries``, ...).
+
+    Returns
+    -------
+    TransferResult
+    """
+    if isinstance(models, dict):
+        names, mods = [str(k) for k in models], list(models.values())
+    elif isinstance(models, torch.nn.Module):
+        raise TypeError("models must be a dict name -> module or a sequence of modules, not one module")
+    else:
+        try:
+            mods = list(models)
+        except TypeError:
+            raise TypeError(f"models must be a dict name -> module or a sequence of modules, "
+                            f"got {type(models).__name__}") from None
+        names = [f"model{i}" for i in range(len(mods))]
+    if not mods:
+        raise ValueError("models is empty")
+    for name, m in zip(names, mods):
+        if not isinstance(m, torch.nn.Module):
+            raise TypeError(f"models[{name!r}] must be a torch.nn.Module, got {type(m).__name__}")
+    (attack,) = _check_attack_names(attack, name="attack")
+    eps = _check_eps(eps)
+    fn = _ATTACKS[attack]
+    for key in kw:
+        if key not in inspect.signature(fn).parameters or key in ("model", "X", "y", "eps", "seed", "progress"):
+            raise TypeError(f"{attack} does not take the keyword argument {key!r}")
+    clean = np.array([accuracy(m, X, y, batch_size) for m in mods])
+    k = len(mods)
+    matrix = np.full((k, k), np.nan)
+    for i, src in enumerate(progress_bar(mods, desc="transfer", progress=progress)):
+        if attack in _GRADIENT_ATTACKS and not _differentiable(src):
+            warnings.warn(f"model {names[i]!r} is not differentiable: no {attack} examples crafted on it "
+                          "(its row is NaN); use attack='square'", UserWarning, stacklevel=2)
+            continue
+        extra = {"seed": seed} if "seed" in inspect.signature(fn).parameters else {}
+        if "progress" in inspect.signature(fn).parameters:
+            extra["progress"] = progress
+        X_adv = fn(src, X, y, eps, batch_size=batch_size, **extra, **kw)
+        for j, dst in enumerate(mods):
+            matrix[i, j] = accuracy(dst, X_adv, y, batch_size)
+    return TransferResult(names=names, matrix=matrix, clean_accuracy=clean, eps=eps, attack=attack)
