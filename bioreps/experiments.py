@@ -6,7 +6,7 @@ A configuration has these tables (every key is checked: an unknown one is an err
     [experiment]            name, seed, output (folder; default "runs/<name>")
     [data]                  dataset, data_dir, n_train, n_test
     [model]                 kind (see MODELS) and that model's parameters
-    [readout]               enabled, epochs, lr, batch_size, weight_decay
+    [readout]               enabled, epochs, lr, batch_size, weight_decay, schedule
     [export]                splits (e.g. ["train", "test"]), block_rows, receptive_fields
     [train]                 checkpoint_every (epochs; 0 = none)
 
@@ -118,7 +118,8 @@ _SCHEMA = {
     "experiment": {"name": str, "seed": int, "output": str, "description": str},
     "data": {"dataset": str, "data_dir": str, "n_train": int, "n_test": int},
     "model": {"kind": str},  # plus the kind's own parameters
-    "readout": {"enabled": bool, "epochs": int, "lr": _NUM, "batch_size": int, "weight_decay": _NUM},
+    "readout": {"enabled": bool, "epochs": int, "lr": _NUM, "batch_size": int, "weight_decay": _NUM,
+                "schedule": str},
     "export": {"splits": list, "block_rows": int, "receptive_fields": int},
     "train": {"checkpoint_every": int},
 }
@@ -126,7 +127,8 @@ _DEFAULTS = {
     "experiment": {"seed": 0, "description": ""},
     "data": {"dataset": "fashion-mnist"},
     "model": {"kind": "pixels"},
-    "readout": {"enabled": True, "epochs": 5, "lr": 1e-3, "batch_size": 256, "weight_decay": 0.0},
+    "readout": {"enabled": True, "epochs": 5, "lr": 1e-3, "batch_size": 256, "weight_decay": 0.0,
+                "schedule": "constant"},
     "export": {"splits": ["train", "test"], "block_rows": 4096, "receptive_fields": 100},
     "train": {"checkpoint_every": 0},
 }
@@ -190,6 +192,8 @@ def validate_config(raw: dict, source: str = "<config>") -> dict:
     ro = cfg["readout"]
     if ro["enabled"] and (ro["epochs"] < 1 or ro["batch_size"] < 1 or not ro["lr"] > 0):
         raise ConfigError(f"{source}: [readout] needs epochs >= 1, batch_size >= 1 and lr > 0")
+    if ro["schedule"] not in ("constant", "linear"):
+        raise ConfigError(f"{source}: [readout] schedule must be 'constant' or 'linear', got {ro['schedule']!r}")
     return cfg
 
 
@@ -318,7 +322,7 @@ def run(config, *, progress=None, log=print, resume=False) -> dict:
         results.update(epochs=last["epoch"], converged_fraction=last["converged"], distinct_winners=last["winners"])
     if rcfg["enabled"] and "train" in features:
         readout = LinearReadout(epochs=rcfg["epochs"], lr=rcfg["lr"], batch_size=rcfg["batch_size"],
-                                weight_decay=rcfg["weight_decay"], random_state=int(seeds[2].generate_state(1)[0]),
+                                weight_decay=rcfg["weight_decay"], schedule=rcfg["schedule"], random_state=int(seeds[2].generate_state(1)[0]),
                                 progress=progress)
         readout.fit(features["train"], splits["train"][1], n_classes=10)
         results["readout_train_accuracy"] = readout.score(features["train"], splits["train"][1])

@@ -145,3 +145,47 @@ def diehl_cook_normalize(W, weight_sum):
     """Each column (a neuron's input weights) rescaled to sum to ``weight_sum``."""
     W = np.array(W, dtype=np.float64)
     return W * (weight_sum / W.sum(axis=0))[None, :]
+
+
+# --------------------------------------------------------------------------- counter-based Poisson generator
+_M64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+
+
+def splitmix64_mix(z):
+    """The SplitMix64 finaliser on Python ints (mod 2**64), written out."""
+    z &= _M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    return z ^ (z >> 31)
+
+
+def counter_stream_key(seed, phase, index, attempt):
+    """The key of one presentation (``bioreps.kernels.poisson.stream_key``) on Python ints."""
+    k = splitmix64_mix(seed + _GOLDEN)
+    for v in (phase, index, attempt):
+        k = splitmix64_mix((k ^ v) + _GOLDEN)
+    return k
+
+
+def counter_pair_bits(key, step, pair, n_pairs):
+    """The 64 bits of input pair ``pair`` at ``step``, on Python ints."""
+    return splitmix64_mix(key + (step * n_pairs + pair + 1) * _GOLDEN)
+
+
+def counter_spike_raster(rates_hz, n_steps, dt_ms, key):
+    """(n_steps, n_inputs) bool raster of the counter-based generator, every (step, input) drawn
+    with Python ints: input 2k uses the low 32 bits of pair k's word, 2k + 1 the high 32 bits, and
+    spikes iff they are below floor(p * 2**32) (2**32 for p >= 1), p = rate * dt_ms / 1000."""
+    rates = np.asarray(rates_hz, np.float64)
+    n_in = rates.size
+    n_pairs = (n_in + 1) // 2
+    prob = rates * (float(dt_ms) / 1000.0)
+    thr = [(1 << 32) if p >= 1.0 else int(np.floor(p * 4294967296.0)) for p in prob]
+    out = np.zeros((n_steps, n_in), bool)
+    for s in range(n_steps):
+        for i in range(n_in):
+            if thr[i]:
+                h = counter_pair_bits(key, s, i // 2, n_pairs)
+                out[s, i] = ((h >> 32) if i % 2 else (h & 0xFFFFFFFF)) < thr[i]
+    return out

@@ -36,3 +36,22 @@ def test_readout_bad_input():
     r = LinearReadout(epochs=1).fit(X, np.arange(10) % 2)
     with pytest.raises(ValueError, match="4 features but the readout was fitted on 3"):
         r.predict(np.zeros((2, 4)))
+
+
+def test_linear_schedule_decays_to_zero_and_is_validated():
+    """schedule="linear" is deterministic, differs from the constant schedule, still learns, and
+    unknown schedules are refused."""
+    import pytest
+
+    from bioreps.data import make_classes
+
+    X, y = make_classes(n_samples=600, n_features=20, n_classes=3, random_state=0)
+    X = X.astype(np.float32)
+    a = LinearReadout(epochs=5, lr=1e-2, schedule="linear", random_state=1, progress=False).fit(X, y)
+    b = LinearReadout(epochs=5, lr=1e-2, schedule="linear", random_state=1, progress=False).fit(X, y)
+    c = LinearReadout(epochs=5, lr=1e-2, schedule="constant", random_state=1, progress=False).fit(X, y)
+    assert np.array_equal(a.coef_, b.coef_)
+    assert not np.allclose(a.coef_, c.coef_)
+    assert a.score(X, y) > 0.9
+    with pytest.raises(ValueError, match="schedule"):
+        LinearReadout(schedule="cosine", progress=False).fit(X, y)

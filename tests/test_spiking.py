@@ -11,7 +11,7 @@ from bioreps import backend, io
 from bioreps.data import make_classes
 from bioreps.kernels.cpu import lif
 from bioreps.kernels.cpu.stdp import decay, normalize_columns, stdp_post, stdp_pre
-from bioreps.kernels.poisson import poisson_spike_trains
+from bioreps.kernels.poisson import counter_spike_trains, poisson_spike_trains, stream_key
 from bioreps.layers import DiehlCookParams, SpikingWTA
 
 from reference import diehl_cook_normalize, diehl_cook_presentation
@@ -299,26 +299,28 @@ def test_bad_parameters_raise_before_any_state_change(data, kwargs, err, match):
         SpikingWTA(**{"backend": "cpu", **kwargs}).fit(X[:2])
 
 
-def test_cuda_is_not_implemented_yet(data, monkeypatch):
-    import bioreps.layers.spiking as spiking
-
+def test_cuda_without_a_gpu_raises_before_any_state_change(data, monkeypatch):
+    # (the CUDA kernels themselves are tested under the simulator in test_spiking_cuda.py)
     X, _ = data
     m = SpikingWTA(n_neurons=4, backend="cpu", random_state=0).fit(X[:2])
     W = m.weights_.copy()
-    monkeypatch.setattr(spiking, "resolve", lambda b: "cuda")
+    monkeypatch.setattr(backend, "cuda_status", lambda: (False, "no GPU in this test"))
     m.backend = "cuda"
-    with pytest.raises(NotImplementedError, match="backend='cpu'"):
+    with pytest.raises(backend.BackendError, match="no GPU in this test"):
         m.fit(X[:2])
     np.testing.assert_array_equal(m.weights_, W)
     assert m.backend_ == "cpu"
 
 
-def test_auto_backend_uses_the_cpu_kernel_for_now(data, monkeypatch):
+def test_backend_choice_goes_through_resolve(data, monkeypatch):
     import bioreps.layers.spiking as spiking
+    from bioreps.kernels.cpu import lif as cpu_lif
 
     X, _ = data
-    monkeypatch.setattr(spiking, "resolve", lambda b: "cuda")
-    assert SpikingWTA(n_neurons=3, backend="auto", random_state=0).fit(X[:1]).backend_ == "cpu"
+    asked = []
+    monkeypatch.setattr(spiking, "resolve", lambda b: asked.append(b) or "cpu")
+    m = SpikingWTA(n_neurons=3, backend="auto", random_state=0).fit(X[:1])
+    assert m.backend_ == "cpu" and asked == ["auto"] and m._kernel() is cpu_lif
 
 
 def test_not_fitted_errors(data):
@@ -368,8 +370,8 @@ def _reference_layer_run(X, W, p, seed, learn, phase, min_spikes, state=None):
         if not learn:
             state = {**rest, "theta": state["theta"]}
         for attempt in range(p.max_retries + 1):
-            rng = np.random.default_rng([seed, phase, r, attempt])
-            indptr, indices = poisson_spike_trains(x * (p.max_rate_hz + attempt * p.rate_boost_hz), 700, DT, rng)
+            key = stream_key(seed, phase, r, attempt)
+            indptr, indices = counter_spike_trains(x * (p.max_rate_hz + attempt * p.rate_boost_hz), 700, DT, key)
             if learn:
                 W = diehl_cook_normalize(W, p.weight_sum)
             W, state, counts = diehl_cook_presentation(W, indptr, indices, 300, pd, DT, learn, state)

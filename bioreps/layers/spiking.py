@@ -23,9 +23,15 @@ Choices the card leaves open, made here:
   last attempt are used. Weights are renormalised before every training presentation, retries
   included, as in the original. The retry applies in ``transform`` too (as in the original's
   test phase).
-* Each presentation draws its Poisson spikes from its own generator,
-  ``numpy.random.default_rng([seed_, phase, sample_index, attempt])`` (phase 1 = fit, 2 =
-  transform), so results do not depend on batching and every backend sees the same spikes.
+* Each presentation draws its Poisson spikes from the counter-based generator of
+  :mod:`bioreps.kernels.poisson`, keyed ``stream_key(seed_, phase, sample_index, attempt)``
+  (phase 1 = fit, 2 = transform): results do not depend on batching, and the CPU kernel and the
+  CUDA kernels (which draw the spikes on the device) see the very same spikes.
+* Backends: ``"cpu"`` runs the Numba kernel one presentation at a time; ``"cuda"`` runs
+  :mod:`bioreps.kernels.cuda.lif`: for ``fit`` one persistent block runs every presentation of a
+  chunk of samples (normalisation, retries and STDP on the device, ``W`` resident on the device for
+  the whole call), for ``transform`` one block per sample, many samples in parallel. Both give the
+  same spike counts; weights agree to rounding (~1e-12).
 """
 
 from __future__ import annotations
@@ -39,7 +45,6 @@ import numpy as np
 from .._progress import progress_bar
 from .._validation import check_array, check_labels
 from ..backend import resolve
-from ..kernels.poisson import poisson_spike_trains
 from ._base import _Layer
 
 __all__ = ["DiehlCookParams", "SpikingWTA"]
@@ -151,7 +156,7 @@ def _check_time(value, name, positive=True):
 
 
 class SpikingWTA(_Layer):
-    """Diehl & Cook (2015) spiking network learning by STDP (CPU kernel; CUDA to come).
+    """Diehl & Cook (2015) spiking network learning by STDP (Numba CPU or CUDA kernels).
 
     Parameters
     ----------
@@ -166,9 +171,9 @@ class SpikingWTA(_Layer):
     min_spikes : int
         A presentation with fewer E spikes is repeated at a higher rate (see module docstring).
     backend : {"auto", "cpu", "cuda"}
-        "cuda" raises NotImplementedError where CUDA is usable (the kernel is not written yet)
-        and :class:`~bioreps.backend.BackendError` where it is not; "auto" (or None) uses the
-        CPU kernel for now, whatever ``$BIOREPS_BACKEND`` says.
+        Resolved by :func:`bioreps.backend.resolve`: "auto" (or None) picks CUDA when a GPU (or
+        the CUDA simulator) is usable, else the CPU (``$BIOREPS_BACKEND`` overrides "auto");
+        "cuda" raises :class:`~bioreps.backend.BackendError` where CUDA is not usable.
     random_state : int or None
         Seeds the initial weights and every presentation's Poisson spikes.
     progress : bool or None
@@ -228,12 +233,7 @@ class SpikingWTA(_Layer):
         rate_max = p.max_rate_hz + p.max_retries * p.rate_boost_hz
         if rate_max * dt / 1000.0 > 1:
             raise ValueError(f"the highest input rate ({rate_max:g} Hz) exceeds one spike per step of {dt:g} ms")
-        if self.backend is None or (isinstance(self.backend, str) and self.backend.lower() == "auto"):
-            backend = "cpu"  # until the CUDA kernel exists, "auto" means the CPU kernel
-        else:
-            backend = resolve(self.backend)
-            if backend == "cuda":
-                raise NotImplementedError("the CUDA kernel of SpikingWTA is not written yet; use backend='cpu'")
+        backend = resolve(self.backend)
         return backend, p, n_present, n_rest
 
     def _check_input(self, X, name="X"):
@@ -247,46 +247,50 @@ class SpikingWTA(_Layer):
             raise RuntimeError(f"this {type(self).__name__} is not fitted yet; call fit(X) first")
 
     # ------------------------------------------------------------------ simulation
-    def _kernel(self):
-        from ..kernels.cpu import lif
+    def _kernel(self, backend=None):
+        """The kernel module of ``backend`` (default: the one ``fit`` used, else the resolved
+        argument): :mod:`bioreps.kernels.cpu.lif` or :mod:`bioreps.kernels.cuda.lif`; both export
+        ``make_constants``, ``LIFState``, ``fit_samples`` and ``transform_samples`` with the same
+        signatures."""
+        if backend is None:
+            backend = getattr(self, "backend_", None) or self._validate_params()[0]
+        if backend == "cuda":
+            from ..kernels.cuda import lif
+        else:
+            from ..kernels.cpu import lif
         return lif
 
-    def _run(self, X, W, theta, n_present, n_rest, p, learn, phase, first_index, state=None, desc="spiking"):
-        """Present every row of X; returns (counts (n, N) float32, retries, state)."""
-        from ..kernels.cpu.stdp import normalize_columns
-
-        lif = self._kernel()
+    def _run(self, X, W, theta, n_present, n_rest, p, learn, phase, first_index, state=None, desc="spiking",
+             backend=None):
+        """Present every row of X with the kernels of ``backend`` (:meth:`_kernel`); returns
+        (counts (n, N) float32, retries, state). When learning, ``W`` is updated in place and the
+        state (a ``LIFState`` of that backend, created from ``theta`` when None) carries over."""
+        lif = self._kernel(backend)
         c = lif.make_constants(self.dt_ms, **p.to_dict())
         n, N = X.shape[0], W.shape[1]
-        if state is None:
-            state = lif.LIFState(W.shape[0], N, p.v_rest_e_mv, p.v_rest_i_mv, theta=theta)
-        else:
-            state.theta = theta
-        counts = np.zeros(N, np.int64)
-        colsum = np.zeros(N, np.float64)
         out = np.zeros((n, N), np.float32)
-        retries = 0
-        spikes_done = 0
-        bar = progress_bar(range(n), progress=self.progress, desc=desc, unit="sample")
-        for r in bar:
-            if not learn:
-                state.reset(p.v_rest_e_mv, p.v_rest_i_mv)
-            x = X[r]
-            for attempt in range(p.max_retries + 1):
-                rng = np.random.default_rng([self.seed_, phase, first_index + r, attempt])
-                rates = x * (p.max_rate_hz + attempt * p.rate_boost_hz)
-                indptr, indices = poisson_spike_trains(rates, n_present, self.dt_ms, rng)
-                if learn:
-                    normalize_columns(W, p.weight_sum, colsum)
-                total = lif.run_presentation(W, indptr, indices, n_rest, c, learn, state, counts)
-                if total >= self.min_spikes or attempt == p.max_retries:
-                    break
-                retries += 1
-            out[r] = counts
-            spikes_done += total
-            if r % 16 == 15 or r == n - 1:
-                bar.set_postfix(spikes_per_sample=f"{spikes_done / (r + 1):.1f}")
-        return out, retries, state
+        bar = progress_bar(total=n, progress=self.progress, desc=desc, unit="sample")
+        spikes = [0.0]
+
+        def callback(done, _):
+            bar.update(done - bar.n)
+            spikes[0] = float(out[:done].sum())
+            bar.set_postfix(spikes_per_sample=f"{spikes[0] / max(done, 1):.1f}", refresh=False)
+
+        try:
+            if learn:
+                if state is None:
+                    state = lif.LIFState(W.shape[0], N, p.v_rest_e_mv, p.v_rest_i_mv, theta=theta)
+                else:
+                    state.theta = theta
+                attempts = lif.fit_samples(W, X, self.seed_, phase, first_index, n_present, n_rest, c,
+                                           self.min_spikes, p.max_retries, state, out, callback)
+            else:
+                attempts = lif.transform_samples(W, theta, X, self.seed_, phase, first_index, n_present, n_rest, c,
+                                                 self.min_spikes, p.max_retries, out, callback)
+        finally:
+            bar.close()
+        return out, int((attempts - 1).sum()), state
 
     # ------------------------------------------------------------------ learning
     def fit(self, X, epochs=1):
@@ -312,7 +316,8 @@ class SpikingWTA(_Layer):
         state = None
         for epoch in range(epochs):
             _, retries, state = self._run(X, self.weights_, self.theta_, n_present, n_rest, p, True, 1,
-                                          self.n_samples_seen_, state, desc=f"spiking fit {epoch + 1}/{epochs}")
+                                          self.n_samples_seen_, state, desc=f"spiking fit {epoch + 1}/{epochs}",
+                                          backend=backend)
             self.theta_ = state.theta
             self.n_samples_seen_ += X.shape[0]
             self.n_retries_ += retries
@@ -324,10 +329,10 @@ class SpikingWTA(_Layer):
         sample starts from rest. Row r draws its spikes from the seed ``[seed_, 2, first_index +
         r, attempt]`` (``first_index`` lets block-wise callers reproduce one whole call)."""
         self._check_ready()
-        _, p, n_present, n_rest = self._validate_params()
+        backend, p, n_present, n_rest = self._validate_params()
         X = self._check_input(X)
         out, _, _ = self._run(X, self.weights_, self.theta_.copy(), n_present, n_rest, p, False, 2, int(first_index),
-                              desc="spiking transform")
+                              desc="spiking transform", backend=backend)
         return out
 
     def fit_transform(self, X, y=None, epochs=1):

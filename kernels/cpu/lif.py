@@ -17,8 +17,8 @@ in Brian2's schedule order:
    input i; then STDP depression), E spikes (``g_e`` of the partner I neuron ``+= w_ei``; then
    STDP potentiation), I spikes (``g_i`` of every E neuron but the partner ``+= w_ie``).
 
-Input (spike trains in CSR form from :func:`bioreps.kernels.poisson.poisson_spike_trains`) is
-given for the presentation steps; the rest steps get none, and nothing is reset in between (the
+Input (spike trains in CSR form, from :func:`bioreps.kernels.poisson.counter_spike_trains` or
+:func:`~bioreps.kernels.poisson.poisson_spike_trains`) is given for the presentation steps; the rest steps get none, and nothing is reset in between (the
 state decays freely). The I population has no inhibitory input in this model, so its ``g_i``
 stays 0 (``e_inh_i_mv`` is kept for completeness). All arrays are preallocated
 (:class:`LIFState`); nothing is allocated per step.
@@ -32,18 +32,21 @@ import numpy as np
 from numba import njit
 
 from .._config import njit_options
-from .stdp import decay, propagate_pre, stdp_post
+from ..poisson import counter_spike_trains, stream_key
+from .stdp import decay, normalize_columns, propagate_pre, stdp_post
 
-__all__ = ["CONSTANTS", "make_constants", "LIFState", "lif_step", "present", "run_presentation"]
+__all__ = ["CONSTANTS", "make_constants", "LIFState", "lif_step", "present", "run_presentation", "fit_samples",
+           "transform_samples"]
 
 # names of the packed float64 constants array ``c`` the kernels take, in order
 CONSTANTS = ("dt_ms", "v_rest_e_mv", "v_reset_e_mv", "v_thresh_e_mv", "tau_mem_e_ms", "e_exc_mv",
              "e_inh_e_mv", "v_rest_i_mv", "v_reset_i_mv", "v_thresh_i_mv", "tau_mem_i_ms", "e_inh_i_mv",
              "decay_ge", "decay_gi", "theta_plus_mv", "decay_theta", "w_ei", "w_ie", "nu_pre", "nu_post",
-             "decay_pre", "decay_post1", "decay_post2", "w_max", "refrac_e_steps", "refrac_i_steps")
+             "decay_pre", "decay_post1", "decay_post2", "w_max", "refrac_e_steps", "refrac_i_steps",
+             "max_rate_hz", "rate_boost_hz", "weight_sum")
 (DT, V_REST_E, V_RESET_E, V_THRESH_E, TAU_E, E_EXC, E_INH_E, V_REST_I, V_RESET_I, V_THRESH_I, TAU_I,
  E_INH_I, DECAY_GE, DECAY_GI, THETA_PLUS, DECAY_THETA, W_EI, W_IE, NU_PRE, NU_POST, DECAY_PRE,
- DECAY_POST1, DECAY_POST2, W_MAX, REFRAC_E, REFRAC_I) = range(len(CONSTANTS))
+ DECAY_POST1, DECAY_POST2, W_MAX, REFRAC_E, REFRAC_I, MAX_RATE, RATE_BOOST, WEIGHT_SUM) = range(len(CONSTANTS))
 
 
 def refractory_steps(refrac_ms, dt_ms):
@@ -68,7 +71,10 @@ def make_constants(dt_ms, **p):
         w_ei=p["w_ei"], w_ie=p["w_ie"], nu_pre=p["nu_pre"], nu_post=p["nu_post"],
         decay_pre=math.exp(-dt / p["tau_pre_ms"]), decay_post1=math.exp(-dt / p["tau_post1_ms"]),
         decay_post2=math.exp(-dt / p["tau_post2_ms"]), w_max=p["w_max"],
-        refrac_e_steps=refractory_steps(p["refrac_e_ms"], dt), refrac_i_steps=refractory_steps(p["refrac_i_ms"], dt))
+        refrac_e_steps=refractory_steps(p["refrac_e_ms"], dt), refrac_i_steps=refractory_steps(p["refrac_i_ms"], dt),
+        # the input protocol (fit_samples / transform_samples); model defaults when not given
+        max_rate_hz=p.get("max_rate_hz", 63.75), rate_boost_hz=p.get("rate_boost_hz", 32.0),
+        weight_sum=p.get("weight_sum", 78.0))
     return np.array([float(vals[k]) for k in CONSTANTS], np.float64)
 
 
@@ -210,7 +216,7 @@ def present(W, indptr, indices, n_rest, c, learn, v_e, ge_e, gi_e, ref_e, theta,
 
 
 def run_presentation(W, indptr, indices, n_rest, constants, learn, state, counts):
-    """Host driver: :func:`present` on a :class:`LIFState`; the CUDA twin is to share this
+    """Host driver: :func:`present` on a :class:`LIFState`; the CUDA twin shares this
     signature. ``W`` must be a C-contiguous float64 (n_inputs, n_neurons) array (updated in place
     when ``learn``); ``counts`` an int64 (n_neurons,) array (overwritten). Returns the number of
     E spikes during the presentation steps."""
@@ -225,3 +231,95 @@ def run_presentation(W, indptr, indices, n_rest, constants, learn, state, counts
     return present(W, indptr, indices, int(n_rest), constants, bool(learn), st.v_e, st.ge_e, st.gi_e, st.ref_e,
                    st.theta, st.v_i, st.ge_i, st.gi_i, st.ref_i, st.zeros_i, st.x_pre, st.x_post1, st.x_post2,
                    st.spk_e, st.spk_i, st.f_e, st.f_i, counts)
+
+
+def _check_samples(W, X, counts, n_present, n_rest, constants, min_spikes, max_retries):
+    """Shared checks of the sample drivers (both backends): shapes, dtypes, counts."""
+    if W.ndim != 2:
+        raise ValueError(f"W must be 2-D (n_inputs, n_neurons), got shape {W.shape}")
+    X = np.asarray(X)
+    if X.dtype != np.float64 or X.ndim != 2 or X.shape[1] != W.shape[0]:
+        raise ValueError(f"X must be a 2-D float64 array with {W.shape[0]} columns, got {X.dtype} {X.shape}")
+    if not isinstance(counts, np.ndarray) or counts.dtype != np.float32 or counts.shape != (X.shape[0], W.shape[1]):
+        raise ValueError(f"counts must be a float32 array of shape {(X.shape[0], W.shape[1])}")
+    if int(n_present) < 1 or int(n_rest) < 0 or int(min_spikes) < 0 or int(max_retries) < 0:
+        raise ValueError("n_present must be >= 1; n_rest, min_spikes and max_retries >= 0")
+    if np.asarray(constants).shape != (len(CONSTANTS),):
+        raise ValueError(f"constants must be the {len(CONSTANTS)} values of make_constants()")
+    return np.ascontiguousarray(X)
+
+
+def _attempt_rates(x, c, attempt):
+    return x * (c[MAX_RATE] + attempt * c[RATE_BOOST])
+
+
+def fit_samples(W, X, seed, phase, first_index, n_present, n_rest, constants, min_spikes, max_retries, state,
+                counts, callback=None):
+    """Train on the rows of ``X`` in order (the layer's protocol); the CUDA twin has this signature.
+
+    Row ``r``, attempt ``a``: inputs fire at ``X[r] * (max_rate_hz + a * rate_boost_hz)`` Hz with
+    spikes from :func:`~bioreps.kernels.poisson.counter_spike_trains` keyed ``stream_key(seed,
+    phase, first_index + r, a)``; ``W``'s columns are renormalised to ``weight_sum`` before every
+    presentation, which then runs ``n_present`` input steps and ``n_rest`` rest steps with STDP and
+    theta on; a presentation with fewer than ``min_spikes`` E spikes is repeated at the next rate,
+    at most ``max_retries`` times. The state carries over between presentations.
+
+    ``W`` (n_inputs, n_neurons) float64 C-contiguous and ``state`` (:class:`LIFState`; its
+    ``theta`` learns) are updated in place; ``counts`` (n, n_neurons) float32 receives each row's E
+    spikes of its last attempt. ``callback(rows_done, spikes_of_the_last_row)`` is called after
+    each row (None: no call). Returns the presentations per row, (n,) int64 (1 = no retry).
+    """
+    if W.dtype != np.float64 or not W.flags.c_contiguous:
+        raise ValueError("W must be a C-contiguous 2-D float64 array")
+    X = _check_samples(W, X, counts, n_present, n_rest, constants, min_spikes, max_retries)
+    c = constants
+    n, N = X.shape[0], W.shape[1]
+    cnt = np.zeros(N, np.int64)
+    colsum = np.zeros(N, np.float64)
+    attempts = np.zeros(n, np.int64)
+    for r in range(n):
+        for attempt in range(int(max_retries) + 1):
+            key = stream_key(seed, phase, first_index + r, attempt)
+            indptr, indices = counter_spike_trains(_attempt_rates(X[r], c, attempt), n_present, c[DT], key)
+            normalize_columns(W, c[WEIGHT_SUM], colsum)
+            total = run_presentation(W, indptr, indices, n_rest, c, True, state, cnt)
+            if total >= min_spikes or attempt == max_retries:
+                break
+        counts[r] = cnt
+        attempts[r] = attempt + 1
+        if callback is not None:
+            callback(r + 1, total)
+    return attempts
+
+
+def transform_samples(W, theta, X, seed, phase, first_index, n_present, n_rest, constants, min_spikes, max_retries,
+                      counts, callback=None):
+    """E spike counts of every row of ``X`` with learning and theta frozen; every row starts from
+    rest (rows are independent). Spikes, rates and the low-activity retry as in
+    :func:`fit_samples` (a retry follows the previous attempt's rest steps; the rest steps after a
+    row's last attempt change nothing and are skipped). ``W`` and ``theta`` are read only;
+    ``counts`` (n, n_neurons) float32 receives the counts. Returns the presentations per row."""
+    if W.dtype != np.float64 or not W.flags.c_contiguous:
+        raise ValueError("W must be a C-contiguous 2-D float64 array")
+    X = _check_samples(W, X, counts, n_present, n_rest, constants, min_spikes, max_retries)
+    c = constants
+    n, N = X.shape[0], W.shape[1]
+    state = LIFState(W.shape[0], N, c[V_REST_E], c[V_REST_I], theta=theta)
+    cnt = np.zeros(N, np.int64)
+    attempts = np.zeros(n, np.int64)
+    no_input = np.zeros(1, np.int64), np.zeros(0, np.int64)  # 0 input steps
+    for r in range(n):
+        state.reset(c[V_REST_E], c[V_REST_I])
+        for attempt in range(int(max_retries) + 1):
+            if attempt:  # the previous attempt's rest
+                run_presentation(W, no_input[0], no_input[1], n_rest, c, False, state, cnt)
+            key = stream_key(seed, phase, first_index + r, attempt)
+            indptr, indices = counter_spike_trains(_attempt_rates(X[r], c, attempt), n_present, c[DT], key)
+            total = run_presentation(W, indptr, indices, 0, c, False, state, cnt)
+            if total >= min_spikes or attempt == max_retries:
+                break
+        counts[r] = cnt
+        attempts[r] = attempt + 1
+        if callback is not None:
+            callback(r + 1, total)
+    return attempts
