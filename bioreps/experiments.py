@@ -8,7 +8,7 @@ A configuration has these tables (every key is checked: an unknown one is an err
     [model]                 kind (see MODELS) and that model's parameters
     [readout]               enabled, epochs, lr, batch_size, weight_decay, schedule
     [export]                splits (e.g. ["train", "test"]), block_rows, receptive_fields
-    [train]                 checkpoint_every (epochs; 0 = none)
+    [train]                 checkpoint_every (epochs; 0 = none), checkpoint_every_samples (spiking-wta)
 
 Run one with ``bioreps run CONFIG.toml`` or :func:`run`. Relative ``output`` and ``data_dir``
 paths are taken relative to the current directory.
@@ -110,6 +110,7 @@ MODELS = {
         {"n_neurons": int, "dt_ms": _NUM, "t_present_ms": _NUM, "t_rest_ms": _NUM, "min_spikes": int,
          "backend": str, "params": dict},
         fit_params={"epochs": int},
+        resumable=True,
         indexed_transform=True,
     ),
 }
@@ -121,7 +122,7 @@ _SCHEMA = {
     "readout": {"enabled": bool, "epochs": int, "lr": _NUM, "batch_size": int, "weight_decay": _NUM,
                 "schedule": str},
     "export": {"splits": list, "block_rows": int, "receptive_fields": int},
-    "train": {"checkpoint_every": int},
+    "train": {"checkpoint_every": int, "checkpoint_every_samples": int},
 }
 _DEFAULTS = {
     "experiment": {"seed": 0, "description": ""},
@@ -130,7 +131,7 @@ _DEFAULTS = {
     "readout": {"enabled": True, "epochs": 5, "lr": 1e-3, "batch_size": 256, "weight_decay": 0.0,
                 "schedule": "constant"},
     "export": {"splits": ["train", "test"], "block_rows": 4096, "receptive_fields": 100},
-    "train": {"checkpoint_every": 0},
+    "train": {"checkpoint_every": 0, "checkpoint_every_samples": 0},
 }
 
 
@@ -183,8 +184,9 @@ def validate_config(raw: dict, source: str = "<config>") -> dict:
     splits = cfg["export"]["splits"]
     if not splits or any(s not in ("train", "test") for s in splits) or len(set(splits)) != len(splits):
         raise ConfigError(f"{source}: [export] splits must be a non-empty list of distinct 'train'/'test', got {splits}")
-    if cfg["train"]["checkpoint_every"] < 0:
-        raise ConfigError(f"{source}: [train] checkpoint_every must be >= 0 (0: no checkpoints)")
+    if cfg["train"]["checkpoint_every"] < 0 or cfg["train"]["checkpoint_every_samples"] < 0:
+        raise ConfigError(f"{source}: [train] checkpoint_every and checkpoint_every_samples must be >= 0 "
+                          "(0: no checkpoints)")
     if cfg["export"]["receptive_fields"] < 0:
         raise ConfigError(f"{source}: [export] receptive_fields must be >= 0 (0: no figure)")
     if cfg["export"]["block_rows"] < 1:
@@ -254,17 +256,29 @@ def run(config, *, progress=None, log=print, resume=False) -> dict:
     model = entry.build(params, int(seeds[1].generate_state(1)[0]))
     if entry.resumable:
         model.progress = progress
-        # the "distinct winners" diagnostic runs on held-out images (the test split; no learning)
-        fit_kw["X_val"] = splits["test"][0]
-        if cfg["train"]["checkpoint_every"]:
-            fit_kw.update(checkpoint=ckpt, checkpoint_every=cfg["train"]["checkpoint_every"])
+        every, every_samples = cfg["train"]["checkpoint_every"], cfg["train"]["checkpoint_every_samples"]
+        if mcfg["kind"] == "spiking-wta":
+            # checkpoints by samples (an epoch of 60k presentations takes minutes)
+            if every or every_samples:
+                fit_kw.update(checkpoint=ckpt,
+                              checkpoint_every=every_samples or every * splits["train"][0].shape[0])
+        else:
+            # the "distinct winners" diagnostic runs on held-out images (the test split; no learning)
+            fit_kw["X_val"] = splits["test"][0]
+            if every_samples:
+                raise ConfigError(f"[train] checkpoint_every_samples is for spiking-wta models; "
+                                  f"{mcfg['kind']} checkpoints every checkpoint_every epochs")
+            if every:
+                fit_kw.update(checkpoint=ckpt, checkpoint_every=every)
         if resume:
             if not ckpt.exists():
                 raise FileNotFoundError(f"cannot resume: no checkpoint at {ckpt}")
             model = type(model).load(ckpt)
             model.progress = progress
             fit_kw["resume"] = True
-            log(f"resume: {ckpt} after epoch {model.epochs_done_}")
+            done = (f"epoch {model.epochs_done_}" if hasattr(model, "epochs_done_")
+                    else f"{model.n_samples_seen_} samples")
+            log(f"resume: {ckpt} after {done}")
     elif resume:
         raise ConfigError(f"model kind {mcfg['kind']!r} has no checkpoint to resume from")
     if hasattr(model, "progress"):

@@ -195,3 +195,65 @@ receptive_fields = 12
     with pytest.raises(ValueError):
         bad = dict(cfg, model=dict(cfg["model"], params={"tau_nonsense_ms": 1.0}))
         experiments.run(bad, progress=False, log=lambda *a: None)
+
+
+SPIKING_RESUME_TOML = """
+[experiment]
+name = "snn-resume"
+seed = 2
+output = "{out}"
+[data]
+dataset = "fashion-mnist"
+n_train = 24
+n_test = 10
+[model]
+kind = "spiking-wta"
+n_neurons = 6
+t_present_ms = 40.0
+t_rest_ms = 20.0
+epochs = 2
+backend = "cpu"
+[readout]
+epochs = 2
+[export]
+receptive_fields = 0
+[train]
+checkpoint_every_samples = 10
+"""
+
+
+def test_spiking_train_interrupted_and_resumed_equals_uninterrupted(tmp_path, fashion_mnist_available, monkeypatch):
+    """`bioreps train --resume` of a spiking study ends with the weights, thresholds and spike
+    counts of an uninterrupted run (checkpoints by samples, mid-epoch)."""
+    from bioreps.layers import SpikingWTA
+
+    quiet = dict(progress=False, log=lambda *a: None)
+    whole = experiments.run(experiments.load_config(_write(tmp_path, SPIKING_RESUME_TOML.format(out=tmp_path / "a"))),
+                            **quiet)
+    cfg = experiments.load_config(_write(tmp_path, SPIKING_RESUME_TOML.format(out=tmp_path / "b")))
+    original = SpikingWTA._present_rows
+
+    def crash_after_30(self, X, *args, **kwargs):
+        if self.n_samples_seen_ >= 30:
+            raise KeyboardInterrupt("simulated crash")
+        return original(self, X, *args, **kwargs)
+
+    monkeypatch.setattr(SpikingWTA, "_present_rows", crash_after_30)
+    with pytest.raises(KeyboardInterrupt):
+        experiments.run(cfg, **quiet)
+    monkeypatch.setattr(SpikingWTA, "_present_rows", original)
+    assert not (tmp_path / "b" / "model.h5").exists()
+    assert SpikingWTA.load(tmp_path / "b" / "checkpoint.h5").n_samples_seen_ == 30  # mid second epoch
+    resumed = experiments.run(cfg, resume=True, **quiet)
+    with io.load(tmp_path / "a" / "model.h5") as fa, io.load(tmp_path / "b" / "model.h5") as fb:
+        np.testing.assert_array_equal(fa.model.arrays["weights"], fb.model.arrays["weights"])
+        np.testing.assert_array_equal(fa.model.arrays["theta"], fb.model.arrays["theta"])
+        np.testing.assert_array_equal(fa.representations["test"].read(), fb.representations["test"].read())
+    assert resumed["vote_test_accuracy"] == whole["vote_test_accuracy"]
+
+
+def test_checkpoint_every_samples_is_for_spiking_only(tmp_path):
+    cfg = experiments.load_config(_write(tmp_path, HEBBIAN_TOML.format(out=tmp_path / "h")
+                                         + "checkpoint_every_samples = 5\n"))
+    with pytest.raises(experiments.ConfigError, match="spiking"):
+        experiments.run(cfg, progress=False, log=lambda *a: None)

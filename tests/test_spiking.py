@@ -392,3 +392,64 @@ def test_layer_fit_and_transform_follow_the_reference_protocol():
     np.testing.assert_allclose(m.theta_, state["theta"], atol=1e-9)
     _, _, counts = _reference_layer_run(X, m.weights_, m.params, 0, False, 2, 5, state={"theta": m.theta_})
     np.testing.assert_array_equal(m.transform(X), counts)
+
+
+# ---------------------------------------------------------------------- partial_fit, checkpoints
+def _small(**kw):
+    return SpikingWTA(**{**dict(n_neurons=5, t_present_ms=40.0, t_rest_ms=20.0, backend="cpu", random_state=4,
+                                progress=False), **kw})
+
+
+def test_partial_fit_over_two_halves_equals_one_epoch_of_fit(data):
+    """partial_fit carries weights, thresholds, network state and the sample counter (which keys
+    the Poisson spikes), so halves == one fit epoch, and a third call == a second epoch."""
+    X, _ = data
+    whole = _small().fit(X, epochs=2)
+    parts = _small()
+    parts.partial_fit(X[:9])
+    parts.partial_fit(X[9:])
+    one_epoch = _small().fit(X, epochs=1)
+    np.testing.assert_array_equal(parts.weights_, one_epoch.weights_)
+    np.testing.assert_array_equal(parts.theta_, one_epoch.theta_)
+    parts.partial_fit(X)
+    np.testing.assert_array_equal(parts.weights_, whole.weights_)
+    np.testing.assert_array_equal(parts.theta_, whole.theta_)
+    assert parts.n_samples_seen_ == whole.n_samples_seen_ == 48
+
+
+def test_checkpoint_mid_epoch_then_resume_equals_uninterrupted(tmp_path, data):
+    """A fit stopped after a checkpoint inside an epoch and resumed from the saved file ends with
+    the weights, thresholds and counters of an uninterrupted fit."""
+    X, _ = data
+    whole = _small().fit(X, epochs=2)
+    ck = tmp_path / "ck.h5"
+    seen = []
+    _small().fit(X, epochs=2, checkpoint=ck, checkpoint_every=7,
+                 callback=lambda layer, rec: seen.append(rec["samples"]) or rec["samples"] < 14)
+    assert seen == [7, 14]
+    back = SpikingWTA.load(ck)
+    assert back.n_samples_seen_ == 14 and back.n_epochs_ == 2 and back.n_fit_rows_ == 24
+    back.progress = False
+    back.fit(X, epochs=2, resume=True, checkpoint=ck, checkpoint_every=7,
+             callback=lambda layer, rec: seen.append(rec["samples"]))
+    assert seen == [7, 14, 21, 24, 28, 35, 42, 48]  # checkpoint boundaries and epoch ends
+    np.testing.assert_array_equal(back.weights_, whole.weights_)
+    np.testing.assert_array_equal(back.theta_, whole.theta_)
+    assert back.n_retries_ == whole.n_retries_
+    final = SpikingWTA.load(ck)
+    np.testing.assert_array_equal(final.weights_, whole.weights_)
+
+
+def test_resume_with_another_schedule_is_refused(tmp_path, data):
+    X, _ = data
+    ck = tmp_path / "ck.h5"
+    _small().fit(X, epochs=1, checkpoint=ck)
+    back = SpikingWTA.load(ck)
+    w = back.weights_.copy()
+    with pytest.raises(ValueError, match="cannot resume"):
+        back.fit(X, epochs=3, resume=True)
+    with pytest.raises(ValueError, match="cannot resume"):
+        back.fit(X[:10], epochs=1, resume=True)
+    np.testing.assert_array_equal(back.weights_, w)
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        _small().fit(X, checkpoint=ck, checkpoint_every=0)

@@ -62,9 +62,14 @@ class _Layer:
         with io.load(path) as f:
             if f.model.kind != cls.kind:
                 raise ValueError(f"{path} holds a {f.model.kind!r} model, not {cls.kind!r}")
-            return dict(f.model.hyperparameters), {k: np.array(v) for k, v in f.model.arrays.items()}
+            return dict(f.model.hyperparameters), _copy_arrays(f.model.arrays)
 
     def receptive_field_weights(self):
         """Each unit's input weights as rows (n_units, n_features), for receptive-field figures;
         None for layers without weights."""
         return self.model_arrays().get("weights")
+
+
+def _copy_arrays(arrays):
+    """In-memory copies of ``/model`` arrays (nested groups stay nested dicts)."""
+    return {k: _copy_arrays(v) if isinstance(v, dict) else np.array(v) for k, v in arrays.items()}

@@ -293,34 +293,122 @@ class SpikingWTA(_Layer):
         return out, int((attempts - 1).sum()), state
 
     # ------------------------------------------------------------------ learning
-    def fit(self, X, epochs=1):
-        """Learn the input weights and thresholds from ``X`` (n, n_features), values in [0, 1],
-        by STDP, presenting the rows in order ``epochs`` times. Starts afresh."""
-        epochs = _check_int(epochs, "epochs", 1)
-        backend, p, n_present, n_rest = self._validate_params()
-        X = check_array(X, name="X", ndim=2, dtype=np.float64, unit_interval=True)
-        # every check passed: start
+    _STATE_FIELDS = ("v_e", "ge_e", "gi_e", "ref_e", "theta", "v_i", "ge_i", "gi_i", "ref_i", "x_pre",
+                     "x_post1", "x_post2", "spk_e", "spk_i")
+
+    def _start(self, X, p, backend):
+        """Fresh weights, thresholds and network state (at rest) for ``X``'s inputs."""
+        from ..kernels.cpu.lif import LIFState
+
         seed_seq = np.random.SeedSequence(self.random_state)
         seed = int(seed_seq.entropy % (2**63))
         rng = np.random.default_rng([seed, 0])
         W = (rng.random((X.shape[1], int(self.n_neurons))) + p.w_init_offset) * p.w_init_scale
-        theta = np.zeros(int(self.n_neurons))
         self.seed_ = seed
         self.backend_ = backend
         self.weights_ = W
-        self.theta_ = theta
+        self.theta_ = np.zeros(int(self.n_neurons))
         self.n_features_in_ = X.shape[1]
         self.n_neurons_ = int(self.n_neurons)
         self.n_samples_seen_ = 0
         self.n_retries_ = 0
-        state = None
-        for epoch in range(epochs):
-            _, retries, state = self._run(X, self.weights_, self.theta_, n_present, n_rest, p, True, 1,
-                                          self.n_samples_seen_, state, desc=f"spiking fit {epoch + 1}/{epochs}",
-                                          backend=backend)
-            self.theta_ = state.theta
-            self.n_samples_seen_ += X.shape[0]
-            self.n_retries_ += retries
+        self.n_epochs_ = None
+        self.n_fit_rows_ = None
+        # the network state carries over between training presentations (and is checkpointed),
+        # kept on the host; the CUDA kernels copy it in and back per call
+        self._net_state_ = LIFState(X.shape[1], self.n_neurons_, p.v_rest_e_mv, p.v_rest_i_mv, theta=self.theta_)
+
+    def _present_rows(self, X, p, n_present, n_rest, backend, desc):
+        """Train on the rows of ``X`` in order, continuing the sample counter and the state."""
+        _, retries, state = self._run(X, self.weights_, self.theta_, n_present, n_rest, p, True, 1,
+                                      self.n_samples_seen_, self._net_state_, desc=desc, backend=backend)
+        self._net_state_ = state
+        self.theta_ = np.array(state.theta, np.float64)
+        self.n_samples_seen_ += X.shape[0]
+        self.n_retries_ += retries
+        return retries
+
+    def fit(self, X, epochs=1, *, callback=None, resume=False, checkpoint=None, checkpoint_every=None):
+        """Learn the input weights and thresholds from ``X`` (n, n_features), values in [0, 1],
+        by STDP, presenting the rows in order ``epochs`` times. Starts afresh unless ``resume``.
+
+        Parameters
+        ----------
+        epochs : int
+            Passes over ``X``.
+        callback : callable or None
+            ``callback(layer, record)`` after every epoch and every checkpoint, ``record`` a dict
+            (``samples``: samples presented so far, ``epoch``, ``retries``, ``seconds``).
+            Returning ``False`` stops training (the layer stays consistent and resumable).
+        resume : bool
+            Continue a fit of the same ``X`` and ``epochs`` from ``n_samples_seen_`` (after
+            :meth:`load` of a checkpoint). Weights, thresholds and the network state are restored
+            and every presentation draws the spikes keyed by its global sample number, so a
+            resumed run ends exactly where an uninterrupted one does.
+        checkpoint : path or None
+            Save the layer there (atomically, through :mod:`bioreps.io`) every
+            ``checkpoint_every`` samples (default: every epoch) and at the end.
+        checkpoint_every : int or None
+            Samples between checkpoints.
+        """
+        import time
+
+        epochs = _check_int(epochs, "epochs", 1)
+        if checkpoint_every is not None:
+            checkpoint_every = _check_int(checkpoint_every, "checkpoint_every", 1)
+        backend, p, n_present, n_rest = self._validate_params()
+        X = check_array(X, name="X", ndim=2, dtype=np.float64, unit_interval=True)
+        resuming = bool(resume) and hasattr(self, "weights_")
+        if resuming:
+            if (self.n_epochs_, self.n_fit_rows_) != (epochs, X.shape[0]):
+                raise ValueError(f"cannot resume: the checkpoint is of a fit of {self.n_epochs_} epochs over "
+                                 f"{self.n_fit_rows_} rows, asked for {epochs} epochs over {X.shape[0]} rows")
+            X = self._check_input(X)
+            if getattr(self, "_net_state_", None) is None:
+                raise ValueError("cannot resume: the layer holds no network state (save a checkpoint "
+                                 "with fit(checkpoint=...))")
+            self.backend_ = backend
+        else:
+            # every check passed: start
+            self._start(X, p, backend)
+            self.n_epochs_, self.n_fit_rows_ = epochs, X.shape[0]
+        n = X.shape[0]
+        total = epochs * n
+        step = checkpoint_every if (checkpoint is not None and checkpoint_every) else n
+        while self.n_samples_seen_ < total:
+            t0 = time.perf_counter()
+            seen = self.n_samples_seen_
+            epoch, row = divmod(seen, n)
+            # up to the next checkpoint boundary (multiples of `step` samples) or the epoch's end
+            stop = min((seen // step + 1) * step, (epoch + 1) * n) - epoch * n
+            retries = self._present_rows(X[row:stop], p, n_present, n_rest, backend,
+                                         desc=f"spiking fit {epoch + 1}/{epochs}")
+            done = self.n_samples_seen_
+            if checkpoint is not None and (done % step == 0 or done % n == 0):
+                self.save(checkpoint)
+            record = {"samples": done, "epoch": done / n, "retries": retries,
+                      "seconds": time.perf_counter() - t0}
+            if callback is not None and callback(self, record) is False:
+                break
+        return self
+
+    def partial_fit(self, X):
+        """Present the rows of ``X`` once, in order, continuing the learning (weights, thresholds,
+        network state and sample counter) of previous calls; the first call initialises the
+        layer. Two calls on the halves of X equal one ``fit(X, epochs=1)``."""
+        backend, p, n_present, n_rest = self._validate_params()
+        X = check_array(X, name="X", ndim=2, dtype=np.float64, unit_interval=True)
+        if hasattr(self, "weights_"):
+            X = self._check_input(X)
+            if getattr(self, "_net_state_", None) is None:
+                from ..kernels.cpu.lif import LIFState
+
+                self._net_state_ = LIFState(X.shape[1], self.n_neurons_, p.v_rest_e_mv, p.v_rest_i_mv,
+                                            theta=self.theta_)
+            self.backend_ = backend
+        else:
+            self._start(X, p, backend)
+        self._present_rows(X, p, n_present, n_rest, backend, desc="spiking partial_fit")
         return self
 
     # ------------------------------------------------------------------ inference
@@ -385,6 +473,9 @@ class SpikingWTA(_Layer):
     def model_arrays(self) -> dict:
         self._check_ready()
         arrays = {"weights": self.weights_, "theta": self.theta_}
+        state = getattr(self, "_net_state_", None)
+        if state is not None:
+            arrays["network_state"] = {k: np.asarray(getattr(state, k)) for k in self._STATE_FIELDS}
         if hasattr(self, "labels_"):
             arrays["labels"] = self.labels_
             arrays["classes"] = self.classes_
@@ -394,7 +485,8 @@ class SpikingWTA(_Layer):
         hp = {k: getattr(self, k) for k in self._param_names if k != "params"}
         hp["params"] = self.params.to_dict()
         hp.update(seed_=self.seed_, n_samples_seen_=self.n_samples_seen_, n_retries_=self.n_retries_,
-                  backend_=self.backend_)
+                  backend_=self.backend_, n_epochs_=getattr(self, "n_epochs_", None),
+                  n_fit_rows_=getattr(self, "n_fit_rows_", None))
         return hp
 
     @classmethod
@@ -406,7 +498,7 @@ class SpikingWTA(_Layer):
         if backend is not None:
             params["backend"] = backend
         layer = cls(**params)
-        layer.backend_ = "cpu"
+        layer.backend_ = layer._validate_params()[0]
         layer.weights_ = np.ascontiguousarray(arrays["weights"], np.float64)
         layer.theta_ = np.ascontiguousarray(arrays["theta"], np.float64)
         if "labels" in arrays:
@@ -416,6 +508,18 @@ class SpikingWTA(_Layer):
         layer.seed_ = int(hp["seed_"])
         layer.n_samples_seen_ = int(hp["n_samples_seen_"])
         layer.n_retries_ = int(hp.get("n_retries_", 0))
+        layer.n_epochs_ = hp.get("n_epochs_")
+        layer.n_fit_rows_ = hp.get("n_fit_rows_")
+        if "network_state" in arrays:
+            from ..kernels.cpu.lif import LIFState
+
+            p = layer.params
+            state = LIFState(layer.n_features_in_, layer.n_neurons_, p.v_rest_e_mv, p.v_rest_i_mv)
+            for k in cls._STATE_FIELDS:
+                if k not in arrays["network_state"]:
+                    raise ValueError(f"{path}: network_state lacks {k!r}")
+                setattr(state, k, np.array(arrays["network_state"][k], dtype=getattr(state, k).dtype))
+            layer._net_state_ = state
         return layer
 
     def export(self, path, splits, *, dataset=None, provenance=None, block_rows=1024):
