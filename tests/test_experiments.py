@@ -149,7 +149,7 @@ def test_resume_without_checkpoint_is_refused(tmp_path, fashion_mnist_available)
         experiments.run(cfg, resume=True, progress=False, log=lambda *a: None)
 
 
-@pytest.mark.parametrize("name", ["quickstart", "hebbian_fmnist", "softhebb_fmnist"])
+@pytest.mark.parametrize("name", ["quickstart", "hebbian_fmnist", "softhebb_fmnist", "spiking_fmnist"])
 def test_shipped_experiments_are_valid(name):
     cfg = experiments.load_config(f"experiments/{name}.toml")
     assert cfg["model"]["kind"] in experiments.MODELS and cfg["model"]["epochs"] >= 1
