@@ -1,0 +1,460 @@
+"""Backprop-trained networks whose hidden layer is compared with the local-learning layers.
+
+Every model is a :class:`torch.nn.Module` with
+
+- ``forward(x)`` -> logits ``(batch, n_classes)``; ``x`` is flat ``(batch, n_features)`` float
+  input in [0, 1] (the CNN also takes ``(batch, 1, 28, 28)``);
+- ``hidden(x)`` -> the representation ``(batch, n_units)``;
+- ``representation_module``: the submodule whose forward output *is* the representation (attach
+  a forward hook to it to ablate units: the change propagates to the logits);
+- ``n_units``, ``n_classes``, ``n_features``;
+- ``hyperparameters()`` -> the constructor arguments as a JSON-able dict (the seed actually used
+  for the initial weights included), so ``type(model)(**model.hyperparameters())`` rebuilds it;
+- ``export(path, splits)`` (bioreps HDF5 file with one representation per split), ``save(path)``
+  and ``Class.load(path)`` / :func:`load`.
+
+Initial weights are drawn from a private :class:`torch.Generator` seeded with ``seed`` (PyTorch's
+default ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` for weights and biases), so the global torch RNG
+is neither used nor disturbed and the same seed gives the same weights.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._validation import check_array, check_labels
+
+__all__ = ["MLP", "CNN", "BaselineModel", "load", "export", "MODEL_CLASSES"]
+
+_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+def _check_int(value, name, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    value = int(value)
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _check_float(value, name, minimum=0.0, strict=False):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or value < minimum or (strict and value == minimum):
+        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {minimum:g}, "
+                         f"got {value}")
+    return value
+
+
+def _resolve_seed(seed):
+    if seed is None:
+        return int(np.random.SeedSequence().generate_state(1)[0] & 0x7FFFFFFF)
+    return _check_int(seed, "seed", minimum=0)
+
+
+def _check_activation(activation):
+    if not isinstance(activation, str):
+        raise TypeError(f"activation must be a str, got {type(activation).__name__}")
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(_ACTIVATIONS)}")
+    return activation
+
+
+def _check_sizes(sizes, name="sizes"):
+    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence):
+        raise TypeError(f"{name} must be a sequence of ints such as (784, 2000, 10), "
+                        f"got {type(sizes).__name__}")
+    sizes = tuple(_check_int(s, f"{name}[{i}]") for i, s in enumerate(sizes))
+    if len(sizes) < 3:
+        raise ValueError(f"{name} needs at least 3 entries (inputs, >= 1 hidden layer, classes), "
+                         f"got {sizes}")
+    return sizes
+
+
+def _global_rng_untouched():
+    """Build modules (whose constructors draw from the global torch RNG) without changing it."""
+    return torch.random.fork_rng(devices=[])
+
+
+@torch.no_grad()
+def _init_parameters(module: nn.Module, generator: torch.Generator) -> None:
+    """PyTorch's default Linear/Conv init, drawn from ``generator`` in module order."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            fan_in = m.weight[0].numel()
+            bound = 1.0 / math.sqrt(fan_in)
+            m.weight.uniform_(-bound, bound, generator=generator)
+            if m.bias is not None:
+                m.bias.uniform_(-bound, bound, generator=generator)
+
+
+class BaselineModel(nn.Module):
+    """Shared plumbing: input conversion, hidden(), hyperparameters, export/save/load.
+
+    Subclasses set ``kind``, ``n_features``, ``n_classes``, ``representation_module`` and
+    implement ``forward`` and ``_params`` (constructor arguments).
+    """
+
+    kind = "baseline"
+    _input_shape: tuple | None = None   # e.g. (1, 28, 28): also accepted besides flat input
+
+    def __init__(self):
+        super().__init__()
+        #: set by :func:`bioreps.baselines.train`: regulariser, optimiser settings, seed ...
+        self.training_info_: dict = {}
+        #: per-epoch history of the last :func:`~bioreps.baselines.train` call
+        self.history_: dict = {}
+
+    # -- input ------------------------------------------------------------------------------
+    def _as_tensor(self, x) -> torch.Tensor:
+        """``x`` as a float32 tensor of shape (batch, n_features) on the model's device."""
+        if not isinstance(x, torch.Tensor):
+            x = torch.from_numpy(check_array(x, name="x", ndim=None))
+        if not torch.is_floating_point(x):
+            x = x.float()
+        if self._input_shape is not None and tuple(x.shape[1:]) == self._input_shape:
+            x = x.reshape(x.shape[0], -1)
+        if x.ndim != 2 or x.shape[1] != self.n_features:
+            expected = f"(n, {self.n_features})"
+            if self._input_shape is not None:
+                expected += f" or (n, {', '.join(map(str, self._input_shape))})"
+            raise ValueError(f"input must have shape {expected}, got {tuple(x.shape)}")
+        p = next(self.parameters())
+        return x.to(dtype=p.dtype, device=p.device)
+
+    # -- API --------------------------------------------------------------------------------
+    @property
+    def n_units(self) -> int:
+        """Width of the representation."""
+        return self._n_units
+
+    def hidden(self, x) -> torch.Tensor:
+        """The representation ``(batch, n_units)`` (the output of ``representation_module``)."""
+        captured = []
+        handle = self.representation_module.register_forward_hook(
+            lambda module, inputs, output: captured.append(output))
+        try:
+            self._forward_until_representation(self._as_tensor(x))
+        finally:
+            handle.remove()
+        return captured[-1]
+
+    def _forward_until_representation(self, x):
+        return self.forward(x)
+
+    def hyperparameters(self) -> dict:
+        """Constructor arguments as a JSON-able dict (``type(self)(**d)`` rebuilds the model)."""
+        return dict(self._params)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self._params.items())
+
+    @torch.no_grad()
+    def transform(self, X, *, batch_size: int = 4096) -> np.ndarray:
+        """The representation of ``X`` as a float32 NumPy array, in eval mode, block by block."""
+        batch_size = _check_int(batch_size, "batch_size")
+        X = _check_inputs(X, self)
+        was_training = self.training
+        self.eval()
+        try:
+            out = [self.hidden(torch.from_numpy(X[s:s + batch_size])).cpu().numpy()
+                   for s in range(0, X.shape[0], batch_size)]
+        finally:
+            self.train(was_training)
+        return np.concatenate(out).astype(np.float32, copy=False)
+
+    @torch.no_grad()
+    def predict(self, X, *, batch_size: int = 4096) -> np.ndarray:
+        """Predicted class of every row of ``X`` (eval mode)."""
+        X = _check_inputs(X, self)
+        was_training = self.training
+        self.eval()
+        try:
+            out = [self(torch.from_numpy(X[s:s + batch_size])).argmax(1).cpu().numpy()
+                   for s in range(0, X.shape[0], batch_size)]
+        finally:
+            self.train(was_training)
+        return np.concatenate(out).astype(np.int64)
+
+    def score(self, X, y, *, batch_size: int = 4096) -> float:
+        """Accuracy on ``(X, y)``."""
+        y = check_labels(y, n=len(X), n_classes=self.n_classes)
+        return float((self.predict(X, batch_size=batch_size) == y).mean())
+
+    # -- files ------------------------------------------------------------------------------
+    def model_arrays(self) -> dict:
+        """``state_dict`` as NumPy arrays (keys as in PyTorch, e.g. ``"net.0.weight"``)."""
+        return {k: v.detach().cpu().numpy() for k, v in self.state_dict().items()}
+
+    def _file_hyperparameters(self) -> dict:
+        info = dict(self.training_info_)
+        return {"class": type(self).__name__, **self.hyperparameters(),
+                "n_units": self.n_units, "regularizer": info.get("regularizer"),
+                "training": info, "history": self.history_}
+
+    def _file_provenance(self, dataset, provenance) -> dict:
+        info = self.training_info_
+        hist = self.history_ or {}
+        summary = {}
+        if hist.get("epoch"):
+            summary = {"epochs": len(hist["epoch"]), "final_loss": hist["loss"][-1],
+                       "final_accuracy": hist["accuracy"][-1],
+                       "final_regularizer": hist["regularizer"][-1],
+                       "seconds": float(sum(hist["seconds"]))}
+        return {"seed": info.get("seed"), "backend": f"torch-{self._device_type()}",
+                "dataset": dataset or info.get("dataset") or "unknown",
+                "config": {"model": {"class": type(self).__name__, **self.hyperparameters()},
+                           "training": info},
+                "regularizer": info.get("regularizer") or {"name": "none"},
+                "history_summary": summary, **(provenance or {})}
+
+    def _device_type(self) -> str:
+        return next(self.parameters()).device.type
+
+    def export(self, path, splits, *, dataset=None, provenance=None, block_rows: int = 4096):
+        """Write weights, hyperparameters and the representation of each split to ``path``.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The bioreps HDF5 file (replaced atomically if it exists).
+        splits : dict
+            Split name -> ``X`` or ``(X, y)``; ``X`` of shape (n, n_features) in [0, 1].
+        dataset : str, optional
+            Dataset name recorded with every split and in the provenance.
+        provenance : dict, optional
+            Extra provenance fields (win over the automatic ones).
+        block_rows : int
+            Rows computed and written at a time.
+
+        The model group has kind :attr:`kind`, the ``state_dict`` tensors as arrays and the
+        constructor arguments, regulariser parameters and training history as hyperparameters;
+        the provenance holds the training configuration and a history summary.
+        """
+        from .. import io
+
+        block_rows = _check_int(block_rows, "block_rows")
+        if not isinstance(splits, Mapping):
+            raise TypeError(f"splits must be a dict of name -> X or (X, y), got {type(splits).__name__}")
+        prepared = {}
+        for split, value in splits.items():
+            X, y = value if isinstance(value, tuple) else (value, None)
+            X = _check_inputs(X, self, name=f"splits[{split!r}]")
+            if y is not None:
+                y = check_labels(y, n=X.shape[0], n_classes=self.n_classes, name=f"labels of split {split!r}")
+            prepared[split] = (X, y)
+        was_training = self.training
+        self.eval()
+        try:
+            with io.Writer(path, overwrite=True) as w:
+                w.write_model(self.kind, self.model_arrays(), self._file_hyperparameters())
+                for split, (X, y) in prepared.items():
+                    rep = w.create_representation(split, X.shape[0], self.n_units, labels=y,
+                                                  dataset=dataset, dataset_split=split,
+                                                  description=self.representation_description)
+                    for start in range(0, X.shape[0], block_rows):
+                        with torch.no_grad():
+                            block = self.hidden(torch.from_numpy(X[start:start + block_rows]))
+                        rep.write_rows(start, block.cpu().numpy())
+                w.write_provenance(self._file_provenance(dataset, provenance))
+        finally:
+            self.train(was_training)
+        return path
+
+    def save(self, path, *, provenance=None):
+        """Write the trained model (no representations) to a bioreps HDF5 file; see :func:`load`."""
+        return self.export(path, {}, provenance=provenance)
+
+    @classmethod
+    def load(cls, path):
+        """Rebuild a model written by :meth:`save` or :meth:`export` (parameters, history)."""
+        model = load(path)
+        if cls is not BaselineModel and not isinstance(model, cls):
+            raise ValueError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
+        return model
+
+
+def _check_inputs(X, model, name="X") -> np.ndarray:
+    """Float32 (n, n_features) array in [0, 1], finite; (n, 1, 28, 28) flattened for the CNN."""
+    if isinstance(X, torch.Tensor):
+        X = X.detach().cpu().numpy()
+    X = check_array(X, name=name, ndim=None, unit_interval=True)
+    if model._input_shape is not None and X.ndim == len(model._input_shape) + 1 \
+            and X.shape[1:] == model._input_shape:
+        X = X.reshape(X.shape[0], -1)
+    if X.ndim != 2 or X.shape[1] != model.n_features:
+        raise ValueError(f"{name} must have shape (n, {model.n_features}), got {X.shape}")
+    return X
+
+
+class MLP(BaselineModel):
+    """A fully connected network ``sizes[0] -> sizes[1] -> ... -> sizes[-1]``.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Layer widths: inputs, one or more hidden layers, classes. Default 784-2000-10.
+    activation : {"relu", "tanh"}
+        Nonlinearity after every hidden layer.
+    representation : int
+        Which hidden layer is "the representation" (Python indexing over the hidden layers:
+        ``-1``, the default, is the last; ``0`` the first). It is the post-activation output.
+    seed : int or None
+        Seeds the initial weights (None: a fresh random seed, recorded in
+        :meth:`hyperparameters`).
+    """
+
+    kind = "mlp"
+
+    def __init__(self, sizes=(784, 2000, 10), activation="relu", representation=-1, seed=None):
+        super().__init__()
+        sizes = _check_sizes(sizes)
+        activation = _check_activation(activation)
+        n_hidden = len(sizes) - 2
+        if isinstance(representation, bool) or not isinstance(representation, (int, np.integer)):
+            raise TypeError(f"representation must be an int index of a hidden layer, "
+                            f"got {type(representation).__name__}")
+        if not -n_hidden <= representation < n_hidden:
+            raise ValueError(f"representation={representation} is out of range for {n_hidden} "
+                             f"hidden layer(s) (use -{n_hidden} .. {n_hidden - 1})")
+        seed = _resolve_seed(seed)
+        self._params = {"sizes": list(sizes), "activation": activation,
+                        "representation": int(representation), "seed": seed}
+        layers = []
+        self.activations = nn.ModuleList()
+        with _global_rng_untouched():
+            for i in range(n_hidden):
+                layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+                act = _ACTIVATIONS[activation]()
+                self.activations.append(act)
+                layers.append(act)
+            layers.append(nn.Linear(sizes[-2], sizes[-1]))
+        self.net = nn.Sequential(*layers)
+        self.n_features = sizes[0]
+        self.n_classes = sizes[-1]
+        self._rep_index = int(representation) % n_hidden
+        self._n_units = sizes[self._rep_index + 1]
+        _init_parameters(self, torch.Generator().manual_seed(seed))
+
+    @property
+    def representation_module(self) -> nn.Module:
+        return self.activations[self._rep_index]
+
+    @property
+    def representation_description(self) -> str:
+        return (f"{self._params['activation']} output of hidden layer {self._rep_index + 1} of "
+                f"MLP {'-'.join(map(str, self._params['sizes']))}")
+
+    def forward(self, x):
+        return self.net(self._as_tensor(x))
+
+    def _forward_until_representation(self, x):
+        rep = self.representation_module
+        for module in self.net:
+            x = module(x)
+            if module is rep:
+                return x
+        return x
+
+
+class CNN(BaselineModel):
+    """A small convolutional network for 28x28x1 images.
+
+    ``conv5x5(c1) - ReLU - maxpool2 - conv5x5(c2) - ReLU - maxpool2 - Linear(hidden) - ReLU -
+    Linear(n_classes)``; the representation is the post-ReLU fully connected layer.
+
+    Parameters
+    ----------
+    channels : (int, int)
+        Output channels of the two conv layers.
+    hidden : int
+        Width of the fully connected hidden layer (the representation).
+    n_classes : int
+    seed : int or None
+        Seeds the initial weights.
+    """
+
+    kind = "cnn"
+    _input_shape = (1, 28, 28)
+
+    def __init__(self, channels=(16, 32), hidden=128, n_classes=10, seed=None):
+        super().__init__()
+        if isinstance(channels, (str, bytes)) or not isinstance(channels, Sequence) or len(channels) != 2:
+            raise ValueError(f"channels must be a pair of ints, got {channels!r}")
+        c1, c2 = (_check_int(c, f"channels[{i}]") for i, c in enumerate(channels))
+        hidden = _check_int(hidden, "hidden")
+        n_classes = _check_int(n_classes, "n_classes", minimum=2)
+        seed = _resolve_seed(seed)
+        self._params = {"channels": [c1, c2], "hidden": hidden, "n_classes": n_classes, "seed": seed}
+        with _global_rng_untouched():
+            self.features = nn.Sequential(
+                nn.Conv2d(1, c1, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
+            self.fc = nn.Linear(c2 * 7 * 7, hidden)
+            self.act = nn.ReLU()
+            self.out = nn.Linear(hidden, n_classes)
+        self.n_features = 784
+        self.n_classes = n_classes
+        self._n_units = hidden
+        _init_parameters(self, torch.Generator().manual_seed(seed))
+
+    @property
+    def representation_module(self) -> nn.Module:
+        return self.act
+
+    representation_description = "ReLU output of the fully connected hidden layer of the CNN"
+
+    def _forward_until_representation(self, x):
+        return self.act(self.fc(self.features(x.reshape(-1, *self._input_shape))))
+
+    def forward(self, x):
+        return self.out(self._forward_until_representation(self._as_tensor(x)))
+
+
+def _model_classes():
+    from .snn import SpikingMLP
+    return {"mlp": MLP, "cnn": CNN, "spiking-mlp": SpikingMLP}
+
+
+MODEL_CLASSES = ("mlp", "cnn", "spiking-mlp")
+
+
+def load(path):
+    """Rebuild a baseline model from a bioreps file written by ``save``/``export``.
+
+    Returns the model (eval mode) with its parameters, ``training_info_`` and ``history_``.
+    """
+    from .. import io
+
+    with io.load(path) as f:
+        kind = f.model.kind
+        hyper = dict(f.model.hyperparameters)
+        arrays = f.model.arrays
+    classes = _model_classes()
+    if kind not in classes:
+        raise ValueError(f"{path} holds a model of kind {kind!r}, not a baseline "
+                         f"({', '.join(classes)})")
+    cls = classes[kind]
+    import inspect
+    names = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    model = cls(**{k: hyper[k] for k in names if k in hyper})
+    state = {k: torch.from_numpy(np.asarray(v)) for k, v in arrays.items()}
+    model.load_state_dict(state)
+    model.training_info_ = hyper.get("training") or {}
+    model.history_ = hyper.get("history") or {}
+    model.eval()
+    return model
+
+
+def export(model, path, splits, **kwargs):
+    """Function form of :meth:`BaselineModel.export`."""
+    if not isinstance(model, BaselineModel):
+        raise TypeError(f"model must be a bioreps baseline model, got {type(model).__name__}")
+    return model.export(path, splits, **kwargs)

@@ -1,0 +1,477 @@
+"""Tests of bioreps.baselines: models, deterministic training, checkpoint/resume, regularisers,
+the spiking MLP, export/save/load and input errors. Small synthetic data only."""
+
+import numpy as np
+import pytest
+import torch
+
+from bioreps import baselines as B
+from bioreps import data, io
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def toy():
+    X, y = data.make_classes(240, 64, 4, noise=0.1, random_state=0)
+    return X, y
+
+
+def tiny_mlp(seed=0, **kw):
+    return B.MLP((64, 24, 4), seed=seed, **kw)
+
+
+def params_of(model):
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def same(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+# -- models ----------------------------------------------------------------------------------
+
+def test_mlp_shapes_and_representation():
+    m = B.MLP((64, 32, 16, 5), activation="tanh", seed=0)
+    x = torch.rand(7, 64)
+    assert m(x).shape == (7, 5)
+    assert m.n_units == 16 and m.hidden(x).shape == (7, 16)
+    assert m.representation_module is m.activations[-1]
+    m0 = B.MLP((64, 32, 16, 5), representation=0, seed=0)
+    assert m0.n_units == 32 and m0.hidden(x).shape == (7, 32)
+    # the representation is the post-activation of the chosen layer
+    expect = torch.relu(m0.net[0](x))
+    torch.testing.assert_close(m0.hidden(x), expect)
+    assert m.hyperparameters() == {"sizes": [64, 32, 16, 5], "activation": "tanh",
+                                   "representation": -1, "seed": 0}
+
+
+def test_numpy_input_and_hook_ablation():
+    m = tiny_mlp()
+    X = np.random.default_rng(0).random((5, 64)).astype(np.float32)
+    base = m(X)
+    handle = m.representation_module.register_forward_hook(lambda mod, i, o: o * 0)
+    try:
+        assert torch.count_nonzero(m.hidden(X)) == 0
+        ablated = m(X)
+    finally:
+        handle.remove()
+    # with the whole representation zeroed the logits are the output bias
+    torch.testing.assert_close(ablated, m.net[-1].bias.expand(5, -1))
+    assert not torch.allclose(base, ablated)
+
+
+def test_cnn_shapes_flat_and_image_input():
+    m = B.CNN(channels=(2, 4), hidden=8, n_classes=3, seed=0)
+    x = torch.rand(4, 784)
+    out = m(x)
+    assert out.shape == (4, 3) and m.n_units == 8
+    torch.testing.assert_close(m(x.reshape(4, 1, 28, 28)), out)
+    assert m.hidden(x).shape == (4, 8)
+    assert m.transform(x.numpy().reshape(4, 1, 28, 28)).shape == (4, 8)
+
+
+def test_same_seed_same_init_different_seed_differs():
+    assert same(params_of(tiny_mlp(0)), params_of(tiny_mlp(0)))
+    assert not same(params_of(tiny_mlp(0)), params_of(tiny_mlp(1)))
+    state = torch.get_rng_state()
+    tiny_mlp(3)
+    assert torch.equal(state, torch.get_rng_state()), "init must not touch the global RNG"
+
+
+# -- training --------------------------------------------------------------------------------
+
+def test_training_reaches_high_accuracy(toy):
+    X, y = toy
+    m = tiny_mlp()
+    hist = B.train(m, X, y, epochs=8, batch_size=32, lr=5e-3, seed=0, X_val=X, y_val=y)
+    assert hist["accuracy"][-1] > 0.95 and hist["val_accuracy"][-1] > 0.95
+    assert m.score(X, y) > 0.95
+    assert len(hist["loss"]) == 8 and hist["loss"][-1] < hist["loss"][0]
+    assert m.history_ is hist and m.training_info_["seed"] == 0
+
+
+def test_same_seed_identical_weights_different_seed_differs(toy):
+    X, y = toy
+    runs = []
+    for seed in (0, 0, 1):
+        m = tiny_mlp()
+        B.train(m, X, y, B.JacobianReg(0.01), epochs=2, batch_size=32, seed=seed)
+        runs.append(params_of(m))
+    assert same(runs[0], runs[1])
+    assert not same(runs[0], runs[2])
+
+
+@pytest.mark.parametrize("make_reg", [lambda: None, lambda: B.AdversarialTraining(0.1, 2),
+                                      lambda: B.SpectralReg(1.0, tau=3)])
+def test_resume_is_bit_identical(toy, tmp_path, make_reg):
+    X, y = toy
+    bs = 60 if make_reg() is not None and make_reg().name == "spectral" else 32
+    full = tiny_mlp()
+    hist_full = B.train(full, X, y, make_reg(), epochs=4, batch_size=bs, seed=3)
+
+    ckpt = tmp_path / "run.ckpt"
+    part = tiny_mlp()
+    B.train(part, X, y, make_reg(), epochs=2, batch_size=bs, seed=3, checkpoint=ckpt)
+    resumed = tiny_mlp(seed=9)     # different init: everything must come from the checkpoint
+    hist = B.train(resumed, X, y, make_reg(), epochs=4, batch_size=bs, seed=3, checkpoint=ckpt,
+                   resume=True)
+    assert same(params_of(full), params_of(resumed))
+    assert hist["loss"] == hist_full["loss"] and hist["epoch"] == [1, 2, 3, 4]
+    assert not list(tmp_path.glob(".*tmp*")), "temporary checkpoint files left behind"
+
+
+def test_resume_refuses_other_run(toy, tmp_path):
+    X, y = toy
+    ckpt = tmp_path / "run.ckpt"
+    B.train(tiny_mlp(), X, y, epochs=1, batch_size=32, seed=0, checkpoint=ckpt)
+    with pytest.raises(ValueError, match="lr"):
+        B.train(tiny_mlp(), X, y, epochs=2, batch_size=32, lr=0.1, seed=0, checkpoint=ckpt, resume=True)
+
+
+def test_callback_can_stop(toy):
+    X, y = toy
+    seen = []
+
+    def cb(epoch, record, model):
+        seen.append((epoch, record["accuracy"]))
+        return epoch == 2
+
+    hist = B.train(tiny_mlp(), X, y, epochs=5, batch_size=64, seed=0, callback=cb)
+    assert [e for e, _ in seen] == [1, 2] and len(hist["epoch"]) == 2
+
+
+def test_nan_loss_stops_and_keeps_checkpoint(toy, tmp_path):
+    X, y = toy
+    ckpt = tmp_path / "run.ckpt"
+    m = tiny_mlp()
+    B.train(m, X, y, epochs=1, batch_size=32, seed=0, checkpoint=ckpt)
+    before = ckpt.read_bytes()
+
+    class Explode(B.Regularizer):
+        name = "explode"
+
+        def loss(self, model, xb, yb, logits, ce, *, hidden=None, generator=None):
+            return ce * float("nan"), ce.detach()
+
+    m2 = tiny_mlp()
+    with pytest.raises(B.NonFiniteLossError, match=r"epoch 1, batch 1/8"):
+        B.train(m2, X, y, Explode(), epochs=2, batch_size=32, seed=0, checkpoint=ckpt)
+    assert ckpt.read_bytes() == before
+    assert same(params_of(m2), params_of(tiny_mlp())), "no update after the non-finite loss"
+
+
+# -- regularisers ----------------------------------------------------------------------------
+
+def test_weight_decay_value_exact():
+    m = tiny_mlp()
+    reg = B.WeightDecay(0.3)
+    ce = torch.tensor(1.25)
+    total, value = reg.loss(m, None, None, None, ce)
+    w2 = sum(float((p.detach().double() ** 2).sum()) for n, p in m.named_parameters()
+             if n.endswith("weight"))
+    assert float(value) == pytest.approx(0.15 * w2, rel=1e-6)
+    assert float(total.detach()) == pytest.approx(1.25 + 0.15 * w2, rel=1e-6)
+    with_bias = B.WeightDecay(0.3, include_bias=True).loss(m, None, None, None, ce)[1]
+    all2 = sum(float((p.detach().double() ** 2).sum()) for p in m.parameters())
+    assert float(with_bias) == pytest.approx(0.15 * all2, rel=1e-6)
+    assert reg.to_dict() == {"name": "weight_decay", "lam": 0.3, "include_bias": False}
+
+
+def exact_jacobian_sq(model, X):
+    """mean_i ||d logits / d x_i||_F^2 via torch.autograd.functional.jacobian, one row at a time."""
+    vals = []
+    for x in torch.as_tensor(X):
+        J = torch.autograd.functional.jacobian(lambda v: model(v[None])[0], x.double())
+        vals.append(float((J ** 2).sum()))
+    return float(np.mean(vals))
+
+
+def test_jacobian_frobenius_exact(toy):
+    X, _ = toy
+    m = tiny_mlp().double()
+    m.eval()
+    ref = exact_jacobian_sq(m, X[:20])
+    m = tiny_mlp()
+    assert B.jacobian_frobenius(m, X[:20], squared=True) == pytest.approx(ref, rel=1e-4)
+    assert B.jacobian_frobenius(m, X[:20]) == pytest.approx(np.sqrt(ref), rel=1e-4)
+
+
+def test_jacobian_estimate_matches_exact(toy):
+    X, y = toy
+    m = tiny_mlp()
+    x = torch.from_numpy(X[:10]).requires_grad_(True)
+    logits = m(x)
+    exact = B.JacobianReg(n_proj=-1).estimate(x, logits, create_graph=False)
+    gen = torch.Generator().manual_seed(0)
+    est = B.JacobianReg(n_proj=2000).estimate(x, logits, generator=gen, create_graph=False)
+    torch.testing.assert_close(est, exact, rtol=0.1, atol=0)
+    reg = B.JacobianReg(lam=0.5, n_proj=1)
+    ce = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y[:10]))
+    ests = [float(reg.loss(m, x, None, logits, ce, generator=gen)[1]) for _ in range(400)]
+    assert np.mean(ests) == pytest.approx(float(exact.mean()), rel=0.1)
+    total, value = reg.loss(m, x, None, logits, ce, generator=torch.Generator().manual_seed(1))
+    assert float(total.detach()) == pytest.approx(float(ce.detach()) + 0.25 * float(value), rel=1e-6)
+    assert total.requires_grad   # double backprop: the penalty has a gradient
+
+
+def test_jacobian_reg_lowers_jacobian_norm(toy):
+    X, y = toy
+    vanilla, reg = tiny_mlp(), tiny_mlp()
+    B.train(vanilla, X, y, epochs=6, batch_size=32, lr=5e-3, seed=0)
+    B.train(reg, X, y, B.JacobianReg(lam=0.5), epochs=6, batch_size=32, lr=5e-3, seed=0)
+    j_van, j_reg = B.jacobian_frobenius(vanilla, X), B.jacobian_frobenius(reg, X)
+    assert j_reg < 0.7 * j_van
+    assert reg.score(X, y) > 0.9
+
+
+def numpy_spectral_penalty(H, V, tau, s):
+    """The Nassar et al. formula written out with NumPy (1-based ranks)."""
+    Hc = H - H.mean(0)
+    C = Hc.T @ Hc / (H.shape[0] - 1)
+    lam = np.sort(np.diag(V.T @ C @ V))[::-1]
+    N = len(lam)
+    total = 0.0
+    for n in range(tau + 1, N + 1):
+        g = lam[tau - 1] * (tau / n) ** s
+        r = lam[n - 1] / g - 1
+        total += r ** 2 + max(r, 0.0)
+    return total / N
+
+
+def test_spectral_penalty_matches_numpy(toy):
+    X, y = toy
+    m = tiny_mlp()
+    reg = B.SpectralReg(beta=2.0, tau=3, slope=1.0)
+    reg.on_epoch_start(m, torch.from_numpy(X))
+    Hall = m.hidden(X).detach().double().numpy()
+    cov = np.cov(Hall.T)
+    # the eigenvectors are those of the training-set covariance, by descending eigenvalue
+    # (compared through V^T cov V: dead units make some eigenvalues degenerate)
+    Vt = reg.eigvecs_.double().numpy()
+    D = Vt.T @ cov @ Vt
+    vals = np.linalg.eigvalsh(cov)[::-1]
+    np.testing.assert_allclose(np.diag(D), vals, atol=1e-5 * vals[0])
+    np.testing.assert_allclose(D - np.diag(np.diag(D)), 0.0, atol=1e-5 * vals[0])
+    xb = X[:50]
+    h = m.hidden(xb)
+    logits = m(xb)
+    ce = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y[:50]))
+    total, value = reg.loss(m, xb, None, logits, ce, hidden=h)
+    expect = 2.0 * numpy_spectral_penalty(h.detach().double().numpy(), Vt, 3, 1.0)
+    assert float(value) == pytest.approx(expect, rel=1e-4)
+    assert float(total.detach()) == pytest.approx(float(ce.detach()) + expect, rel=1e-4)
+    # a perfect 1/n spectrum costs nothing; excess power above the line costs more than deficit
+    eig = torch.tensor(1.0 / np.arange(1, 21))
+    assert float(B.spectral_penalty(eig, tau=5)) == pytest.approx(0.0, abs=1e-12)
+    up, down = eig.clone(), eig.clone()
+    up[10] *= 1.5
+    down[10] *= 0.5
+    assert float(B.spectral_penalty(up, tau=5)) > float(B.spectral_penalty(down, tau=5)) > 0
+
+
+def test_spectral_reg_needs_large_batch(toy):
+    X, y = toy
+    m = tiny_mlp()
+    before = params_of(m)
+    with pytest.raises(ValueError, match=r"batch_size > the width of the representation \(24 units\)"):
+        B.train(m, X, y, B.SpectralReg(), epochs=1, batch_size=24, seed=0)
+    assert same(before, params_of(m))
+    with pytest.raises(ValueError, match="tau"):
+        B.train(m, X, y, B.SpectralReg(tau=30), epochs=1, batch_size=60, seed=0)
+
+
+def test_spectral_reg_pulls_spectrum_toward_power_law():
+    # noisier data than `toy`: the penalty can only raise the variance of directions that
+    # vary at all (its gradient vanishes along a direction of zero variance)
+    X, y = data.make_classes(300, 64, 4, noise=0.2, random_state=0)
+    reg = B.SpectralReg(beta=5.0, tau=3)
+    van, spec = tiny_mlp(activation="tanh"), tiny_mlp(activation="tanh")
+    B.train(van, X, y, epochs=6, batch_size=60, lr=5e-3, seed=0)
+    B.train(spec, X, y, reg, epochs=6, batch_size=60, lr=5e-3, seed=0)
+    Xt = torch.from_numpy(X)
+
+    def penalty(model):
+        reg.on_epoch_start(model, Xt)
+        return float(reg.penalty(model.hidden(X)).detach())
+
+    assert penalty(spec) < 0.3 * penalty(van)
+    assert spec.score(X, y) > 0.9
+
+
+def test_pgd_stays_in_ball_and_raises_loss(toy):
+    X, y = toy
+    m = tiny_mlp()
+    B.train(m, X, y, epochs=4, batch_size=32, lr=5e-3, seed=0)
+    m.train()
+    x, t = torch.from_numpy(X[:64]), torch.from_numpy(y[:64])
+    gen = torch.Generator().manual_seed(0)
+    x_adv = B.pgd_attack(m, x, t, eps=0.1, steps=10, step_size=0.025, generator=gen)
+    assert m.training, "the model's mode is restored after the attack"
+    assert float((x_adv - x).abs().max()) <= 0.1 + 1e-6
+    assert float(x_adv.min()) >= 0 and float(x_adv.max()) <= 1
+    ce = torch.nn.functional.cross_entropy
+    with torch.no_grad():
+        assert float(ce(m(x_adv), t)) > float(ce(m(x), t)) + 0.1
+        noise = (x + 0.1 * torch.sign(torch.randn(x.shape, generator=gen))).clamp(0, 1)
+        assert float(ce(m(x_adv), t)) > float(ce(m(noise), t))
+    reg = B.AdversarialTraining(eps=0.1, steps=5)
+    assert reg.step_size == pytest.approx(0.05)
+    total, value = reg.loss(m, x, t, m(x), ce(m(x), t), generator=gen)
+    with torch.no_grad():
+        assert float(value) > float(ce(m(x), t))
+
+
+# -- spiking MLP -----------------------------------------------------------------------------
+
+def test_lif_golden_trace():
+    from bioreps.baselines.snn import LIFParameters, lif_step
+
+    p = LIFParameters(tau_mem_ms=100.0, dt_ms=1.0)
+    d = np.exp(-0.01)
+    v = torch.zeros(1)
+    trace, spikes = [], []
+    for _ in range(4):
+        s, v = lif_step(torch.full((1,), 0.4), v, p)
+        trace.append(float(v))
+        spikes.append(float(s))
+    v2 = 0.4 * d + 0.4
+    v3 = v2 * d + 0.4              # 1.19... >= 1: spike and reset to 0
+    assert spikes == [0, 0, 1, 0]
+    np.testing.assert_allclose(trace, [0.4, v2, 0.0, 0.4], rtol=1e-6)
+    assert v3 >= 1
+    # fast-sigmoid surrogate derivative 1 / (1 + slope |v - 1|)^2
+    x = torch.tensor([0.5, 1.0, 1.5], requires_grad=True)
+    B.snn.fast_sigmoid_spike(x - 1.0, 10.0).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [1 / 36, 1.0, 1 / 36], rtol=1e-6)
+
+
+def test_spiking_mlp_trains_and_counts(toy):
+    X, y = toy
+    m = B.SpikingMLP((64, 32, 4), n_steps=8, seed=0)
+    h = m.hidden(X[:5]).detach()
+    assert h.shape == (5, 32) and m.n_units == 32
+    assert torch.all(h == h.round()) and float(h.min()) >= 0 and float(h.max()) <= 8
+    hist = B.train(m, X, y, epochs=6, batch_size=32, lr=5e-3, seed=0)
+    assert hist["accuracy"][-1] > 0.9
+    m2 = B.SpikingMLP((64, 32, 4), n_steps=8, seed=0)
+    B.train(m2, X, y, epochs=6, batch_size=32, lr=5e-3, seed=0)
+    assert same(params_of(m), params_of(m2)), "same seeds, same spikes, same weights"
+
+
+# -- export / save / load ---------------------------------------------------------------------
+
+def test_export_and_load(toy, tmp_path):
+    X, y = toy
+    m = tiny_mlp()
+    B.train(m, X, y, B.WeightDecay(1e-3), epochs=2, batch_size=32, seed=5)
+    path = tmp_path / "mlp.h5"
+    B.export(m, path, {"train": (X, y), "test": X[:30]}, dataset="toy")
+    with io.load(path) as f:
+        assert f.model.kind == "mlp"
+        assert f.representations["train"].shape == (240, 24)
+        np.testing.assert_array_equal(f.representations["train"].labels, y)
+        assert f.representations["test"].shape == (30, 24)
+        np.testing.assert_allclose(f.representations["test"].to_numpy(), m.transform(X[:30]),
+                                   rtol=1e-6)
+        assert f.model.hyperparameters["regularizer"] == {"name": "weight_decay", "lam": 1e-3,
+                                                           "include_bias": False}
+        assert f.model.arrays["net.0.weight"].shape == (24, 64)
+        assert f.provenance["seed"] == 5 and f.provenance["dataset"] == "toy"
+        assert f.provenance["regularizer"]["name"] == "weight_decay"
+        assert f.provenance["history_summary"]["epochs"] == 2
+    back = B.MLP.load(path)
+    assert same(params_of(back), params_of(m))
+    assert back.history_["loss"] == m.history_["loss"]
+
+
+@pytest.mark.parametrize("make", [lambda: B.CNN(channels=(2, 3), hidden=5, seed=1),
+                                  lambda: B.SpikingMLP((784, 6, 10), n_steps=3, seed=2)])
+def test_save_load_roundtrip_other_models(tmp_path, make):
+    m = make()
+    m.save(tmp_path / "m.h5")
+    back = B.load(tmp_path / "m.h5")
+    assert type(back) is type(m) and back.hyperparameters() == m.hyperparameters()
+    assert same(params_of(back), params_of(m))
+    with pytest.raises(ValueError, match="not a MLP"):
+        B.MLP.load(tmp_path / "m.h5")
+
+
+# -- bad input -------------------------------------------------------------------------------
+
+def test_bad_model_arguments():
+    with pytest.raises(ValueError, match="unknown activation 'sigmoid'"):
+        B.MLP((4, 3, 2), activation="sigmoid")
+    with pytest.raises(ValueError, match="at least 3 entries"):
+        B.MLP((4, 2))
+    with pytest.raises(ValueError, match=r"sizes\[1\] must be >= 1"):
+        B.MLP((4, 0, 2))
+    with pytest.raises(TypeError, match="sizes"):
+        B.MLP(784)
+    with pytest.raises(TypeError, match=r"sizes\[1\] must be an int"):
+        B.MLP((4, 2.5, 2))
+    with pytest.raises(ValueError, match="representation=1 is out of range"):
+        B.MLP((4, 3, 2), representation=1)
+    with pytest.raises(ValueError, match="input must have shape"):
+        tiny_mlp()(torch.rand(3, 10))
+    with pytest.raises(ValueError, match="n_steps"):
+        B.SpikingMLP(n_steps=0)
+
+
+def test_bad_training_input(toy):
+    X, y = toy
+    m = tiny_mlp()
+    with pytest.raises(ValueError, match="239 labels but X has 240 rows"):
+        B.train(m, X, y[:-1], epochs=1)
+    bad = y.copy()
+    bad[3] = 4
+    with pytest.raises(ValueError, match="label 4 outside 0..3"):
+        B.train(m, X, bad, epochs=1)
+    Xn = X.copy()
+    Xn[7, 2] = np.nan
+    with pytest.raises(ValueError, match=r"NaN or inf \(rows \[.*7\)?\]"):
+        B.train(m, Xn, y, epochs=1)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        B.train(m, X * 3, y, epochs=1)
+    with pytest.raises(ValueError, match=r"shape \(n, 64\)"):
+        B.train(m, X[:, :10], y, epochs=1)
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        B.train(m, X, y, epochs=1, batch_size=0)
+    with pytest.raises(TypeError, match="regularizer"):
+        B.train(m, X, y, regularizer="jacobian")
+    with pytest.raises(ValueError, match="resume=True needs a checkpoint"):
+        B.train(m, X, y, resume=True)
+    with pytest.raises(ValueError, match="X_val and y_val"):
+        B.train(m, X, y, X_val=X)
+    with pytest.raises(ValueError, match="eps"):
+        B.AdversarialTraining(eps=-0.1)
+    with pytest.raises(ValueError, match=r"labels of split 'a'"):
+        m.export("unused.h5", {"a": (X, bad)})
+
+
+def test_regularizers_roundtrip_and_other_models_train():
+    for reg in (B.WeightDecay(0.1), B.JacobianReg(0.2, n_proj=3), B.SpectralReg(2.0, tau=4),
+                B.AdversarialTraining(0.05, 2, 0.03)):
+        back = B.from_dict(reg.to_dict())
+        assert type(back) is type(reg) and back.params() == reg.params()
+    assert B.from_dict({"name": "none"}) is None
+    with pytest.raises(ValueError, match="unknown regularizer"):
+        B.from_dict({"name": "dropout"})
+    # double backprop through the conv net and through the spiking surrogate
+    Xc, yc = data.make_classes(40, 784, 3, random_state=1)
+    cnn = B.CNN(channels=(2, 3), hidden=6, n_classes=3, seed=0)
+    hist = B.train(cnn, Xc, yc, B.JacobianReg(0.1), epochs=1, batch_size=20, seed=0)
+    assert np.isfinite(hist["loss"][0]) and hist["regularizer"][0] > 0
+    X, y = data.make_classes(40, 16, 3, random_state=2)
+    snn = B.SpikingMLP((16, 8, 3), n_steps=4, seed=0)
+    before = params_of(snn)
+    hist = B.train(snn, X, y, B.JacobianReg(0.1), epochs=1, batch_size=20, seed=0)
+    assert hist["regularizer"][0] > 0 and not same(before, params_of(snn))
+    hist = B.train(snn, X, y, B.AdversarialTraining(0.1, 2), epochs=1, batch_size=20, seed=0)
+    assert np.isfinite(hist["loss"][0])
