@@ -22,6 +22,16 @@ Input (spike trains in CSR form, from :func:`bioreps.kernels.poisson.counter_spi
 state decays freely). The I population has no inhibitory input in this model, so its ``g_i``
 stays 0 (``e_inh_i_mv`` is kept for completeness). All arrays are preallocated
 (:class:`LIFState`); nothing is allocated per step.
+
+Speed: :func:`fit_samples` and :func:`transform_samples` run each row (every attempt, the column
+normalisation, the key) in one compiled call and draw the input spikes inside the step loop from
+the counter-based generator (the spikes :func:`~bioreps.kernels.poisson.counter_spike_trains`
+would list, in the same order, as the CUDA kernels draw them): no CSR trains, no per-sample
+Python work beyond the call. Traces and conductances that decay below ``stdp.TINY`` (2**-1000)
+are flushed to 0 rather than left to sink into the subnormal range, where they stuck (the
+smallest subnormal times a decay factor >= 0.5 rounds back to itself) and made every operation
+on them a ~100-cycle micro-code assist; such values can change nothing else (``stdp.TINY``), so
+spikes, weights and thresholds are bit for bit those of the plain per-step decay.
 """
 
 from __future__ import annotations
@@ -32,8 +42,8 @@ import numpy as np
 from numba import njit
 
 from .._config import njit_options
-from ..poisson import counter_spike_trains, stream_key
-from .stdp import decay, normalize_columns, propagate_pre, stdp_post
+from ..poisson import _S32, MASK32, _pair_bits, _spike_probabilities, _spike_threshold, _stream_key, stream_key
+from .stdp import TINY, decay, decay_flush, normalize_columns, propagate_pre, stdp_post
 
 __all__ = ["CONSTANTS", "make_constants", "LIFState", "lif_step", "present", "run_presentation", "fit_samples",
            "transform_samples"]
@@ -126,6 +136,9 @@ def lif_step(v, ge, gi, ref, theta, v_rest, v_reset, v_thresh, tau_m, e_exc, e_i
     Refractory neurons (``ref > 0`` after the countdown) neither integrate nor spike; conductances
     decay for every neuron. The threshold is ``v_thresh + theta[j]``.
 
+    Conductances that decay below ``stdp.TINY`` (2**-1000) are set to 0: they could not change
+    anything any more, but as subnormals they would slow every step down (see ``stdp.TINY``).
+
     Three passes keep the arithmetic vectorisable: (1) the exponential-Euler factor
     ``exp(-dt (1 + g_e + g_i) / tau_m)`` is taken to first order in ``x = dt (g_e + g_i) / tau_m``
     where ``x < 1e-8`` (exact to double rounding: the neglected x^2/2 < 5e-17), else marked;
@@ -156,47 +169,70 @@ def lif_step(v, ge, gi, ref, theta, v_rest, v_reset, v_thresh, tau_m, e_exc, e_i
         ref[j] = refrac_steps if sp else r
         spiked[j] = np.uint8(1) if sp else np.uint8(0)
         n_spk += 1 if sp else 0
-        ge[j] = g_e * decay_ge
-        gi[j] = g_i * decay_gi
+        g_e = g_e * decay_ge
+        g_i = g_i * decay_gi
+        ge[j] = g_e if abs(g_e) >= TINY else 0.0  # no parking in the subnormals (stdp.TINY)
+        gi[j] = g_i if abs(g_i) >= TINY else 0.0
     return n_spk
 
 
 @njit(**njit_options())
-def present(W, indptr, indices, n_rest, c, learn, v_e, ge_e, gi_e, ref_e, theta, v_i, ge_i, gi_i, ref_i, zeros_i,
-            x_pre, x_post1, x_post2, spk_e, spk_i, f_e, f_i, counts):
-    """One presentation: ``len(indptr) - 1`` steps with the given input spikes, then ``n_rest``
-    steps without input. ``W`` (n_inputs, n_neurons) float64 learns in place when ``learn``
-    (STDP, theta); otherwise W, theta and the traces are left alone. ``counts`` (n_neurons,) int64
-    receives the E spikes of the presentation steps (rest excluded). Returns their total."""
-    n_present = indptr.shape[0] - 1
+def _present(W, indptr, indices, thr, active, pthr, pmask, n_active, key, n_present, n_rest, c, learn, v_e, ge_e, gi_e, ref_e,
+             theta, v_i, ge_i, gi_i, ref_i, zeros_i, x_pre, x_post1, x_post2, spk_e, spk_i, f_e, f_i, counts):
+    """The step loop of :func:`present`. Input spikes of the ``n_present`` input steps come from the
+    CSR trains ``indptr, indices`` when ``n_active < 0``, else straight from the counter-based
+    generator (:mod:`bioreps.kernels.poisson`) keyed ``key``: the ``n_active`` input pairs
+    ``active`` with a non-zero threshold in ``thr`` (uint64, even length), in increasing order, so
+    the inputs of a step are taken in increasing index order, as the CSR trains list them;
+    ``pthr`` (2, n_pairs) uint64 holds the active pairs' two thresholds, ``pmask`` (n_pairs,)
+    uint8 is scratch."""
     n = v_e.shape[0]
+    n_pairs = thr.shape[0] // 2
     dt = c[DT]
     re = np.int64(c[REFRAC_E])
     ri = np.int64(c[REFRAC_I])
     w_ie = c[W_IE]
     w_ei = c[W_EI]
+    nu_pre = c[NU_PRE]
+    w_max = c[W_MAX]
     for j in range(n):
         counts[j] = 0
     total = 0
     for s in range(n_present + n_rest):
         if learn:
             decay(theta, c[DECAY_THETA])
-            decay(x_pre, c[DECAY_PRE])
-            decay(x_post1, c[DECAY_POST1])
-            decay(x_post2, c[DECAY_POST2])
+            decay_flush(x_pre, c[DECAY_PRE])
+            decay_flush(x_post1, c[DECAY_POST1])
+            decay_flush(x_post2, c[DECAY_POST2])
         ne = lif_step(v_e, ge_e, gi_e, ref_e, theta, c[V_REST_E], c[V_RESET_E], c[V_THRESH_E], c[TAU_E], c[E_EXC],
                       c[E_INH_E], dt, c[DECAY_GE], c[DECAY_GI], re, spk_e, f_e)
         ni = lif_step(v_i, ge_i, gi_i, ref_i, zeros_i, c[V_REST_I], c[V_RESET_I], c[V_THRESH_I], c[TAU_I], c[E_EXC],
                       c[E_INH_I], dt, c[DECAY_GE], c[DECAY_GI], ri, spk_i, f_i)
         # input spikes: propagate, then depress
         if s < n_present:
-            for k in range(indptr[s], indptr[s + 1]):
-                i = indices[k]
-                if learn:
-                    propagate_pre(W, i, ge_e, x_pre, x_post1, c[NU_PRE], c[W_MAX])
-                else:
-                    for j in range(n):
-                        ge_e[j] += W[i, j]
+            if n_active < 0:
+                for k in range(indptr[s], indptr[s + 1]):
+                    i = indices[k]
+                    if learn:
+                        propagate_pre(W, i, ge_e, x_pre, x_post1, nu_pre, w_max)
+                    else:
+                        for j in range(n):
+                            ge_e[j] += W[i, j]
+            else:
+                # draw every active pair's two spikes (branch-free: vectorises), then propagate them
+                for a in range(n_active):
+                    h = _pair_bits(key, s, active[a], n_pairs)
+                    pmask[a] = np.uint8((h & MASK32) < pthr[0, a]) | (np.uint8((h >> _S32) < pthr[1, a]) << 1)
+                for a in range(n_active):
+                    if pmask[a] != 0:
+                        k = active[a]
+                        for i in range(2):
+                            if (pmask[a] >> i) & 1:
+                                if learn:
+                                    propagate_pre(W, 2 * k + i, ge_e, x_pre, x_post1, nu_pre, w_max)
+                                else:
+                                    for j in range(n):
+                                        ge_e[j] += W[2 * k + i, j]
         # E spikes: excite the partner I neuron, adapt theta, potentiate
         if ne > 0:
             for j in range(n):
@@ -207,12 +243,109 @@ def present(W, indptr, indices, n_rest, c, learn, v_e, ge_e, gi_e, ref_e, theta,
                         total += 1
                     if learn:
                         theta[j] += c[THETA_PLUS]
-                        stdp_post(W, j, x_pre, x_post1, x_post2, c[NU_POST], c[W_MAX])
+                        stdp_post(W, j, x_pre, x_post1, x_post2, c[NU_POST], w_max)
         # I spikes: inhibit every E neuron but the partner
         if ni > 0:
             for j in range(n):
                 gi_e[j] += w_ie * (ni - spk_i[j])
     return total
+
+
+_NO_THR = np.zeros(2, np.uint64)
+_NO_ACTIVE = np.zeros(1, np.int64)
+_NO_PTHR = np.zeros((2, 1), np.uint64)
+
+
+@njit(**njit_options())
+def present(W, indptr, indices, n_rest, c, learn, v_e, ge_e, gi_e, ref_e, theta, v_i, ge_i, gi_i, ref_i, zeros_i,
+            x_pre, x_post1, x_post2, spk_e, spk_i, f_e, f_i, counts):
+    """One presentation: ``len(indptr) - 1`` steps with the given input spikes, then ``n_rest``
+    steps without input. ``W`` (n_inputs, n_neurons) float64 learns in place when ``learn``
+    (STDP, theta); otherwise W, theta and the traces are left alone. ``counts`` (n_neurons,) int64
+    receives the E spikes of the presentation steps (rest excluded). Returns their total."""
+    return _present(W, indptr, indices, _NO_THR, _NO_ACTIVE, _NO_PTHR, np.zeros(1, np.uint8), -1, np.uint64(0), indptr.shape[0] - 1, n_rest, c,
+                    learn, v_e, ge_e, gi_e, ref_e, theta, v_i, ge_i, gi_i, ref_i, zeros_i, x_pre, x_post1, x_post2,
+                    spk_e, spk_i, f_e, f_i, counts)
+
+
+@njit(**njit_options(fastmath=False))
+def _row_thresholds(x, c, attempt, thr, active, pthr):
+    """The generator's thresholds of one row at ``attempt`` (rates ``x * (max_rate_hz + attempt *
+    rate_boost_hz)`` Hz), as :func:`bioreps.kernels.poisson.spike_thresholds` computes them (plain
+    IEEE arithmetic, no fast-math: the same bits), into ``thr`` (even length), and the pairs with a
+    non-zero threshold into ``active`` (their two thresholds into ``pthr``); returns their number, or -1 if a probability is not in
+    [0, 1] (or NaN)."""
+    rate = c[MAX_RATE] + attempt * c[RATE_BOOST]
+    dt_s = c[DT] / 1000.0
+    n_in = x.shape[0]
+    bad = False
+    for i in range(n_in):
+        p = (x[i] * rate) * dt_s
+        if not (p >= 0.0 and p <= 1.0):
+            bad = True
+        thr[i] = _spike_threshold(p)
+    for i in range(n_in, thr.shape[0]):
+        thr[i] = 0
+    if bad:
+        return -1
+    n_active = 0
+    for k in range(thr.shape[0] // 2):
+        if thr[2 * k] != 0 or thr[2 * k + 1] != 0:
+            active[n_active] = k
+            pthr[0, n_active] = thr[2 * k]
+            pthr[1, n_active] = thr[2 * k + 1]
+            n_active += 1
+    return n_active
+
+
+@njit(**njit_options())
+def _fit_row(W, x, seed, phase, index, n_present, n_rest, c, min_spikes, max_retries, v_e, ge_e, gi_e, ref_e,
+             theta, v_i, ge_i, gi_i, ref_i, zeros_i, x_pre, x_post1, x_post2, spk_e, spk_i, f_e, f_i, cnt, colsum,
+             thr, active, pthr, pmask, out):
+    """One row of :func:`fit_samples`, every attempt; ``out`` (2,) int64 receives (attempts, E
+    spikes of the last attempt). Returns False if a spike probability left [0, 1]."""
+    total = 0
+    attempt = 0
+    for attempt in range(max_retries + 1):
+        n_active = _row_thresholds(x, c, attempt, thr, active, pthr)
+        if n_active < 0:
+            return False
+        key = _stream_key(seed, phase, index, attempt)
+        normalize_columns(W, c[WEIGHT_SUM], colsum)
+        total = _present(W, _NO_ACTIVE, _NO_ACTIVE, thr, active, pthr, pmask, n_active, key, n_present, n_rest, c, True, v_e,
+                         ge_e, gi_e, ref_e, theta, v_i, ge_i, gi_i, ref_i, zeros_i, x_pre, x_post1, x_post2, spk_e,
+                         spk_i, f_e, f_i, cnt)
+        if total >= min_spikes:
+            break
+    out[0] = attempt + 1
+    out[1] = total
+    return True
+
+
+@njit(**njit_options())
+def _transform_row(W, x, seed, phase, index, n_present, n_rest, c, min_spikes, max_retries, v_e, ge_e, gi_e, ref_e,
+                   theta, v_i, ge_i, gi_i, ref_i, zeros_i, x_pre, x_post1, x_post2, spk_e, spk_i, f_e, f_i, cnt,
+                   thr, active, pthr, pmask, out):
+    """One row of :func:`transform_samples` from the state the caller reset; as :func:`_fit_row`."""
+    total = 0
+    attempt = 0
+    for attempt in range(max_retries + 1):
+        if attempt:  # the previous attempt's rest
+            _present(W, _NO_ACTIVE, _NO_ACTIVE, thr, active, pthr, pmask, 0, np.uint64(0), 0, n_rest, c, False, v_e, ge_e, gi_e,
+                     ref_e, theta, v_i, ge_i, gi_i, ref_i, zeros_i, x_pre, x_post1, x_post2, spk_e, spk_i, f_e, f_i,
+                     cnt)
+        n_active = _row_thresholds(x, c, attempt, thr, active, pthr)
+        if n_active < 0:
+            return False
+        key = _stream_key(seed, phase, index, attempt)
+        total = _present(W, _NO_ACTIVE, _NO_ACTIVE, thr, active, pthr, pmask, n_active, key, n_present, 0, c, False, v_e, ge_e,
+                         gi_e, ref_e, theta, v_i, ge_i, gi_i, ref_i, zeros_i, x_pre, x_post1, x_post2, spk_e, spk_i,
+                         f_e, f_i, cnt)
+        if total >= min_spikes:
+            break
+    out[0] = attempt + 1
+    out[1] = total
+    return True
 
 
 def run_presentation(W, indptr, indices, n_rest, constants, learn, state, counts):
@@ -253,6 +386,28 @@ def _attempt_rates(x, c, attempt):
     return x * (c[MAX_RATE] + attempt * c[RATE_BOOST])
 
 
+def _check_keys(seed, phase, first_index, n):
+    """The generator's key fields as ints, checked as :func:`~bioreps.kernels.poisson.stream_key`
+    checks them (every row's index included)."""
+    stream_key(seed, phase, first_index, 0)
+    if n:
+        stream_key(seed, phase, int(first_index) + n - 1, 0)
+    return int(seed), int(phase), int(first_index)
+
+
+def _check_state(W, st):
+    if W.shape != (st.x_pre.shape[0], st.v_e.shape[0]):
+        raise ValueError(f"W {W.shape} and the state ({st.x_pre.shape[0]} inputs, {st.v_e.shape[0]} neurons) disagree")
+
+
+def _bad_rates(x, c):
+    """Raise the error of :func:`~bioreps.kernels.poisson.counter_spike_trains` for a row whose
+    spike probabilities left [0, 1] at some attempt."""
+    for attempt in range(1 << 20):
+        _spike_probabilities(_attempt_rates(x, c, attempt), c[DT])
+    raise ValueError("input rates out of range")  # pragma: no cover
+
+
 def fit_samples(W, X, seed, phase, first_index, n_present, n_rest, constants, min_spikes, max_retries, state,
                 counts, callback=None):
     """Train on the rows of ``X`` in order (the layer's protocol); the CUDA twin has this signature.
@@ -272,23 +427,29 @@ def fit_samples(W, X, seed, phase, first_index, n_present, n_rest, constants, mi
     if W.dtype != np.float64 or not W.flags.c_contiguous:
         raise ValueError("W must be a C-contiguous 2-D float64 array")
     X = _check_samples(W, X, counts, n_present, n_rest, constants, min_spikes, max_retries)
-    c = constants
+    c = np.ascontiguousarray(constants, np.float64)
     n, N = X.shape[0], W.shape[1]
+    seed, phase, first_index = _check_keys(seed, phase, first_index, n)
     cnt = np.zeros(N, np.int64)
     colsum = np.zeros(N, np.float64)
+    thr = np.zeros(W.shape[0] + (W.shape[0] & 1), np.uint64)
+    active = np.zeros(thr.shape[0] // 2, np.int64)
+    pthr = np.zeros((2, thr.shape[0] // 2), np.uint64)
+    pmask = np.zeros(thr.shape[0] // 2, np.uint8)
+    out = np.zeros(2, np.int64)
     attempts = np.zeros(n, np.int64)
+    st = state
+    _check_state(W, st)
     for r in range(n):
-        for attempt in range(int(max_retries) + 1):
-            key = stream_key(seed, phase, first_index + r, attempt)
-            indptr, indices = counter_spike_trains(_attempt_rates(X[r], c, attempt), n_present, c[DT], key)
-            normalize_columns(W, c[WEIGHT_SUM], colsum)
-            total = run_presentation(W, indptr, indices, n_rest, c, True, state, cnt)
-            if total >= min_spikes or attempt == max_retries:
-                break
+        if not _fit_row(W, X[r], seed, phase, first_index + r, int(n_present), int(n_rest), c, int(min_spikes),
+                        int(max_retries), st.v_e, st.ge_e, st.gi_e, st.ref_e, st.theta, st.v_i, st.ge_i, st.gi_i,
+                        st.ref_i, st.zeros_i, st.x_pre, st.x_post1, st.x_post2, st.spk_e, st.spk_i, st.f_e, st.f_i,
+                        cnt, colsum, thr, active, pthr, pmask, out):
+            _bad_rates(X[r], c)
         counts[r] = cnt
-        attempts[r] = attempt + 1
+        attempts[r] = out[0]
         if callback is not None:
-            callback(r + 1, total)
+            callback(r + 1, int(out[1]))
     return attempts
 
 
@@ -302,24 +463,27 @@ def transform_samples(W, theta, X, seed, phase, first_index, n_present, n_rest, 
     if W.dtype != np.float64 or not W.flags.c_contiguous:
         raise ValueError("W must be a C-contiguous 2-D float64 array")
     X = _check_samples(W, X, counts, n_present, n_rest, constants, min_spikes, max_retries)
-    c = constants
+    c = np.ascontiguousarray(constants, np.float64)
     n, N = X.shape[0], W.shape[1]
+    seed, phase, first_index = _check_keys(seed, phase, first_index, n)
     state = LIFState(W.shape[0], N, c[V_REST_E], c[V_REST_I], theta=theta)
     cnt = np.zeros(N, np.int64)
+    thr = np.zeros(W.shape[0] + (W.shape[0] & 1), np.uint64)
+    active = np.zeros(thr.shape[0] // 2, np.int64)
+    pthr = np.zeros((2, thr.shape[0] // 2), np.uint64)
+    pmask = np.zeros(thr.shape[0] // 2, np.uint8)
+    out = np.zeros(2, np.int64)
     attempts = np.zeros(n, np.int64)
-    no_input = np.zeros(1, np.int64), np.zeros(0, np.int64)  # 0 input steps
+    st = state
     for r in range(n):
         state.reset(c[V_REST_E], c[V_REST_I])
-        for attempt in range(int(max_retries) + 1):
-            if attempt:  # the previous attempt's rest
-                run_presentation(W, no_input[0], no_input[1], n_rest, c, False, state, cnt)
-            key = stream_key(seed, phase, first_index + r, attempt)
-            indptr, indices = counter_spike_trains(_attempt_rates(X[r], c, attempt), n_present, c[DT], key)
-            total = run_presentation(W, indptr, indices, 0, c, False, state, cnt)
-            if total >= min_spikes or attempt == max_retries:
-                break
+        if not _transform_row(W, X[r], seed, phase, first_index + r, int(n_present), int(n_rest), c, int(min_spikes),
+                              int(max_retries), st.v_e, st.ge_e, st.gi_e, st.ref_e, st.theta, st.v_i, st.ge_i,
+                              st.gi_i, st.ref_i, st.zeros_i, st.x_pre, st.x_post1, st.x_post2, st.spk_e, st.spk_i,
+                              st.f_e, st.f_i, cnt, thr, active, pthr, pmask, out):
+            _bad_rates(X[r], c)
         counts[r] = cnt
-        attempts[r] = attempt + 1
+        attempts[r] = out[0]
         if callback is not None:
-            callback(r + 1, total)
+            callback(r + 1, int(out[1]))
     return attempts
