@@ -92,13 +92,27 @@ def _cmd_compare(args) -> int:
     from .analysis.report import compare_files
 
     res = compare_files(args.files, split=args.split, max_samples=args.max_samples, seed=args.seed,
-                        out_dir=args.out, plots=not args.no_plots, name=args.name)
+                        out_dir=args.out, plots=not args.no_plots, name=args.name,
+                        robustness=args.robustness, eps=args.eps, n_attack=args.n_attack)
     names = res["names"]
     width = max(len(n) for n in names)
     print(f"linear CKA ({res['split']}, {res['n_samples_used']} samples)")
     print(" " * (width + 2) + "  ".join(f"{n[:8]:>8}" for n in names))
     for name, row in zip(names, res["cka_linear"]):
         print(f"{name:<{width}}  " + "  ".join(f"{v:8.3f}" for v in row))
+    rob = res.get("robustness")
+    if rob:
+        print(f"robust accuracy (L-inf, worst of FGSM/PGD-{rob['pgd_steps']}, {rob['n_samples']} {rob['split']} images)")
+        for label, curve in rob["curves"].items():
+            pts = ", ".join(f"eps {e:g}: {a:.3f}" for e, a in zip(curve["eps"], curve["worst_case"]))
+            print(f"  {label}: {pts}")
+        for label, why in rob["skipped"].items():
+            print(f"  {label}: skipped ({why})")
+        if "transfer" in rob:
+            t = rob["transfer"]
+            print(f"transfer (PGD eps {t['eps']:g}; row = source, column = target accuracy)")
+            for label, row in zip(t["names"], t["matrix"]):
+                print(f"  {label:<{width}}  " + "  ".join(f"{v:6.3f}" for v in row))
     print(f"results: {res['outputs']['json']}")
     return 0
 
@@ -159,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-samples", type=int, default=5000, help="random subset of rows used (default 5000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default="compare", help="stem of the output files (default: compare)")
+    p.add_argument("--robustness", action="store_true",
+                   help="also attack the files' classifiers (FGSM/PGD curves, transfer matrix)")
+    p.add_argument("--eps", type=float, nargs="+", default=[0.05, 0.1], help="L-inf radii (default 0.05 0.1)")
+    p.add_argument("--n-attack", type=int, default=500, help="test images attacked (default 500)")
     p.add_argument("--out", default=None, help="output folder (default: beside the first file)")
     p.add_argument("--no-plots", action="store_true")
     p.set_defaults(func=_cmd_compare)

@@ -117,3 +117,70 @@ def test_analyze_unknown_split_is_a_one_line_error(tmp_path, capsys):
     assert main(["analyze", str(tmp_path / "pl.h5"), "--split", "train"]) == 2
     err = capsys.readouterr().err
     assert "no representation 'train'" in err and "test" in err
+
+
+def test_compare_with_robustness_attacks_the_files_models(tmp_path, capsys, fashion_mnist_available):
+    """`bioreps compare --robustness` rebuilds the classifiers the files hold, attacks them
+    (eps 0 equals clean accuracy; PGD lowers accuracy) and fills a transfer matrix whose diagonal
+    is the white-box accuracy; files without a classifier are listed as skipped."""
+    import json
+
+    import torch
+
+    from bioreps import baselines, data
+
+    torch.set_num_threads(1)
+    X, y = data.load("fashion-mnist", "train")
+    Xt, yt = data.load("fashion-mnist", "test")
+    for seed in (0, 1):
+        net = baselines.MLP(sizes=(784, 32, 10), seed=seed)
+        baselines.train(net, X[:3000], y[:3000], epochs=2, batch_size=100, lr=3e-3, seed=seed, progress=False)
+        net.export(tmp_path / f"mlp{seed}.h5", {"test": (Xt[:200], yt[:200])}, dataset="fashion-mnist")
+    io.save(tmp_path / "pix.h5", model_kind="pixels",
+            representations={"test": {"activations": Xt[:200], "labels": yt[:200]}})
+    files = [str(tmp_path / n) for n in ("mlp0.h5", "mlp1.h5", "pix.h5")]
+    assert main(["compare", *files, "--robustness", "--eps", "0.1", "--n-attack", "100", "--no-plots"]) == 0
+    out = capsys.readouterr().out
+    assert "transfer" in out and "skipped" in out
+    rob = json.loads((tmp_path / "compare.json").read_text())["robustness"]
+    assert rob["n_samples"] == 100 and set(rob["curves"]) == {"mlp0", "mlp1"} and "pix" in rob["skipped"]
+    for curve in rob["curves"].values():
+        assert curve["accuracy"]["pgd"][0] == curve["clean_accuracy"] > 0.5
+        assert curve["worst_case"][1] < curve["clean_accuracy"] - 0.2
+    M = np.array(rob["transfer"]["matrix"])
+    assert M.shape == (2, 2)
+    for i, label in enumerate(rob["transfer"]["names"]):
+        assert abs(M[i, i] - rob["curves"][label]["accuracy"]["pgd"][1]) < 1e-9
+    assert M[0, 1] > M[0, 0] and M[1, 0] > M[1, 1]  # transferred examples are weaker than white-box
+
+
+def test_file_classifier_of_a_hebbian_file_is_differentiable(tmp_path, fashion_mnist_available):
+    """A Hebbian layer file becomes layer + softmax readout (trained on its train split) as one
+    torch module that gradient attacks can use."""
+    import torch
+
+    from bioreps import data
+    from bioreps.analysis.report import file_classifier
+    from bioreps.layers import HebbianWTA
+
+    X, y = data.load("fashion-mnist", "train")
+    layer = HebbianWTA(n_units=30, k=2, center=True, input_norm=2, backend="cpu", random_state=0,
+                       progress=False).fit(X[:1000], epochs=2)
+    layer.export(tmp_path / "h.h5", {"train": (X[:1000], y[:1000])}, dataset="fashion-mnist")
+    module, how = file_classifier(tmp_path / "h.h5")
+    assert "readout" in how
+    xb = torch.from_numpy(X[1000:1200]).requires_grad_(True)
+    logits = module(xb)
+    assert logits.shape == (200, 10)
+    # the same readout (same seed) on the layer's own transform gives the same predictions
+    from bioreps.readout import LinearReadout
+
+    direct = LinearReadout(epochs=20, random_state=0, progress=False).fit(layer.transform(X[:1000]), y[:1000],
+                                                                       n_classes=10)
+    pred = direct.predict(layer.transform(X[1000:1200]))
+    assert (logits.argmax(1).numpy() == pred).mean() > 0.99
+    assert (pred == y[1000:1200]).mean() > 0.15  # better than chance (a tiny 2-epoch layer)
+    logits.sum().backward()
+    assert xb.grad is not None and torch.isfinite(xb.grad).all() and xb.grad.abs().sum() > 0
+    io.save(tmp_path / "p.h5", model_kind="pixels", representations={"test": X[:10]})
+    assert file_classifier(tmp_path / "p.h5")[0] is None

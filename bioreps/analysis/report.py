@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["analyze_file", "compare_files"]
+__all__ = ["analyze_file", "compare_files", "file_classifier"]
 
 
 def _pick_split(f, split, path):
@@ -135,12 +135,17 @@ def analyze_file(path, *, split=None, ranks=(11, 500), n_boot=0, out_dir=None, s
 
 
 def compare_files(paths, *, split=None, max_samples=5000, seed=0, out_dir=None, plots=True,
-                  name="compare"):
+                  name="compare", robustness=False, eps=(0.05, 0.1), n_attack=500, pgd_steps=20):
     """CKA (linear, and debiased linear) and RSA between the representations of several files.
 
     Every file must hold the split with the same samples in the same order (checked through
     ``inputs_index`` when the files store it, else through the labels). At most
     ``max_samples`` rows (the same random subset for every file) are used.
+
+    With ``robustness=True``, every file that holds a classifier is also attacked (see
+    :func:`file_classifier`): a robust-accuracy curve (FGSM and PGD, L-inf, radii ``eps``) per
+    model on the first ``n_attack`` images of the split's dataset, and a transfer matrix at the
+    largest radius. Files without a classifier are listed with the reason.
     """
     from .. import io
     from . import similarity
@@ -182,6 +187,9 @@ def compare_files(paths, *, split=None, max_samples=5000, seed=0, out_dir=None, 
               "cka_linear": np.asarray(linear).tolist(), "cka_linear_debiased": np.asarray(debiased).tolist(),
               "rsa_spearman_correlation": rsa.tolist(), "rsa_samples": int(min(rsa_n, 2000))}
     outputs = {}
+    if robustness:
+        result["robustness"] = _robustness(paths, names, split, eps, n_attack, pgd_steps, seed, out_dir, name,
+                                           plots, outputs)
     if plots:
         png = out_dir / f"{name}.cka.png"
         _close(similarity.plot_cka_matrix(np.asarray(linear), names, path=png))
@@ -191,6 +199,83 @@ def compare_files(paths, *, split=None, max_samples=5000, seed=0, out_dir=None, 
     result["outputs"] = outputs
     _write_json(json_path, result)
     return result
+
+
+_BASELINE_KINDS = ("mlp", "cnn", "spiking-mlp")
+_HEBBIAN_KINDS = {"hebbian-wta": "HebbianWTA", "soft-wta": "SoftWTA"}
+
+
+def file_classifier(path, *, readout_epochs=20, seed=0):
+    """A torch module returning logits for the model a bioreps file holds, or ``(None, reason)``.
+
+    Baselines (``mlp``, ``cnn``, ``spiking-mlp``) are rebuilt as saved. Hebbian layers
+    (``hebbian-wta``, ``soft-wta``) get a softmax :class:`~bioreps.readout.LinearReadout` trained
+    on the file's labelled ``train`` representation and are wrapped with
+    :func:`bioreps.torch_views.classifier` (differentiable). Other kinds hold no classifier.
+    Returns ``(module, description)``.
+    """
+    from .. import io
+
+    with io.load(path) as f:
+        kind = f.model.kind
+        train = f.representations.get("train")
+        if kind in _HEBBIAN_KINDS and (train is None or not train.has_labels):
+            return None, f"{kind} file without a labelled 'train' representation to fit a readout on"
+        H = train.to_numpy() if kind in _HEBBIAN_KINDS else None
+        y = train.labels if kind in _HEBBIAN_KINDS else None
+    if kind in _BASELINE_KINDS:
+        from .. import baselines
+
+        return baselines.load(path), f"{kind} (as trained)"
+    if kind in _HEBBIAN_KINDS:
+        from .. import layers
+        from ..readout import LinearReadout
+        from ..torch_views import classifier
+
+        layer = getattr(layers, _HEBBIAN_KINDS[kind]).load(path)
+        readout = LinearReadout(epochs=readout_epochs, random_state=seed, progress=False).fit(H, y, n_classes=10)
+        return classifier(layer, readout), f"{kind} + softmax readout ({readout_epochs} epochs on the file's train split)"
+    return None, f"model kind {kind!r} holds no classifier that can be attacked here"
+
+
+def _robustness(paths, names, split, eps, n_attack, pgd_steps, seed, out_dir, stem, plots, outputs):
+    from .. import data, io
+    from . import robustness as rob
+
+    eps = sorted(float(e) for e in eps)
+    with io.load(paths[0]) as f:
+        rep = f.representations[split]
+        dataset = rep.dataset or f.provenance.get("dataset")
+        source_split = rep.dataset_split or split
+        index = rep.inputs_index
+    if not dataset or dataset == "unknown":
+        raise ValueError(f"{paths[0]}: the file does not say which dataset its {split!r} split came from")
+    X, y = data.load(dataset, source_split)
+    rows = (index if index is not None else np.arange(X.shape[0]))[:int(n_attack)]
+    X, y = X[rows], y[rows]
+    models, skipped, curves = {}, {}, {}
+    for path, label in zip(paths, names):
+        module, how = file_classifier(path, seed=seed)
+        if module is None:
+            skipped[label] = how
+            continue
+        models[label] = module
+        curve = rob.robust_accuracy_curve(module, X, y, [0.0, *eps], attacks=("fgsm", "pgd"), seed=seed,
+                                          pgd={"steps": int(pgd_steps)}, progress=False)
+        curves[label] = {"model": how, **curve.to_dict()}
+        if plots:
+            png = out_dir / f"{stem}.{label}.robustness.png"
+            _close(rob.plot_robust_accuracy(curve, path=png))
+            outputs[f"robustness_png_{label}"] = str(png)
+    out = {"dataset": dataset, "split": source_split, "n_samples": int(len(rows)), "eps": eps,
+           "pgd_steps": int(pgd_steps), "curves": curves, "skipped": skipped}
+    if len(models) >= 2:
+        tr = rob.transfer_matrix(models, X, y, eps[-1], attack="pgd", seed=seed, steps=int(pgd_steps),
+                                 progress=False)
+        out["transfer"] = {"eps": eps[-1], "attack": "pgd", "names": list(tr.names),
+                           "matrix": np.asarray(tr.matrix).tolist(),
+                           "clean_accuracy": np.asarray(tr.clean_accuracy).tolist()}
+    return out
 
 
 def _unique_name(path: Path, taken):
