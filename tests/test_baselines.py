@@ -475,3 +475,18 @@ def test_regularizers_roundtrip_and_other_models_train():
     assert hist["regularizer"][0] > 0 and not same(before, params_of(snn))
     hist = B.train(snn, X, y, B.AdversarialTraining(0.1, 2), epochs=1, batch_size=20, seed=0)
     assert np.isfinite(hist["loss"][0])
+
+
+def test_subnormals_are_flushed_during_training_and_restored_after(toy):
+    """train() flushes subnormal floats to zero while it runs (Adam states of weights moved only
+    by weight decay underflow there and slow every step) and leaves the global setting off."""
+    X, y = toy
+    seen = []
+
+    def probe(epoch, record, model):
+        seen.append(float(torch.tensor(1e-40, dtype=torch.float32) * 1.0))
+
+    B.train(tiny_mlp(), X, y, epochs=1, batch_size=32, seed=0, progress=False,
+            callback=probe)
+    assert seen == [0.0]
+    assert float(torch.tensor(1e-40, dtype=torch.float32) * 1.0) > 0.0

@@ -200,6 +200,13 @@ def train(model, X, y, regularizer=None, epochs=10, batch_size=128, lr=1e-3, see
     bar = progress_bar(total=(epochs - start_epoch) * n_batches, progress=progress,
                        desc=f"train {type(model).__name__}"
                             + (f" + {regularizer.name}" if regularizer is not None else ""))
+    # Flush subnormal floats to zero while training (CPU FTZ/DAZ; restored afterwards). Weights
+    # that only weight decay moves shrink geometrically under Adam, their squared gradients in
+    # Adam's second moment underflow into subnormals, and every later step (and matmul) takes
+    # the CPU's slow path: measured, 10 weight-decay epochs of a 784-2000-10 MLP stalled for
+    # more than 10 minutes where vanilla took 2. Values below ~1e-38 (float32) cannot change a
+    # result at this precision.
+    flushed = torch.set_flush_denormal(True)
     try:
         for epoch in range(start_epoch, epochs):
             t0 = time.perf_counter()
@@ -261,6 +268,8 @@ def train(model, X, y, regularizer=None, epochs=10, batch_size=128, lr=1e-3, see
                     save_checkpoint(epoch + 1)
                 break
     finally:
+        if flushed:
+            torch.set_flush_denormal(False)
         bar.close()
         model.history_ = history
         model.eval()
