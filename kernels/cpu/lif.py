@@ -408,6 +408,16 @@ def _bad_rates(x, c):
     raise ValueError("input rates out of range")  # pragma: no cover
 
 
+def _row_scratch(n_inputs):
+    """Scratch of the per-row drivers, allocated once per call: per-input spike thresholds (padded
+    to whole pairs), the active pairs, their thresholds, the pair spike mask and the
+    ``[presentations, spikes]`` result of a row."""
+    thr = np.zeros(n_inputs + (n_inputs & 1), np.uint64)
+    n_pairs = thr.shape[0] // 2
+    return (thr, np.zeros(n_pairs, np.int64), np.zeros((2, n_pairs), np.uint64), np.zeros(n_pairs, np.uint8),
+            np.zeros(2, np.int64))
+
+
 def fit_samples(W, X, seed, phase, first_index, n_present, n_rest, constants, min_spikes, max_retries, state,
                 counts, callback=None):
     """Train on the rows of ``X`` in order (the layer's protocol); the CUDA twin has this signature.
@@ -432,11 +442,7 @@ def fit_samples(W, X, seed, phase, first_index, n_present, n_rest, constants, mi
     seed, phase, first_index = _check_keys(seed, phase, first_index, n)
     cnt = np.zeros(N, np.int64)
     colsum = np.zeros(N, np.float64)
-    thr = np.zeros(W.shape[0] + (W.shape[0] & 1), np.uint64)
-    active = np.zeros(thr.shape[0] // 2, np.int64)
-    pthr = np.zeros((2, thr.shape[0] // 2), np.uint64)
-    pmask = np.zeros(thr.shape[0] // 2, np.uint8)
-    out = np.zeros(2, np.int64)
+    thr, active, pthr, pmask, out = _row_scratch(W.shape[0])
     attempts = np.zeros(n, np.int64)
     st = state
     _check_state(W, st)
@@ -468,11 +474,7 @@ def transform_samples(W, theta, X, seed, phase, first_index, n_present, n_rest, 
     seed, phase, first_index = _check_keys(seed, phase, first_index, n)
     state = LIFState(W.shape[0], N, c[V_REST_E], c[V_REST_I], theta=theta)
     cnt = np.zeros(N, np.int64)
-    thr = np.zeros(W.shape[0] + (W.shape[0] & 1), np.uint64)
-    active = np.zeros(thr.shape[0] // 2, np.int64)
-    pthr = np.zeros((2, thr.shape[0] // 2), np.uint64)
-    pmask = np.zeros(thr.shape[0] // 2, np.uint8)
-    out = np.zeros(2, np.int64)
+    thr, active, pthr, pmask, out = _row_scratch(W.shape[0])
     attempts = np.zeros(n, np.int64)
     st = state
     for r in range(n):
