@@ -184,3 +184,30 @@ def test_file_classifier_of_a_hebbian_file_is_differentiable(tmp_path, fashion_m
     assert xb.grad is not None and torch.isfinite(xb.grad).all() and xb.grad.abs().sum() > 0
     io.save(tmp_path / "p.h5", model_kind="pixels", representations={"test": X[:10]})
     assert file_classifier(tmp_path / "p.h5")[0] is None
+
+
+def test_analyze_and_compare_runner_files_from_two_folders(tmp_path):
+    """Two runs' `model.h5` files analysed into one folder keep separate outputs (named by their
+    folders), and RSA leaves out rows that are constant (silent) in some representation."""
+    import json
+
+    from bioreps.analysis.report import analyze_file, compare_files
+
+    rng = np.random.default_rng(0)
+    y = np.arange(400) % 10
+    for name in ("run_a", "run_b"):
+        (tmp_path / name).mkdir()
+        R = rng.random((400, 30)).astype(np.float32)
+        R[:3] = 0.0  # three silent samples
+        io.save(tmp_path / name / "model.h5", model_kind="pixels",
+                representations={"test": {"activations": R, "labels": y}})
+    out = tmp_path / "out"
+    a = analyze_file(tmp_path / "run_a" / "model.h5", ranks=(2, 20), out_dir=out, plots=False)
+    b = analyze_file(tmp_path / "run_b" / "model.h5", ranks=(2, 20), out_dir=out, plots=False)
+    assert a["files"]["json"] != b["files"]["json"]
+    assert {p.name for p in out.iterdir()} == {"run_a.test.analysis.json", "run_b.test.analysis.json"}
+    res = compare_files([tmp_path / "run_a" / "model.h5", tmp_path / "run_b" / "model.h5"], out_dir=out,
+                        plots=False)
+    assert res["names"] == ["run_a", "run_b"]
+    assert res["rsa_samples"] == 397 and res["rsa_rows_left_out_constant"] == 3
+    assert json.loads((out / "compare.json").read_text())["rsa_spearman_correlation"][0][0] == 1.0

@@ -60,7 +60,8 @@ def analyze_file(path, *, split=None, ranks=(11, 500), n_boot=0, out_dir=None, s
     n_boot : int
         Bootstrap resamples for a 95% interval of alpha (0: none).
     out_dir : str or os.PathLike, optional
-        Where to write ``<stem>.<split>.analysis.json`` and the PNGs (default: beside the file).
+        Where to write ``<name>.<split>.analysis.json`` and the PNGs (default: beside the file);
+        ``<name>`` is the file's stem, or its folder's name for a runner's ``model.h5``.
 
     Returns
     -------
@@ -102,7 +103,7 @@ def analyze_file(path, *, split=None, ranks=(11, 500), n_boot=0, out_dir=None, s
                     alpha_bootstrap_bias=float(ci.bias))
     result["spectrum"] = spec
 
-    stem = f"{path.stem}.{split}"
+    stem = f"{_file_label(path)}.{split}"
     files = {}
     if plots:
         png = out_dir / f"{stem}.spectrum.png"
@@ -177,15 +178,19 @@ def compare_files(paths, *, split=None, max_samples=5000, seed=0, out_dir=None, 
     debiased = similarity.cka_matrix(reps, debiased=True)
     k = len(reps)
     rsa = np.eye(k)
-    rsa_n = min(R.shape[0] for R in reps)
-    rsa_keep = slice(0, min(rsa_n, 2000))  # RDMs are O(n^2): the first 2000 rows of the subset
+    # RDMs are O(n^2): the first 2000 rows of the subset, leaving out rows that are constant in
+    # some representation (a silent spiking sample), whose correlation distance is undefined
+    rows = np.arange(min(reps[0].shape[0], 2000))
+    varying = np.all([R[rows].std(axis=1) > 0 for R in reps], axis=0)
+    rsa_rows = rows[varying]
     for i in range(k):
         for j in range(i + 1, k):
-            rsa[i, j] = rsa[j, i] = float(similarity.rsa(reps[i][rsa_keep], reps[j][rsa_keep]))
+            rsa[i, j] = rsa[j, i] = float(similarity.rsa(reps[i][rsa_rows], reps[j][rsa_rows]))
     result = {"files": [str(p) for p in paths], "names": names, "split": split,
               "n_samples_used": int(reps[0].shape[0]),
               "cka_linear": np.asarray(linear).tolist(), "cka_linear_debiased": np.asarray(debiased).tolist(),
-              "rsa_spearman_correlation": rsa.tolist(), "rsa_samples": int(min(rsa_n, 2000))}
+              "rsa_spearman_correlation": rsa.tolist(), "rsa_samples": int(rsa_rows.size),
+              "rsa_rows_left_out_constant": int(rows.size - rsa_rows.size)}
     outputs = {}
     if robustness:
         result["robustness"] = _robustness(paths, names, split, eps, n_attack, pgd_steps, seed, out_dir, name,
@@ -278,8 +283,13 @@ def _robustness(paths, names, split, eps, n_attack, pgd_steps, seed, out_dir, st
     return out
 
 
+def _file_label(path: Path) -> str:
+    """A file's name for outputs: its stem, or its folder's name for the runner's ``model.h5``."""
+    return path.stem if path.stem != "model" else (path.parent.resolve().name or path.stem)
+
+
 def _unique_name(path: Path, taken):
-    name = path.stem if path.stem != "model" else path.parent.name or path.stem
+    name = _file_label(path)
     base, i = name, 2
     while name in taken:
         name, i = f"{base}-{i}", i + 1
