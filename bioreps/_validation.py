@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-__all__ = ["check_array", "check_labels", "check_random_state"]
+__all__ = ["check_array", "check_labels", "check_random_state", "check_int", "check_float"]
 
 
 def check_array(X, *, name="X", ndim=2, dtype=np.float32, allow_empty=False, finite=True,
@@ -61,3 +63,26 @@ def check_random_state(seed) -> np.random.Generator:
             raise ValueError(f"random_state must be a non-negative int, got {seed}")
         return np.random.default_rng(seed)
     raise TypeError(f"random_state must be None, an int or a numpy Generator, got {type(seed).__name__}")
+
+
+def check_int(value, name, minimum=1) -> int:
+    """``value`` as an int: ``TypeError`` unless it is an integer (bools refused), ``ValueError``
+    below ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    value = int(value)
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_float(value, name, minimum=0.0, strict=False) -> float:
+    """``value`` as a finite float ``>= minimum`` (``> minimum`` with ``strict``): ``TypeError``
+    unless it is a real number (bools refused), ``ValueError`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or value < minimum or (strict and value == minimum):
+        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {minimum:g}, "
+                         f"got {value}")
+    return value

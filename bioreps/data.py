@@ -59,7 +59,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from ._validation import check_random_state
+from ._validation import check_int, check_random_state
 from ._version import __version__
 
 __all__ = [
@@ -1093,13 +1093,6 @@ def fingerprint(name, split, data_dir=None) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def _check_int(value, name, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
 
 def _check_float(value, name, minimum=0.0):
     try:
@@ -1133,9 +1126,9 @@ def make_classes(n_samples=1000, n_features=784, n_classes=10, *, noise=0.1, ran
     X : ndarray of float32, shape (n_samples, n_features)
     y : ndarray of int64, shape (n_samples,)
     """
-    n_samples = _check_int(n_samples, "n_samples")
-    n_features = _check_int(n_features, "n_features")
-    n_classes = _check_int(n_classes, "n_classes")
+    n_samples = check_int(n_samples, "n_samples")
+    n_features = check_int(n_features, "n_features")
+    n_classes = check_int(n_classes, "n_classes")
     noise = _check_float(noise, "noise")
     rng = check_random_state(random_state)
 
@@ -1173,8 +1166,8 @@ def make_powerlaw(n_samples=1000, n_features=100, alpha=1.0, random_state=None):
     X : ndarray of float64, shape (n_samples, n_features)
         Zero-mean in expectation.
     """
-    n_samples = _check_int(n_samples, "n_samples")
-    n_features = _check_int(n_features, "n_features")
+    n_samples = check_int(n_samples, "n_samples")
+    n_features = check_int(n_features, "n_features")
     alpha = _check_float(alpha, "alpha")
     rng = check_random_state(random_state)
     eigvals = np.arange(1, n_features + 1, dtype=np.float64) ** -alpha

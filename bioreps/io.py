@@ -45,6 +45,7 @@ from types import MappingProxyType
 import h5py
 import numpy as np
 
+from ._validation import check_int
 from ._version import __version__
 
 __all__ = [
@@ -165,14 +166,6 @@ def _check_name(name, what: str) -> str:
                          f"characters)")
     return name
 
-
-def _check_count(value, what: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{what} must be an int, got {type(value).__name__}")
-    value = int(value)
-    if value < minimum:
-        raise ValueError(f"{what} must be >= {minimum}, got {value}")
-    return value
 
 
 def _to_jsonable(value, label: str, key: str):
@@ -509,7 +502,7 @@ class RepresentationWriter:
             Wrong dtype, shape, or rows outside ``0 .. n_samples - 1``.
         """
         self._writer._check_open()
-        start = _check_count(start, "start", 0)
+        start = check_int(start, "start", 0)
         arr = self._as_block(block)
         if start + arr.shape[0] > self.n_samples:
             raise ValueError(f"rows {start}..{start + arr.shape[0] - 1} lie outside split "
@@ -696,8 +689,8 @@ class Writer:
         _check_name(split, "split name")
         if split in self._reps:
             raise ValueError(f"representation {split!r} already exists in this file")
-        n = _check_count(n_samples, "n_samples", 0)
-        units = _check_count(n_units, "n_units", 1)
+        n = check_int(n_samples, "n_samples", 0)
+        units = check_int(n_units, "n_units", 1)
         attrs = {"dataset": dataset, "dataset_split": dataset_split, "description": description}
         for key, value in attrs.items():
             if value is None and key != "description":
@@ -1128,7 +1121,7 @@ class Representation:
         """
         if block_rows is None:
             block_rows = _block_rows(self.chunk_rows, self.n_units)
-        block_rows = _check_count(block_rows, "block_rows", 1)
+        block_rows = check_int(block_rows, "block_rows", 1)
         self._owner._check_open()
         for start in range(0, self.n_samples, block_rows):
             yield start, self._read_slice(start, min(start + block_rows, self.n_samples))

@@ -28,29 +28,11 @@ import torch
 from torch import nn
 
 from .._validation import check_array, check_labels
+from .._validation import check_int as _check_int
 
 __all__ = ["MLP", "CNN", "BaselineModel", "load", "export", "MODEL_CLASSES"]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
-
-
-def _check_int(value, name, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    value = int(value)
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _check_float(value, name, minimum=0.0, strict=False):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value) or value < minimum or (strict and value == minimum):
-        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {minimum:g}, "
-                         f"got {value}")
-    return value
 
 
 def _resolve_seed(seed):

@@ -21,7 +21,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .models import _check_float, _check_int
+from .._validation import check_float as _check_float
+from .._validation import check_int as _check_int
 
 __all__ = ["Regularizer", "WeightDecay", "JacobianReg", "SpectralReg", "AdversarialTraining",
            "jacobian_frobenius", "spectral_penalty", "pgd_attack", "REGULARIZERS", "from_dict"]

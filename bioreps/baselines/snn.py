@@ -29,8 +29,9 @@ import math
 import torch
 from torch import nn
 
-from .models import (BaselineModel, _check_float, _check_int, _check_sizes, _global_rng_untouched,
-                     _init_parameters, _resolve_seed)
+from .._validation import check_float as _check_float
+from .._validation import check_int as _check_int
+from .models import BaselineModel, _check_sizes, _global_rng_untouched, _init_parameters, _resolve_seed
 
 __all__ = ["SpikingMLP", "LIFParameters", "lif_step", "fast_sigmoid_spike"]
 

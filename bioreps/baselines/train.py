@@ -11,7 +11,9 @@ import torch.nn.functional as F
 
 from .._progress import progress_bar
 from .._validation import check_labels
-from .models import BaselineModel, _check_float, _check_int, _check_inputs
+from .._validation import check_float as _check_float
+from .._validation import check_int as _check_int
+from .models import BaselineModel, _check_inputs
 from .regularizers import Regularizer
 
 __all__ = ["train", "NonFiniteLossError", "CHECKPOINT_FORMAT"]
