@@ -123,6 +123,17 @@ def _set_bit(mask, b, i):
 
 
 @cuda.jit(device=True)
+def _step_constants(c):
+    """Per-step constants both kernels derive from ``c``: (dt, dt in s, dt / tau_e, E leak,
+    dt / tau_i, I leak, E and I refractory steps, w_ei, w_ie)."""
+    dt = c[DT]
+    ce = dt / c[TAU_E]
+    ci = dt / c[TAU_I]
+    return (dt, dt / 1000.0, ce, math.exp(-ce), ci, math.exp(-ci), np.int64(c[REFRAC_E]), np.int64(c[REFRAC_I]),
+            c[W_EI], c[W_IE])
+
+
+@cuda.jit(device=True)
 def _pair_spikes(X, r, k, n_in, rate, dt_s, key, s, n_pairs):
     """Spikes of inputs 2k and 2k+1 of row r at step s (the counter-based generator)."""
     i0 = 2 * k
@@ -173,16 +184,7 @@ def _train_kernel(wi, wn):
         n_in = W.shape[0]
         N = W.shape[1]
         n_pairs = (n_in + 1) // 2
-        dt = c[DT]
-        dt_s = dt / 1000.0
-        ce = dt / c[TAU_E]
-        leak_e = math.exp(-ce)
-        ci = dt / c[TAU_I]
-        leak_i = math.exp(-ci)
-        re = np.int64(c[REFRAC_E])
-        ri = np.int64(c[REFRAC_I])
-        w_ei = c[W_EI]
-        w_ie = c[W_IE]
+        dt, dt_s, ce, leak_e, ci, leak_i, re, ri, w_ei, w_ie = _step_constants(c)
         nu_pre = c[NU_PRE]
         nu_post = c[NU_POST]
         w_max = c[W_MAX]
@@ -376,16 +378,7 @@ def _transform_kernel(wi, npt):
         n_in = W.shape[0]
         N = W.shape[1]
         n_pairs = (n_in + 1) // 2
-        dt = c[DT]
-        dt_s = dt / 1000.0
-        ce = dt / c[TAU_E]
-        leak_e = math.exp(-ce)
-        ci = dt / c[TAU_I]
-        leak_i = math.exp(-ci)
-        re = np.int64(c[REFRAC_E])
-        ri = np.int64(c[REFRAC_I])
-        w_ei = c[W_EI]
-        w_ie = c[W_IE]
+        dt, dt_s, ce, leak_e, ci, leak_i, re, ri, w_ei, w_ie = _step_constants(c)
         for r in range(cuda.blockIdx.x, counts.shape[0], cuda.gridDim.x):
             for q in range(NPT):
                 j = t + q * nt
