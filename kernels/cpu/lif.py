@@ -408,6 +408,17 @@ def _bad_rates(x, c):
     raise ValueError("input rates out of range")  # pragma: no cover
 
 
+def _check_driver_args(W, X, seed, phase, first_index, n_present, n_rest, constants, min_spikes, max_retries,
+                       counts):
+    """Checks shared by :func:`fit_samples` and :func:`transform_samples`; returns the checked
+    ``(X, constants, seed, phase, first_index)``."""
+    if W.dtype != np.float64 or not W.flags.c_contiguous:
+        raise ValueError("W must be a C-contiguous 2-D float64 array")
+    X = _check_samples(W, X, counts, n_present, n_rest, constants, min_spikes, max_retries)
+    seed, phase, first_index = _check_keys(seed, phase, first_index, X.shape[0])
+    return X, np.ascontiguousarray(constants, np.float64), seed, phase, first_index
+
+
 def _row_scratch(n_inputs):
     """Scratch of the per-row drivers, allocated once per call: per-input spike thresholds (padded
     to whole pairs), the active pairs, their thresholds, the pair spike mask and the
@@ -434,12 +445,9 @@ def fit_samples(W, X, seed, phase, first_index, n_present, n_rest, constants, mi
     spikes of its last attempt. ``callback(rows_done, spikes_of_the_last_row)`` is called after
     each row (None: no call). Returns the presentations per row, (n,) int64 (1 = no retry).
     """
-    if W.dtype != np.float64 or not W.flags.c_contiguous:
-        raise ValueError("W must be a C-contiguous 2-D float64 array")
-    X = _check_samples(W, X, counts, n_present, n_rest, constants, min_spikes, max_retries)
-    c = np.ascontiguousarray(constants, np.float64)
+    X, c, seed, phase, first_index = _check_driver_args(W, X, seed, phase, first_index, n_present, n_rest,
+                                                         constants, min_spikes, max_retries, counts)
     n, N = X.shape[0], W.shape[1]
-    seed, phase, first_index = _check_keys(seed, phase, first_index, n)
     cnt = np.zeros(N, np.int64)
     colsum = np.zeros(N, np.float64)
     thr, active, pthr, pmask, out = _row_scratch(W.shape[0])
@@ -466,12 +474,9 @@ def transform_samples(W, theta, X, seed, phase, first_index, n_present, n_rest, 
     :func:`fit_samples` (a retry follows the previous attempt's rest steps; the rest steps after a
     row's last attempt change nothing and are skipped). ``W`` and ``theta`` are read only;
     ``counts`` (n, n_neurons) float32 receives the counts. Returns the presentations per row."""
-    if W.dtype != np.float64 or not W.flags.c_contiguous:
-        raise ValueError("W must be a C-contiguous 2-D float64 array")
-    X = _check_samples(W, X, counts, n_present, n_rest, constants, min_spikes, max_retries)
-    c = np.ascontiguousarray(constants, np.float64)
+    X, c, seed, phase, first_index = _check_driver_args(W, X, seed, phase, first_index, n_present, n_rest,
+                                                         constants, min_spikes, max_retries, counts)
     n, N = X.shape[0], W.shape[1]
-    seed, phase, first_index = _check_keys(seed, phase, first_index, n)
     state = LIFState(W.shape[0], N, c[V_REST_E], c[V_REST_I], theta=theta)
     cnt = np.zeros(N, np.int64)
     thr, active, pthr, pmask, out = _row_scratch(W.shape[0])
