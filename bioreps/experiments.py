@@ -108,7 +108,7 @@ MODELS = {
     "spiking-wta": ModelEntry(
         _spiking,
         {"n_neurons": int, "dt_ms": _NUM, "t_present_ms": _NUM, "t_rest_ms": _NUM, "min_spikes": int,
-         "backend": str, "params": dict},
+         "encoding": str, "backend": str, "params": dict},
         fit_params={"epochs": int},
         resumable=True,
         indexed_transform=True,

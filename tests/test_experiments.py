@@ -213,6 +213,10 @@ t_present_ms = 40.0
 t_rest_ms = 20.0
 epochs = 2
 backend = "cpu"
+encoding = "on-off"
+[model.params]
+weight_sum = 156.8
+input_sum = 150.0
 [readout]
 epochs = 2
 [export]
@@ -248,6 +252,8 @@ def test_spiking_train_interrupted_and_resumed_equals_uninterrupted(tmp_path, fa
     with io.load(tmp_path / "a" / "model.h5") as fa, io.load(tmp_path / "b" / "model.h5") as fb:
         np.testing.assert_array_equal(fa.model.arrays["weights"], fb.model.arrays["weights"])
         np.testing.assert_array_equal(fa.model.arrays["theta"], fb.model.arrays["theta"])
+        np.testing.assert_array_equal(fa.model.arrays["input_mean"], fb.model.arrays["input_mean"])
+        assert fa.model.arrays["weights"].shape == (2 * 784, 6)  # the ON/OFF encoding
         np.testing.assert_array_equal(fa.representations["test"].read(), fb.representations["test"].read())
     assert resumed["vote_test_accuracy"] == whole["vote_test_accuracy"]
 

@@ -13,6 +13,7 @@ from bioreps.kernels.cpu import lif
 from bioreps.kernels.cpu.stdp import decay, normalize_columns, stdp_post, stdp_pre
 from bioreps.kernels.poisson import counter_spike_trains, poisson_spike_trains, stream_key
 from bioreps.layers import DiehlCookParams, SpikingWTA
+from bioreps.layers.spiking import encode_input
 
 from reference import diehl_cook_normalize, diehl_cook_presentation
 
@@ -255,6 +256,78 @@ def test_params_round_trip_and_validation():
         DiehlCookParams.from_dict({"tau_foo": 1})
     with pytest.raises(Exception):
         p.nu_post = 1.0  # frozen
+
+
+def test_encode_input_scales_each_image_to_the_same_total():
+    X = np.array([[0.1, 0.2, 0.1, 0.0],   # dim: scaled up to sum 1.2
+                  [0.9, 0.9, 0.9, 0.0],   # bright: scaled down
+                  [0.0, 0.0, 0.0, 0.0],   # blank stays blank
+                  [1.0, 0.1, 0.0, 0.0]])  # scaled x3 would give 3.0: clipped to 1
+    np.testing.assert_array_equal(encode_input(X, DiehlCookParams()), X)  # the paper's encoding: unchanged
+    E = encode_input(X, DiehlCookParams(input_sum=1.2))
+    np.testing.assert_allclose(E[0], [0.3, 0.6, 0.3, 0.0])
+    np.testing.assert_allclose(E[1], [0.4, 0.4, 0.4, 0.0])
+    np.testing.assert_array_equal(E[2], 0.0)
+    np.testing.assert_allclose(E[3], [1.0, 1.2 / 1.1 * 0.1, 0.0, 0.0])
+    assert E.max() <= 1.0 and not np.shares_memory(E, X)
+    with pytest.raises(ValueError, match="input_sum"):
+        DiehlCookParams(input_sum=-1.0).validate()
+
+
+def test_input_sum_is_the_same_as_feeding_scaled_images(data):
+    X, _ = data
+    X = X * np.linspace(0.3, 1.0, X.shape[0])[:, None]  # images of different brightness
+    p = DiehlCookParams(input_sum=60.0)
+    a = SpikingWTA(n_neurons=6, params=p, backend="cpu", random_state=3).fit(X[:8])
+    b = SpikingWTA(n_neurons=6, backend="cpu", random_state=3).fit(encode_input(X[:8], p))
+    np.testing.assert_array_equal(a.weights_, b.weights_)
+    np.testing.assert_array_equal(a.transform(X[8:12]), b.transform(encode_input(X[8:12], p)))
+    # ... and it really changes what the network sees
+    c = SpikingWTA(n_neurons=6, backend="cpu", random_state=3).fit(X[:8])
+    assert not np.array_equal(a.weights_, c.weights_)
+
+
+def test_on_off_encoding_splits_around_the_mean_image():
+    X = np.array([[0.2, 0.5, 1.0], [0.6, 0.5, 0.0]])
+    m = X.mean(axis=0)  # [0.4, 0.5, 0.5]
+    E = encode_input(X, DiehlCookParams(), m)
+    np.testing.assert_allclose(E, [[0.0, 0.0, 0.5, 0.2, 0.0, 0.0], [0.2, 0.0, 0.0, 0.0, 0.0, 0.5]])
+    E = encode_input(X, DiehlCookParams(input_sum=1.4), m)  # then the gain
+    np.testing.assert_allclose(E.sum(axis=1), [1.4, 1.4])
+    np.testing.assert_allclose(E[0], [0.0, 0.0, 1.0, 0.4, 0.0, 0.0])
+
+
+def test_on_off_layer_is_the_pixel_layer_on_on_off_inputs(tmp_path, data):
+    X, y = data
+    p = DiehlCookParams(weight_sum=156.8, input_sum=60.0)
+    a = SpikingWTA(n_neurons=6, params=p, encoding="on-off", backend="cpu", random_state=2).fit(X[:8])
+    m = np.asarray(X[:8], np.float64).mean(axis=0)
+    np.testing.assert_array_equal(a.input_mean_, m)
+    assert a.weights_.shape == (2 * 784, 6) and a.n_features_in_ == 784
+    b = SpikingWTA(n_neurons=6, params=p, backend="cpu", random_state=2).fit(encode_input(X[:8], p, m))
+    np.testing.assert_array_equal(a.weights_, b.weights_)
+    C = a.transform(X[8:14])
+    np.testing.assert_array_equal(C, b.transform(encode_input(X[8:14], p, m)))
+    rf = a.receptive_field_weights()
+    assert rf.shape == (6, 784)
+    np.testing.assert_array_equal(rf, (a.weights_[:784] - a.weights_[784:]).T)
+    # persistence keeps the mean image
+    a.save(tmp_path / "onoff.h5")
+    c = SpikingWTA.load(tmp_path / "onoff.h5")
+    assert c.encoding == "on-off" and c.n_features_in_ == 784
+    np.testing.assert_array_equal(c.input_mean_, m)
+    np.testing.assert_array_equal(c.transform(X[8:14]), C)
+    # continuing with another encoding is refused, the state unchanged; fit starts afresh
+    a.encoding = "pixels"
+    with pytest.raises(ValueError, match="fitted with 'on-off'"):
+        a.transform(X[:2])
+    with pytest.raises(ValueError, match="fitted with 'on-off'"):
+        a.partial_fit(X[:2])
+    np.testing.assert_array_equal(a.weights_, b.weights_)
+    a.fit(X[:4])
+    assert a.input_mean_ is None and a.weights_.shape == (784, 6)
+    with pytest.raises(ValueError, match="unknown encoding"):
+        SpikingWTA(encoding="retina", backend="cpu").fit(X[:2])
 
 
 @pytest.mark.parametrize("make_bad, match", [

@@ -73,6 +73,8 @@ def _checks(mode):
     global cuda  # a module global: the simulator swaps the kernels' global ``cuda`` for its fake one
     from numba import cuda, njit
 
+    import dataclasses
+
     from bioreps.data import make_classes
     from bioreps.kernels import poisson
     from bioreps.kernels.cpu import lif as cpu
@@ -223,6 +225,16 @@ def _checks(mode):
                         cross=bool(np.array_equal(mc.transform(Xl), SpikingWTA(backend="cuda", **kw).fit(Xl, epochs=2)
                                                   .transform(Xl))) if mode == "sim" else None)
 
+    # 4b. the ON/OFF encoding with a per-image gain (encoded on the host): cuda equals cpu too
+    params2 = dataclasses.replace(params, weight_sum=2 * s["weight_sum"], input_sum=0.5 * L["n_features"])
+    kw2 = dict(kw, params=params2, encoding="on-off")
+    mc2 = SpikingWTA(backend="cpu", **kw2).fit(Xl)
+    mg2 = SpikingWTA(backend="cuda", **kw2).fit(Xl)
+    C2 = mc2.transform(Xl)
+    out["layer_onoff"] = dict(inputs=int(mg2.weights_.shape[0]), w=_maxdiff(mc2.weights_, mg2.weights_),
+                              theta=_maxdiff(mc2.theta_, mg2.theta_), spikes=float(C2.sum()),
+                              counts_equal=bool(np.array_equal(C2, mg2.transform(Xl))))
+
     # 5. bad inputs: clear errors before any device work
     p = DiehlCookParams()
     c = cpu.make_constants(DT, **p.to_dict())
@@ -371,6 +383,12 @@ def test_layer_cuda_backend_equals_cpu(res):
     assert r["counts_equal"] and r["spikes"] > 0, r
     if res["mode"] == "sim":
         assert r["cross"]
+
+
+def test_layer_cuda_backend_equals_cpu_with_on_off_inputs(res):
+    r = res["layer_onoff"]
+    assert r["inputs"] == 2 * (12 if res["mode"] == "sim" else 784), r
+    assert r["w"] <= 1e-10 and r["theta"] <= 1e-10 and r["counts_equal"] and r["spikes"] > 0, r
 
 
 @pytest.mark.parametrize("case, err, match", [
