@@ -292,9 +292,13 @@ def test_on_off_encoding_splits_around_the_mean_image():
     m = X.mean(axis=0)  # [0.4, 0.5, 0.5]
     E = encode_input(X, DiehlCookParams(), m)
     np.testing.assert_allclose(E, [[0.0, 0.0, 0.5, 0.2, 0.0, 0.0], [0.2, 0.0, 0.0, 0.0, 0.0, 0.5]])
-    E = encode_input(X, DiehlCookParams(input_sum=1.4), m)  # then the gain
-    np.testing.assert_allclose(E.sum(axis=1), [1.4, 1.4])
-    np.testing.assert_allclose(E[0], [0.0, 0.0, 1.0, 0.4, 0.0, 0.0])
+    # then the gain, per channel: the ON inputs and the OFF inputs each sum to half of input_sum
+    E = encode_input(X, DiehlCookParams(input_sum=1.4), m)
+    np.testing.assert_allclose(E, [[0.0, 0.0, 0.7, 0.7, 0.0, 0.0], [0.7, 0.0, 0.0, 0.0, 0.0, 0.7]])
+    E = encode_input(X, DiehlCookParams(input_sum=3.0), m)  # 1.5 per channel: clipped to 1
+    np.testing.assert_allclose(E[0], [0.0, 0.0, 1.0, 1.0, 0.0, 0.0])
+    E = encode_input(np.array([[0.5, 0.6, 0.9]]), DiehlCookParams(input_sum=1.0), m)  # nothing darker
+    np.testing.assert_allclose(E, [[0.1 / 0.6 * 0.5, 0.1 / 0.6 * 0.5, 0.4 / 0.6 * 0.5, 0.0, 0.0, 0.0]])
 
 
 def test_on_off_layer_is_the_pixel_layer_on_on_off_inputs(tmp_path, data):

@@ -28,7 +28,7 @@ Choices the card leaves open, made here:
   default: ``DiehlCookParams(input_sum=...)`` scales every image to the same total intensity
   (a per-image gain), and ``encoding="on-off"`` feeds ON and OFF inputs around the training
   set's mean image (:func:`encode_input`). On Fashion-MNIST (N = 400, one epoch) they lift the
-  vote from 69.8% to 73.6% (gain) and 74.0-74.6% (both; ``benchmarks/RESULTS.md``); the network,
+  vote from 69.8% to 73.6% (gain) and 75.3-75.4% (both; ``benchmarks/RESULTS.md``); the network,
   its constants and its learning rule are unchanged.
 * Each presentation draws its Poisson spikes from the counter-based generator of
   :mod:`bioreps.kernels.poisson`, keyed ``stream_key(seed_, phase, sample_index, attempt)``
@@ -75,8 +75,9 @@ class DiehlCookParams:
     modelled.
 
     ``input_sum`` (not in the paper; 0 = off, the paper's encoding) is a per-image gain: when > 0
-    every image is scaled so its pixels sum to ``input_sum`` (then clipped to 1) before the rates
-    are computed, so all images drive the network about equally (see :func:`encode_input`).
+    every image is scaled so its inputs sum to ``input_sum`` (then clipped to 1; with the ON/OFF
+    encoding the ON and the OFF inputs each to half of it) before the rates are computed, so all
+    images drive the network about equally (see :func:`encode_input`).
     """
 
     tau_mem_e_ms: float = 100.0
@@ -163,8 +164,10 @@ def encode_input(X, params, input_mean=None):
     ``input_mean`` None: the pixels themselves (the paper's encoding). Otherwise ON/OFF channels
     around that mean image, like retinal ON- and OFF-centre cells: ``[max(X - mean, 0), max(mean
     - X, 0)]``, twice as many inputs (an ON input fires where the image is brighter than
-    usual, an OFF input where it is darker). Then, when ``params.input_sum > 0``, each row is
-    scaled to sum ``params.input_sum`` and clipped to 1 (a blank row stays blank).
+    usual, an OFF input where it is darker). Then, when ``params.input_sum > 0``, each channel
+    of each row (the pixels; or the ON inputs and the OFF inputs separately, each to half of it)
+    is scaled to sum ``params.input_sum`` and clipped to 1 (an empty channel stays empty), a gain
+    per channel as the retina's ON and OFF pathways each have.
 
     The gain is a choice for datasets whose images differ much in total intensity (not in the
     paper): Fashion-MNIST images sum from 15 to 590 (mean 224; a sandal 107, a coat 302), so
@@ -172,13 +175,13 @@ def encode_input(X, params, input_mean=None):
     differ far less.
     """
     X = np.asarray(X, np.float64)
-    if input_mean is not None:
-        X = np.concatenate([np.maximum(X - input_mean, 0.0), np.maximum(input_mean - X, 0.0)], axis=1)
-    if params.input_sum <= 0:
-        return X
-    s = X.sum(axis=1, keepdims=True)
-    scale = np.divide(params.input_sum, s, out=np.zeros_like(s), where=s > 0)
-    return np.minimum(X * scale, 1.0)
+    channels = [X] if input_mean is None else [np.maximum(X - input_mean, 0.0), np.maximum(input_mean - X, 0.0)]
+    if params.input_sum > 0:
+        target = params.input_sum / len(channels)
+        for i, C in enumerate(channels):
+            s = C.sum(axis=1, keepdims=True)
+            channels[i] = np.minimum(C * np.divide(target, s, out=np.zeros_like(s), where=s > 0), 1.0)
+    return channels[0] if len(channels) == 1 else np.concatenate(channels, axis=1)
 
 
 def _check_int(value, name, lo):
