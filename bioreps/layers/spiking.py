@@ -50,7 +50,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._progress import progress_bar
-from .._validation import check_array, check_labels
+from .._validation import check_array, check_float, check_int, check_labels
 from ..backend import resolve
 from ._base import _Layer
 
@@ -184,19 +184,6 @@ def encode_input(X, params, input_mean=None):
     return channels[0] if len(channels) == 1 else np.concatenate(channels, axis=1)
 
 
-def _check_int(value, name, lo):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
-        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
-    return int(value)
-
-
-def _check_time(value, name, positive=True):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(value) or value < 0 or (positive and value == 0):
-        raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
-    return float(value)
-
-
 class SpikingWTA(_Layer):
     """Diehl & Cook (2015) spiking network learning by STDP (Numba CPU or CUDA kernels).
 
@@ -267,19 +254,19 @@ class SpikingWTA(_Layer):
     # ------------------------------------------------------------------ validation
     def _validate_params(self):
         """Check every argument; return (backend, params, n_present_steps, n_rest_steps)."""
-        _check_int(self.n_neurons, "n_neurons", 1)
-        _check_int(self.min_spikes, "min_spikes", 0)
+        check_int(self.n_neurons, "n_neurons", 1)
+        check_int(self.min_spikes, "min_spikes", 0)
         if self.encoding not in ENCODINGS:
             raise ValueError(f"unknown encoding {self.encoding!r}; expected one of {list(ENCODINGS)}")
         if not isinstance(self.params, DiehlCookParams):
             raise ValueError(f"params must be a DiehlCookParams, got {type(self.params).__name__}")
         p = self.params.validate()
-        dt = _check_time(self.dt_ms, "dt_ms")
+        dt = check_float(self.dt_ms, "dt_ms", strict=True)
         if dt > p.refrac_e_ms or dt > p.refrac_i_ms:
             raise ValueError(f"dt_ms={dt:g} is larger than a refractory period (E {p.refrac_e_ms:g} ms, "
                              f"I {p.refrac_i_ms:g} ms)")
-        t_present = _check_time(self.t_present_ms, "t_present_ms")
-        t_rest = _check_time(self.t_rest_ms, "t_rest_ms", positive=False)
+        t_present = check_float(self.t_present_ms, "t_present_ms", strict=True)
+        t_rest = check_float(self.t_rest_ms, "t_rest_ms")
         n_present = int(round(t_present / dt))
         n_rest = int(round(t_rest / dt))
         if n_present < 1:
@@ -423,9 +410,9 @@ class SpikingWTA(_Layer):
         """
         import time
 
-        epochs = _check_int(epochs, "epochs", 1)
+        epochs = check_int(epochs, "epochs", 1)
         if checkpoint_every is not None:
-            checkpoint_every = _check_int(checkpoint_every, "checkpoint_every", 1)
+            checkpoint_every = check_int(checkpoint_every, "checkpoint_every", 1)
         backend, p, n_present, n_rest = self._validate_params()
         X = check_array(X, name="X", ndim=2, dtype=np.float64, unit_interval=True)
         resuming = bool(resume) and hasattr(self, "weights_")
@@ -584,14 +571,12 @@ class SpikingWTA(_Layer):
             layer.labels_ = arrays["labels"].astype(np.int64)
             layer.classes_ = arrays["classes"].astype(np.int64)
         n_inputs, layer.n_neurons_ = layer.weights_.shape
-        layer.input_mean_ = None
-        layer.n_features_in_ = n_inputs
-        if "input_mean" in arrays:
-            layer.input_mean_ = np.ascontiguousarray(arrays["input_mean"], np.float64)
-            layer.n_features_in_ = layer.input_mean_.shape[0]
-            if n_inputs != 2 * layer.n_features_in_:
-                raise ValueError(f"{path}: {n_inputs} input weights for an on-off encoding of "
-                                 f"{layer.n_features_in_} features (expected {2 * layer.n_features_in_})")
+        mean = arrays.get("input_mean")
+        layer.input_mean_ = None if mean is None else np.ascontiguousarray(mean, np.float64)
+        layer.n_features_in_ = n_inputs if mean is None else layer.input_mean_.shape[0]
+        if mean is not None and n_inputs != 2 * layer.n_features_in_:
+            raise ValueError(f"{path}: {n_inputs} input weights for an on-off encoding of "
+                             f"{layer.n_features_in_} features (expected {2 * layer.n_features_in_})")
         layer.seed_ = int(hp["seed_"])
         layer.n_samples_seen_ = int(hp["n_samples_seen_"])
         layer.n_retries_ = int(hp.get("n_retries_", 0))
