@@ -429,6 +429,20 @@ def _row_scratch(n_inputs):
             np.zeros(2, np.int64))
 
 
+def _drive_rows(X, c, counts, cnt, out, callback, run_row):
+    """The per-row loop of both drivers: ``run_row(r)`` runs row r's presentations (False: its
+    rates left [0, 1], raised here); then the row's counts, presentations and callback."""
+    attempts = np.zeros(X.shape[0], np.int64)
+    for r in range(X.shape[0]):
+        if not run_row(r):
+            _bad_rates(X[r], c)
+        counts[r] = cnt
+        attempts[r] = out[0]
+        if callback is not None:
+            callback(r + 1, int(out[1]))
+    return attempts
+
+
 def fit_samples(W, X, seed, phase, first_index, n_present, n_rest, constants, min_spikes, max_retries, state,
                 counts, callback=None):
     """Train on the rows of ``X`` in order (the layer's protocol); the CUDA twin has this signature.
@@ -447,24 +461,20 @@ def fit_samples(W, X, seed, phase, first_index, n_present, n_rest, constants, mi
     """
     X, c, seed, phase, first_index = _check_driver_args(W, X, seed, phase, first_index, n_present, n_rest,
                                                          constants, min_spikes, max_retries, counts)
-    n, N = X.shape[0], W.shape[1]
+    N = W.shape[1]
     cnt = np.zeros(N, np.int64)
     colsum = np.zeros(N, np.float64)
     thr, active, pthr, pmask, out = _row_scratch(W.shape[0])
-    attempts = np.zeros(n, np.int64)
     st = state
     _check_state(W, st)
-    for r in range(n):
-        if not _fit_row(W, X[r], seed, phase, first_index + r, int(n_present), int(n_rest), c, int(min_spikes),
+
+    def run_row(r):
+        return _fit_row(W, X[r], seed, phase, first_index + r, int(n_present), int(n_rest), c, int(min_spikes),
                         int(max_retries), st.v_e, st.ge_e, st.gi_e, st.ref_e, st.theta, st.v_i, st.ge_i, st.gi_i,
                         st.ref_i, st.zeros_i, st.x_pre, st.x_post1, st.x_post2, st.spk_e, st.spk_i, st.f_e, st.f_i,
-                        cnt, colsum, thr, active, pthr, pmask, out):
-            _bad_rates(X[r], c)
-        counts[r] = cnt
-        attempts[r] = out[0]
-        if callback is not None:
-            callback(r + 1, int(out[1]))
-    return attempts
+                        cnt, colsum, thr, active, pthr, pmask, out)
+
+    return _drive_rows(X, c, counts, cnt, out, callback, run_row)
 
 
 def transform_samples(W, theta, X, seed, phase, first_index, n_present, n_rest, constants, min_spikes, max_retries,
@@ -476,21 +486,16 @@ def transform_samples(W, theta, X, seed, phase, first_index, n_present, n_rest, 
     ``counts`` (n, n_neurons) float32 receives the counts. Returns the presentations per row."""
     X, c, seed, phase, first_index = _check_driver_args(W, X, seed, phase, first_index, n_present, n_rest,
                                                          constants, min_spikes, max_retries, counts)
-    n, N = X.shape[0], W.shape[1]
-    state = LIFState(W.shape[0], N, c[V_REST_E], c[V_REST_I], theta=theta)
+    N = W.shape[1]
+    st = LIFState(W.shape[0], N, c[V_REST_E], c[V_REST_I], theta=theta)
     cnt = np.zeros(N, np.int64)
     thr, active, pthr, pmask, out = _row_scratch(W.shape[0])
-    attempts = np.zeros(n, np.int64)
-    st = state
-    for r in range(n):
-        state.reset(c[V_REST_E], c[V_REST_I])
-        if not _transform_row(W, X[r], seed, phase, first_index + r, int(n_present), int(n_rest), c, int(min_spikes),
+
+    def run_row(r):
+        st.reset(c[V_REST_E], c[V_REST_I])  # every row starts from rest
+        return _transform_row(W, X[r], seed, phase, first_index + r, int(n_present), int(n_rest), c, int(min_spikes),
                               int(max_retries), st.v_e, st.ge_e, st.gi_e, st.ref_e, st.theta, st.v_i, st.ge_i,
                               st.gi_i, st.ref_i, st.zeros_i, st.x_pre, st.x_post1, st.x_post2, st.spk_e, st.spk_i,
-                              st.f_e, st.f_i, cnt, thr, active, pthr, pmask, out):
-            _bad_rates(X[r], c)
-        counts[r] = cnt
-        attempts[r] = out[0]
-        if callback is not None:
-            callback(r + 1, int(out[1]))
-    return attempts
+                              st.f_e, st.f_i, cnt, thr, active, pthr, pmask, out)
+
+    return _drive_rows(X, c, counts, cnt, out, callback, run_row)
