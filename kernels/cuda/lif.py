@@ -118,6 +118,20 @@ def _lif(v, ge, gi, ref, theta, v_rest, v_reset, v_thresh, c, leak, e_exc, e_inh
 
 
 @cuda.jit(device=True)
+def _lif_e(v, ge, gi, ref, theta, c, ce, leak, refrac):
+    """:func:`_lif` with the E population's constants from ``c``."""
+    return _lif(v, ge, gi, ref, theta, c[V_REST_E], c[V_RESET_E], c[V_THRESH_E], ce, leak, c[E_EXC], c[E_INH_E],
+                c[DECAY_GE], c[DECAY_GI], refrac)
+
+
+@cuda.jit(device=True)
+def _lif_i(v, ge, gi, ref, c, ci, leak, refrac):
+    """:func:`_lif` with the I population's constants from ``c`` (no adaptive threshold)."""
+    return _lif(v, ge, gi, ref, 0.0, c[V_REST_I], c[V_RESET_I], c[V_THRESH_I], ci, leak, c[E_EXC], c[E_INH_I],
+                c[DECAY_GE], c[DECAY_GI], refrac)
+
+
+@cuda.jit(device=True)
 def _set_bit(mask, b, i):
     cuda.atomic.or_(mask, (b, i >> 5), _U1 << np.uint32(i & 31))
 
@@ -257,9 +271,7 @@ def _train_kernel(wi, wn):
                             theta[j] *= c[DECAY_THETA]
                             x_post1[j] *= c[DECAY_POST1]
                             x_post2[j] *= c[DECAY_POST2]
-                        ve, ge, gi, rr, sp = _lif(v_e[j], ge_e[j], gi_e[j], ref_e[j], theta[j], c[V_REST_E],
-                                                  c[V_RESET_E], c[V_THRESH_E], ce, leak_e, c[E_EXC], c[E_INH_E],
-                                                  c[DECAY_GE], c[DECAY_GI], re)
+                        ve, ge, gi, rr, sp = _lif_e(v_e[j], ge_e[j], gi_e[j], ref_e[j], theta[j], c, ce, leak_e, re)
                         v_e[j] = ve
                         ge_e[j] = ge
                         gi_e[j] = gi
@@ -271,9 +283,7 @@ def _train_kernel(wi, wn):
                             if s < n_present:
                                 counts[r, j] += 1
                                 cuda.atomic.add(tot, 0, 1)
-                        ve, ge, gi, rr, sp = _lif(v_i[j], ge_i[j], gi_i[j], ref_i[j], 0.0, c[V_REST_I], c[V_RESET_I],
-                                                  c[V_THRESH_I], ci, leak_i, c[E_EXC], c[E_INH_I], c[DECAY_GE],
-                                                  c[DECAY_GI], ri)
+                        ve, ge, gi, rr, sp = _lif_i(v_i[j], ge_i[j], gi_i[j], ref_i[j], c, ci, leak_i, ri)
                         v_i[j] = ve
                         ge_i[j] = ge
                         gi_i[j] = gi
@@ -423,9 +433,7 @@ def _transform_kernel(wi, npt):
                                 _set_bit(imask, b, 2 * k + 1)
                     for q in range(NPT):
                         if t + q * nt < N:
-                            ve, ge, gi, rr, sp = _lif(v_e[q], ge_e[q], gi_e[q], ref_e[q], th[q], c[V_REST_E],
-                                                      c[V_RESET_E], c[V_THRESH_E], ce, leak_e, c[E_EXC], c[E_INH_E],
-                                                      c[DECAY_GE], c[DECAY_GI], re)
+                            ve, ge, gi, rr, sp = _lif_e(v_e[q], ge_e[q], gi_e[q], ref_e[q], th[q], c, ce, leak_e, re)
                             v_e[q] = ve
                             ge_e[q] = ge
                             gi_e[q] = gi
@@ -434,9 +442,7 @@ def _transform_kernel(wi, npt):
                             if sp and s >= 0:
                                 cj[q] += 1
                                 cuda.atomic.add(tot, 0, 1)
-                            ve, ge, gi, rr, sp = _lif(v_i[q], ge_i[q], gi_i[q], ref_i[q], 0.0, c[V_REST_I],
-                                                      c[V_RESET_I], c[V_THRESH_I], ci, leak_i, c[E_EXC], c[E_INH_I],
-                                                      c[DECAY_GE], c[DECAY_GI], ri)
+                            ve, ge, gi, rr, sp = _lif_i(v_i[q], ge_i[q], gi_i[q], ref_i[q], c, ci, leak_i, ri)
                             v_i[q] = ve
                             ge_i[q] = ge
                             gi_i[q] = gi
