@@ -189,3 +189,35 @@ def counter_spike_raster(rates_hz, n_steps, dt_ms, key):
                 h = counter_pair_bits(key, s, i // 2, n_pairs)
                 out[s, i] = ((h >> 32) if i % 2 else (h & 0xFFFFFFFF)) < thr[i]
     return out
+
+
+def nassar_eigen_val_regulate(x, v, eigT=None, start=10, device='cpu', slope=1):
+    """The 1/n spectral penalty of Nassar et al. (NeurIPS 2020), ported verbatim from the authors'
+    code: github.com/josuenassar/power_law, ModelDefs/utils.py, ``eigen_val_regulate``, commit
+    13f8f36f9cbe57a22fd5a5f7f2c7a73c1f322671 (identical in cleanedup/ModelDefs/utils.py). Only
+    the docstring is shortened and ``torch`` imported here. Sorts descending, anchors at the
+    0-based index ``start`` (our 1-based ``tau = start + 1``), skips non-positive eigenvalues and
+    divides by ``x.shape[1]`` (the number of units). With ``eigT`` given, ``x`` only supplies that
+    number. Returns ``(sorted eigenvalues, penalty of shape (1,))``."""
+    import torch
+
+    if eigT is None:
+        xt = x - torch.mean(x, 0)  # demean the data
+        cov = xt.transpose(1, 0) @ xt / (x.shape[0] - 1)  # compute covariance matrix
+        cov = (cov + cov.transpose(1, 0)) / 2
+        eig = torch.diag(v.transpose(1, 0) @ cov @ v).to(device)
+
+    else:
+        eig = eigT
+
+    eigs = torch.sort(eig, descending=True)[0]
+    regul = torch.zeros(1, device=device)
+    # slope = -1
+    with torch.no_grad():
+        beta = eigs[start] * (start + 1) ** slope
+
+    for n in range(start + 1, eigs.shape[0]):
+        if eigs[n] > 0:  # don't use negative eigenvalues
+            gamma = beta / ((n + 1) ** slope)
+            regul += (eigs[n] / gamma - 1) ** 2 + torch.relu(eigs[n] / gamma - 1)
+    return eigs, regul / x.shape[1]

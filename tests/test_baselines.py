@@ -7,6 +7,7 @@ import torch
 
 from bioreps import baselines as B
 from bioreps import data, io
+from reference import nassar_eigen_val_regulate
 
 
 @pytest.fixture(autouse=True)
@@ -231,21 +232,25 @@ def test_jacobian_reg_lowers_jacobian_norm(toy):
     assert reg.score(X, y) > 0.9
 
 
-def numpy_spectral_penalty(H, V, tau, s):
-    """The Nassar et al. formula written out with NumPy (1-based ranks)."""
-    Hc = H - H.mean(0)
-    C = Hc.T @ Hc / (H.shape[0] - 1)
-    lam = np.sort(np.diag(V.T @ C @ V))[::-1]
-    N = len(lam)
-    total = 0.0
-    for n in range(tau + 1, N + 1):
-        g = lam[tau - 1] * (tau / n) ** s
-        r = lam[n - 1] / g - 1
-        total += r ** 2 + max(r, 0.0)
-    return total / N
+# B.spectral_penalty(eigs, tau, slope) on fixed spectra, the values of the authors' own function
+# (Nassar et al. 2020, github.com/josuenassar/power_law, ModelDefs/utils.py, eigen_val_regulate,
+# commit 13f8f36f; ported verbatim as tests/reference.py:nassar_eigen_val_regulate) called with
+# eigT=eigs, start=tau - 1 (their 0-based anchor index) and x of shape (2, len(eigs)), under
+# torch.set_default_dtype(torch.float64) so that their accumulator is float64.
+NASSAR_VALUES = [
+    ([5.0, 3.0, 2.5, 1.0, 0.9, 0.5, 0.4, 0.2, 0.1, 0.05], 3, 1.0, 0.3394844444444445),
+    ([0.3, 2.0, 0.05, 1.2, 0.6, 4.0, 0.45, 0.02, 0.9, 0.15, 0.25, 0.08], 2, 1.5, 0.2042803754059128),
+    ([1.0, 0.6, 0.2, 0.3, 0.21, 0.15, 0.2, 0.11, 0.1, 0.12], 4, 0.8, 0.07093845107990082),
+]
 
 
-def test_spectral_penalty_matches_numpy(toy):
+@pytest.mark.parametrize("eigs,tau,slope,expect", NASSAR_VALUES)
+def test_spectral_penalty_matches_the_authors_values(eigs, tau, slope, expect):
+    value = B.spectral_penalty(torch.tensor(eigs, dtype=torch.float64), tau=tau, slope=slope)
+    assert float(value) == pytest.approx(expect, rel=1e-12)
+
+
+def test_spectral_reg_loss_matches_the_authors_function(toy):
     X, y = toy
     m = tiny_mlp()
     reg = B.SpectralReg(beta=2.0, tau=3, slope=1.0)
@@ -264,8 +269,20 @@ def test_spectral_penalty_matches_numpy(toy):
     logits = m(xb)
     ce = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y[:50]))
     total, value = reg.loss(m, xb, None, logits, ce, hidden=h)
-    expect = 2.0 * numpy_spectral_penalty(h.detach().double().numpy(), Vt, 3, 1.0)
+    # the authors' function on the same batch and eigenvectors (their 0-based anchor: tau - 1).
+    # One difference: they skip eigenvalues <= 0 (here: directions of dead ReLU units, zero
+    # variance); we count each as (0 / gamma - 1)^2 = 1, a constant 1 / N without gradient.
+    eigs, theirs = nassar_eigen_val_regulate(h.detach().double(), torch.from_numpy(Vt), start=3 - 1, slope=1.0)
+    n_skipped = int((eigs[3:] <= 0).sum())
+    assert n_skipped > 0  # this small ReLU net has dead units
+    expect = 2.0 * (float(theirs[0]) + n_skipped / 24)
     assert float(value) == pytest.approx(expect, rel=1e-4)
+    tanh = tiny_mlp(activation="tanh")  # no dead units: the same value
+    reg.on_epoch_start(tanh, torch.from_numpy(X))
+    ht = tanh.hidden(xb)
+    eigs, theirs_t = nassar_eigen_val_regulate(ht.detach().double(), reg.eigvecs_.double(), start=3 - 1, slope=1.0)
+    assert float(eigs.min()) > 0
+    assert float(reg.loss(tanh, xb, None, None, ce, hidden=ht)[1]) == pytest.approx(2.0 * float(theirs_t[0]), rel=1e-4)
     assert float(total.detach()) == pytest.approx(float(ce.detach()) + expect, rel=1e-4)
     # a perfect 1/n spectrum costs nothing; excess power above the line costs more than deficit
     eig = torch.tensor(1.0 / np.arange(1, 21))
@@ -326,6 +343,46 @@ def test_pgd_stays_in_ball_and_raises_loss(toy):
     total, value = reg.loss(m, x, t, m(x), ce(m(x), t), generator=gen)
     with torch.no_grad():
         assert float(value) > float(ce(m(x), t))
+
+
+@pytest.mark.parametrize("clean_weight", [0.0, 0.3])
+def test_adversarial_training_loss_mixes_clean_and_adversarial(toy, clean_weight):
+    """total = (1 - clean_weight) * CE(adv) + clean_weight * CE(clean), the adversarial batch being
+    pgd_attack's with the same generator seed; the logged value is CE(adv)."""
+    X, y = toy
+    m = tiny_mlp()
+    B.train(m, X, y, epochs=2, batch_size=32, lr=5e-3, seed=0)
+    x, t = torch.from_numpy(X[:64]), torch.from_numpy(y[:64])
+    ce = torch.nn.functional.cross_entropy
+    reg = B.AdversarialTraining(eps=0.1, steps=3, step_size=0.05, clean_weight=clean_weight)
+    clean = ce(m(x), t)
+    total, value = reg.loss(m, x, t, m(x), clean, generator=torch.Generator().manual_seed(7))
+    x_adv = B.pgd_attack(m, x, t, 0.1, 3, 0.05, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        adv, c = float(ce(m(x_adv), t)), float(clean)
+    assert adv > c + 0.05  # the two terms differ, so a wrong mix shows
+    assert float(value) == pytest.approx(adv, rel=1e-6)
+    assert float(total.detach()) == pytest.approx((1 - clean_weight) * adv + clean_weight * c, rel=1e-6)
+    assert total.requires_grad
+
+
+def test_pgd_attack_is_the_analysis_pgd(toy):
+    """Adversarial training and the analyses run one PGD: pgd_attack equals
+    bioreps.analysis.robustness.pgd returning the last iterate, with and without random start
+    (same generator seed)."""
+    from bioreps.analysis import robustness as R
+
+    X, y = toy
+    m = tiny_mlp()
+    B.train(m, X, y, epochs=2, batch_size=32, lr=5e-3, seed=0)
+    x, t = torch.from_numpy(X[:50]), torch.from_numpy(y[:50])
+    for random_start in (False, True):
+        ours = B.pgd_attack(m, x, t, 0.1, 4, 0.03, generator=torch.Generator().manual_seed(2),
+                            random_start=random_start)
+        theirs = R.pgd(m, x, t, 0.1, steps=4, step_size=0.03, random_start=random_start,
+                       seed=torch.Generator().manual_seed(2), keep_best=False)
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+    assert not torch.equal(ours, B.pgd_attack(m, x, t, 0.1, 4, 0.03, random_start=False))
 
 
 # -- spiking MLP -----------------------------------------------------------------------------
@@ -424,7 +481,7 @@ def test_bad_model_arguments():
         B.SpikingMLP(n_steps=0)
 
 
-def test_bad_training_input(toy):
+def test_bad_training_input(toy, tmp_path):
     X, y = toy
     m = tiny_mlp()
     with pytest.raises(ValueError, match="239 labels but X has 240 rows"):
@@ -452,7 +509,8 @@ def test_bad_training_input(toy):
     with pytest.raises(ValueError, match="eps"):
         B.AdversarialTraining(eps=-0.1)
     with pytest.raises(ValueError, match=r"labels of split 'a'"):
-        m.export("unused.h5", {"a": (X, bad)})
+        m.export(tmp_path / "unused.h5", {"a": (X, bad)})
+    assert not (tmp_path / "unused.h5").exists()
 
 
 def test_regularizers_roundtrip_and_other_models_train():

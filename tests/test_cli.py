@@ -119,17 +119,29 @@ def test_analyze_unknown_split_is_a_one_line_error(tmp_path, capsys):
     assert "no representation 'train'" in err and "test" in err
 
 
-def test_compare_with_robustness_attacks_the_files_models(tmp_path, capsys, fashion_mnist_available):
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test (tiny models on a shared machine); the caller's count is
+    restored afterwards."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def test_compare_with_robustness_attacks_the_files_models(tmp_path, capsys, fashion_mnist_available,
+                                                          one_torch_thread):
     """`bioreps compare --robustness` rebuilds the classifiers the files hold, attacks them
     (eps 0 equals clean accuracy; PGD lowers accuracy) and fills a transfer matrix whose diagonal
     is the white-box accuracy; files without a classifier are listed as skipped."""
     import json
 
-    import torch
-
     from bioreps import baselines, data
 
-    torch.set_num_threads(1)
     X, y = data.load("fashion-mnist", "train")
     Xt, yt = data.load("fashion-mnist", "test")
     for seed in (0, 1):

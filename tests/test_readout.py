@@ -38,7 +38,7 @@ def test_readout_bad_input():
         r.predict(np.zeros((2, 4)))
 
 
-def test_linear_schedule_decays_to_zero_and_is_validated():
+def test_linear_schedule_is_deterministic_learns_and_is_validated():
     """schedule="linear" is deterministic, differs from the constant schedule, still learns, and
     unknown schedules are refused."""
     import pytest
@@ -55,3 +55,35 @@ def test_linear_schedule_decays_to_zero_and_is_validated():
     assert a.score(X, y) > 0.9
     with pytest.raises(ValueError, match="schedule"):
         LinearReadout(schedule="cosine", progress=False).fit(X, y)
+
+
+def _step_learning_rates(readout, X, y):
+    """The learning rate of every Adam step of ``readout.fit``, read from the optimizer at the step."""
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    seen = []
+    handle = register_optimizer_step_pre_hook(
+        lambda opt, args, kwargs: seen.append([g["lr"] for g in opt.param_groups]))
+    try:
+        readout.fit(X, y)
+    finally:
+        handle.remove()
+    assert all(len(set(lrs)) == 1 for lrs in seen)  # one rate for every parameter group
+    return np.array([lrs[0] for lrs in seen])
+
+
+def test_linear_schedule_rates_decay_linearly_to_zero():
+    """Step k of K (0-based) uses lr * (1 - k / K): lr at the first step, lr / K at the last,
+    reaching 0 where training ends; the constant schedule keeps lr."""
+    X, y = make_classes(n_samples=600, n_features=20, n_classes=3, random_state=0)
+    epochs, lr, batch = 4, 1e-2, 64
+    K = epochs * -(-600 // batch)  # 10 steps per epoch, the last one partial
+    rates = _step_learning_rates(LinearReadout(epochs=epochs, lr=lr, batch_size=batch, schedule="linear",
+                                               random_state=1, progress=False), X, y)
+    assert len(rates) == K == 40
+    np.testing.assert_allclose(rates, lr * (1 - np.arange(K) / K), rtol=1e-12)
+    assert rates[0] == lr and rates[-1] == pytest.approx(lr / K)
+    assert rates[-1] - (rates[-2] - rates[-1]) == pytest.approx(0, abs=1e-15)  # one more step: 0
+    constant = _step_learning_rates(LinearReadout(epochs=epochs, lr=lr, batch_size=batch, random_state=1,
+                                                  progress=False), X, y)
+    np.testing.assert_array_equal(constant, np.full(K, lr))

@@ -69,9 +69,18 @@ def small():
     return model, X, y
 
 
+@pytest.fixture
+def seeded_global_torch_rng():
+    """torchattacks draws its random start from torch's global RNG: seed it for the test and
+    restore the caller's state afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        yield
+
+
 # ------------------------------------------------------------------ agreement with torchattacks
 @pytest.mark.parametrize("eps", [0.05, 0.1])
-def test_fgsm_and_pgd_agree_with_torchattacks(fmnist, eps):
+def test_fgsm_and_pgd_agree_with_torchattacks(fmnist, eps, seeded_global_torch_rng):
     torchattacks = pytest.importorskip("torchattacks")
     model, X, y, _ = fmnist
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
@@ -80,12 +89,18 @@ def test_fgsm_and_pgd_agree_with_torchattacks(fmnist, eps):
     assert abs(ours - theirs) <= 0.01
     steps, alpha = 10, 2.5 * eps / 10
     for random_start in (False, True):
-        ours = R.accuracy(model, R.pgd(model, X, y, eps, steps=steps, random_start=random_start, seed=0), y)
+        # torchattacks returns the last iterate: so does keep_best=False
+        last = R.accuracy(model, R.pgd(model, X, y, eps, steps=steps, step_size=alpha, random_start=random_start,
+                                       seed=0, keep_best=False), y)
         atk = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
         theirs = R.accuracy(model, atk(Xt, yt), y)
-        assert abs(ours - theirs) <= 0.01, (random_start, ours, theirs)
+        assert abs(last - theirs) <= 0.01, (random_start, last, theirs)
+        # the default keeps each sample's strongest point of the same run: never weaker
+        best = R.accuracy(model, R.pgd(model, X, y, eps, steps=steps, step_size=alpha, random_start=random_start,
+                                       seed=0), y)
+        assert best <= last
     clean = R.accuracy(model, X, y)
-    assert ours < clean - 0.2  # the attack works at all
+    assert last < clean - 0.2  # the attack works at all
 
 
 def test_pgd_l2_agrees_with_torchattacks_without_random_start(fmnist):
@@ -93,7 +108,7 @@ def test_pgd_l2_agrees_with_torchattacks_without_random_start(fmnist):
     model, X, y, _ = fmnist
     X4 = torch.from_numpy(X[:300]).reshape(-1, 1, 28, 28)  # torchattacks' PGDL2 needs 4-d input
     yt = torch.from_numpy(y[:300])
-    ours = R.accuracy(model, R.pgd(model, X4, yt, 1.0, norm="l2", steps=10, random_start=False), yt)
+    ours = R.accuracy(model, R.pgd(model, X4, yt, 1.0, norm="l2", steps=10, random_start=False, keep_best=False), yt)
     atk = torchattacks.PGDL2(model, eps=1.0, alpha=0.25, steps=10, random_start=False)
     theirs = R.accuracy(model, atk(X4, yt), yt)
     assert abs(ours - theirs) <= 0.01
@@ -112,12 +127,13 @@ def test_eps_zero_changes_nothing(small):
 @pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 0.7)])
 def test_pgd_iterates_stay_in_the_ball_and_the_box(small, norm, eps):
     model, X, y = small
-    for steps in (0, 1, 3, 20):  # the k-step result is the k-th iterate (same seed)
-        adv = R.pgd(model, X, y, eps, norm=norm, steps=steps, step_size=eps / 2, seed=3)
-        d = adv - X
-        size = np.abs(d).max(axis=1) if norm == "linf" else np.linalg.norm(d, axis=1)
-        assert size.max() <= eps + 1e-5
-        assert adv.min() >= 0 and adv.max() <= 1
+    for steps in (0, 1, 3, 20):
+        for keep_best in (False, True):  # the k-th iterate (same seed), or the best point visited
+            adv = R.pgd(model, X, y, eps, norm=norm, steps=steps, step_size=eps / 2, seed=3, keep_best=keep_best)
+            d = adv - X
+            size = np.abs(d).max(axis=1) if norm == "linf" else np.linalg.norm(d, axis=1)
+            assert size.max() <= eps + 1e-5
+            assert adv.min() >= 0 and adv.max() <= 1
     assert size.max() > 0.9 * eps  # it does move to the boundary
 
 
@@ -134,12 +150,24 @@ def test_l2_random_start_is_uniform_in_the_ball():
     assert abs(np.mean(r <= 0.5) - 0.25) < 0.03
 
 
+def _correct(model, X, y):
+    return R._predict(model, torch.from_numpy(X), 256).numpy() == y
+
+
 def test_pgd_is_at_least_as_strong_as_fgsm(fmnist):
+    """Issue #11: on a small MLP, PGD-20 (last iterate, random start, steps of 2.5 eps / 20) left
+    samples correct that one FGSM step fools. The default PGD keeps each sample's strongest
+    point, FGSM's included, so every sample FGSM fools, PGD fools too."""
     model, X, y, _ = fmnist
-    for eps in (0.03, 0.1):
-        a_fgsm = R.accuracy(model, R.fgsm(model, X, y, eps), y)
-        a_pgd = R.accuracy(model, R.pgd(model, X, y, eps, steps=10, seed=0), y)
-        assert a_pgd <= a_fgsm
+    missed = 0
+    for eps in (0.02, 0.03, 0.1):
+        fgsm_ok = _correct(model, R.fgsm(model, X, y, eps), y)
+        last_ok = _correct(model, R.pgd(model, X, y, eps, steps=20, seed=0, keep_best=False), y)
+        missed += np.sum(last_ok & ~fgsm_ok)
+        pgd_ok = _correct(model, R.pgd(model, X, y, eps, steps=20, seed=0), y)
+        assert not np.any(pgd_ok & ~fgsm_ok), eps
+        assert np.all(pgd_ok <= last_ok)  # and every sample the last iterate fools
+    assert missed > 0  # the last iterate alone does miss samples FGSM fools
 
 
 def test_seeded_reproducibility(small):
@@ -215,8 +243,51 @@ def test_square_attack_succeeds_within_eps_and_budget(fmnist):
     assert wrong.any() and np.all(used[wrong] == 0)
     np.testing.assert_array_equal(adv[wrong], X[wrong])  # misclassified samples are not touched
     fooled = R._predict(model, torch.from_numpy(adv), 256).numpy() != y
-    assert np.all(used[fooled & ~wrong] < budget) or budget in used  # stops early once fooled
     assert np.median(used[fooled & ~wrong]) < budget / 2
+
+
+class _LogitLog(torch.nn.Module):
+    """Records the logits of every query."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.calls = inner, []
+
+    def forward(self, x):
+        out = self.inner(x)
+        self.calls.append(out.detach().clone())
+        return out
+
+
+def test_square_attack_stops_at_the_query_that_fools(fmnist):
+    """Replays the queries: after the clean query every query holds, in order, the samples not
+    yet fooled (the attack keeps them in ascending order), so each sample's queries can be
+    counted independently. A sample stops at the first query that fools it (margin <= 0), with
+    that point as its result; a sample never fooled spends exactly the budget."""
+    model, X, y, _ = fmnist
+    X, y = X[:200], y[:200]
+    log = _LogitLog(model)
+    budget = 300
+    adv, used = R.square_attack(log, X, y, 0.08, n_queries=budget, seed=1, return_n_queries=True)
+
+    def margin(logits, t):
+        return R._margin(logits.double(), torch.as_tensor(t)).numpy()
+
+    active = np.flatnonzero(margin(log.calls[0], y) > 0)
+    count = np.zeros(len(X), np.int64)
+    fooled_at = {}
+    for q, logits in enumerate(log.calls[1:], start=1):
+        assert len(logits) == len(active), f"query {q} holds {len(logits)} rows, {len(active)} not yet fooled"
+        count[active] += 1
+        now = margin(logits, y[active]) <= 0
+        fooled_at.update({int(i): q for i in active[now]})
+        active = active[~now]
+    np.testing.assert_array_equal(used, count)
+    assert 0 < len(fooled_at) and len(active) > 0  # both kinds occur
+    assert all(used[i] == q for i, q in fooled_at.items())
+    assert np.all(used[active] == budget)
+    fooled = ~_correct(model, adv, y)
+    np.testing.assert_array_equal(np.flatnonzero(fooled & (used > 0)), sorted(fooled_at))
 
 
 def test_square_p_schedule_matches_the_paper():
@@ -251,7 +322,7 @@ def test_square_attack_on_a_numpy_model_matches_the_torch_model(fmnist):
 def test_robust_accuracy_curve_on_an_undefended_mlp(fmnist, tmp_path):
     model, X, y, _ = fmnist
     with warnings.catch_warnings():
-        warnings.simplefilter("error", R.GradientMaskingWarning)
+        warnings.simplefilter("error", R.AttackWarning)
         res = R.robust_accuracy_curve(model, X[:300], y[:300], [0.3, 0.0, 0.05, 0.1], seed=0,
                                       pgd={"steps": 10})
     np.testing.assert_array_equal(res.eps, [0, 0.05, 0.1, 0.3])
@@ -289,15 +360,39 @@ def test_gradient_masking_is_flagged(fmnist):
 
 def test_curve_checks_flag_rising_and_stuck_curves():
     eps = np.array([0.0, 0.1, 0.3, 0.5])
-    good = {"pgd": np.array([0.9, 0.5, 0.1, 0.0])}
-    assert R._curve_warnings(eps, good, good["pgd"], "linf", 784, 0.1) == []
-    rising = {"pgd": np.array([0.9, 0.3, 0.5, 0.05])}
-    msgs = R._curve_warnings(eps, rising, rising["pgd"], "linf", 784, 0.1)
+
+    def check(acc, eps=eps):
+        worst = np.min(list(acc.values()), axis=0)
+        return {msg: cat for msg, cat in R._curve_warnings(eps, acc, worst, "linf", 784, 0.1)}
+
+    assert check({"pgd": np.array([0.9, 0.5, 0.1, 0.0])}) == {}
+    msgs = check({"pgd": np.array([0.9, 0.3, 0.5, 0.05])})
     assert any("pgd accuracy rises" in m for m in msgs) and any("worst case accuracy rises" in m for m in msgs)
-    stuck = {"pgd": np.array([0.9, 0.6, 0.6, 0.6])}
-    assert any("grey image" in m for m in R._curve_warnings(eps, stuck, stuck["pgd"], "linf", 784, 0.1))
-    fgsm_wins = {"fgsm": np.array([0.9, 0.2]), "pgd": np.array([0.9, 0.5])}
-    assert any("FGSM" in m for m in R._curve_warnings(eps[:2], fgsm_wins, fgsm_wins["fgsm"], "linf", 784, 0.1))
+    assert set(msgs.values()) == {R.GradientMaskingWarning}
+    assert any("grey image" in m for m in check({"pgd": np.array([0.9, 0.6, 0.6, 0.6])}))
+    # PGD weaker than FGSM: any gap is an AttackWarning, a gap over 5 points a GradientMaskingWarning
+    assert check({"fgsm": np.array([0.9, 0.5]), "pgd": np.array([0.9, 0.5])}, eps[:2]) == {}
+    for pgd_acc, category in ((0.502, R.AttackWarning), (0.56, R.GradientMaskingWarning)):
+        msgs = check({"fgsm": np.array([0.9, 0.5]), "pgd": np.array([0.9, pgd_acc])}, eps[:2])
+        assert list(msgs.values()) == [category], msgs
+        assert "PGD is weaker than a single FGSM step" in next(iter(msgs))
+    assert issubclass(R.GradientMaskingWarning, R.AttackWarning)
+
+
+def test_curve_warns_when_pgd_is_weaker_than_fgsm(fmnist):
+    """Issue #11: PGD forced to a weak schedule (2 steps of eps/10: it cannot reach FGSM's corner)
+    and to return its last iterate leaves more samples correct than FGSM: AttackWarning. The
+    default keep_best returns FGSM's point where it is stronger: no warning, same settings."""
+    model, X, y, _ = fmnist
+    weak = {"steps": 2, "step_size": 0.01, "keep_best": False}
+    with pytest.warns(R.AttackWarning, match=r"at eps=0.1 PGD leaves .* but one-step FGSM leaves"):
+        res = R.robust_accuracy_curve(model, X[:200], y[:200], [0.1], seed=0, pgd=weak)
+    assert res.accuracy["pgd"][0] > res.accuracy["fgsm"][0]
+    assert any("weaker than a single FGSM step" in m for m in res.warnings)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", R.AttackWarning)
+        res = R.robust_accuracy_curve(model, X[:200], y[:200], [0.1], seed=0, pgd=dict(weak, keep_best=True))
+    assert res.accuracy["pgd"][0] <= res.accuracy["fgsm"][0] and res.warnings == []
 
 
 def test_non_differentiable_models_skip_gradient_attacks(small):

@@ -11,8 +11,11 @@ Attacks
 - :func:`fgsm`: Goodfellow, Shlens & Szegedy (2015), one signed-gradient step of the
   cross-entropy, L-inf.
 - :func:`pgd`: Madry, Makelov, Schmidt, Tsipras & Vladu (2018), projected gradient ascent on the
-  cross-entropy from a random start, L-inf or L2. Matches ``torchattacks.PGD`` / ``PGDL2`` step
-  for step (our tests check the robust accuracies agree).
+  cross-entropy from a random start, L-inf or L2. Returns per sample the strongest point it
+  visited, FGSM's included, so it is never weaker than FGSM; with ``keep_best=False`` it returns
+  the last iterate and matches ``torchattacks.PGD`` / ``PGDL2`` step for step (our tests check
+  the robust accuracies agree). :func:`pgd_batch` is its torch-level loop, shared with
+  adversarial training (:mod:`bioreps.baselines`).
 - :func:`square_attack`: Andriushchenko, Croce, Flammarion & Hein (2020), "Square Attack: a
   query-efficient black-box adversarial attack via random search" (ECCV), L-inf version. Needs
   only logits, so it also attacks models whose gradients vanish (quantisation, saturation) or that
@@ -47,14 +50,21 @@ import torch.nn.functional as F
 from .._progress import progress_bar
 from .._validation import check_array, check_labels
 
-__all__ = ["GradientMaskingWarning", "RobustnessCurve", "TransferResult", "accuracy", "fgsm", "pgd",
-           "square_attack", "robust_accuracy_curve", "plot_robust_accuracy", "transfer_matrix"]
+__all__ = ["AttackWarning", "GradientMaskingWarning", "RobustnessCurve", "TransferResult", "accuracy", "fgsm",
+           "pgd", "pgd_batch", "square_attack", "robust_accuracy_curve", "plot_robust_accuracy",
+           "transfer_matrix"]
 
 _NORMS = ("linf", "l2")
 _DEFAULT_BATCH = 256
 
 
-class GradientMaskingWarning(UserWarning):
+class AttackWarning(UserWarning):
+    """An attack in a robustness evaluation is weaker than it should be (e.g. PGD leaves more
+    samples correct than one FGSM step): the robust accuracies are likely too optimistic.
+    Base class of :class:`GradientMaskingWarning`."""
+
+
+class GradientMaskingWarning(AttackWarning):
     """A robustness evaluation shows a sign that gradient attacks under-estimate the attacker
     (gradient masking / obfuscation): the numbers are likely too optimistic."""
 
@@ -164,8 +174,9 @@ def _check_label_range(logits, t):
         raise ValueError(f"y holds label {int(t.max())} but the model has only {logits.shape[1]} outputs")
 
 
-def _input_grad(model, x, t):
-    """Gradient of the summed cross-entropy with respect to ``x`` only."""
+def _input_grad(model, x, t, return_logits=False):
+    """Gradient of the summed cross-entropy with respect to ``x`` only (and, with
+    ``return_logits``, the detached logits at ``x``)."""
     with torch.enable_grad():
         x = x.detach().clone().requires_grad_(True)
         logits = _logits(model, x)
@@ -176,7 +187,7 @@ def _input_grad(model, x, t):
         except RuntimeError as err:
             raise RuntimeError(f"cannot differentiate the model's logits with respect to its input "
                                f"({err}); for a non-differentiable model use square_attack") from err
-    return grad.detach()
+    return (grad.detach(), logits.detach()) if return_logits else grad.detach()
 
 
 def _batches(n, batch_size):
@@ -265,16 +276,110 @@ def _flat_norm(t):
     return t.reshape(t.shape[0], -1).norm(p=2, dim=1).reshape(-1, *([1] * (t.ndim - 1)))
 
 
+def _random_start(x0, eps, norm, generator):
+    """A random point of the eps-ball around ``x0``, clipped to [0, 1] (see :func:`pgd`)."""
+    if norm == "linf":
+        noise = (torch.rand(x0.shape, generator=generator, dtype=torch.float64) * 2 - 1) * eps
+    else:
+        z = torch.randn(x0.shape, generator=generator, dtype=torch.float64)
+        d = z[0].numel()
+        u = torch.rand(x0.shape[0], generator=generator, dtype=torch.float64)
+        radius = (eps * u.pow(1.0 / d)).reshape(-1, *([1] * (z.ndim - 1)))
+        noise = z / _flat_norm(z).clamp_min(1e-30) * radius
+    return torch.clamp(x0 + noise.to(device=x0.device, dtype=x0.dtype), 0.0, 1.0)
+
+
+def _pgd_step(x, x0, grad, eps, norm, step_size):
+    """One ascent step of ``step_size`` from ``x``, projected onto the eps-ball around ``x0`` and [0, 1]."""
+    if norm == "linf":
+        delta = torch.clamp(x + step_size * grad.sign() - x0, -eps, eps)
+    else:
+        delta = x + step_size * grad / (_flat_norm(grad) + 1e-10) - x0
+        dn = _flat_norm(delta)
+        delta = delta * torch.where(dn > eps, eps / dn.clamp_min(1e-30), torch.ones_like(dn))
+    return torch.clamp(x0 + delta, 0.0, 1.0)
+
+
+def pgd_batch(model, x0, t, eps, *, norm="linf", steps=40, step_size=None, random_start=True,
+              generator=None, keep_best=False):
+    """The PGD loop on one batch of tensors: the torch-level core of :func:`pgd`, also the attack
+    of adversarial training (:func:`bioreps.baselines.pgd_attack`).
+
+    ``x0`` is a float tensor ``(b, ...)`` with values in [0, 1] on the model's device and ``t``
+    its int64 labels there; they are not validated or converted (use :func:`pgd` for arrays).
+    The model runs in eval mode (each submodule's flag restored afterwards); gradients are taken
+    with respect to the input only. ``generator`` (a CPU ``torch.Generator``) draws the random
+    start; ``None`` draws it from the global torch RNG. ``step_size=None`` means
+    ``2.5 * eps / steps``. ``keep_best`` as in :func:`pgd` (off here: adversarial training uses
+    Madry's last iterate). Returns the adversarial batch, detached, of ``x0``'s dtype.
+    """
+    eps = _check_eps(eps)
+    norm = _check_norm(norm)
+    steps = _check_int(steps, "steps", 0)
+    if step_size is None:
+        step_size = 2.5 * eps / steps if steps else 0.0
+    else:
+        step_size = _check_eps(step_size, "step_size")
+    x0 = x0.detach()
+    with _eval_mode(model):
+        x = _random_start(x0, eps, norm, generator) if random_start and eps > 0 else x0.clone()
+        if keep_best:
+            best = x0.clone()
+            best_wrong = torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device)
+            best_loss = torch.full((x0.shape[0],), -math.inf, dtype=torch.float64, device=x0.device)
+
+            def consider(xc, logits):
+                # misclassified beats correct; then the higher cross-entropy; ties keep the earlier
+                logits = logits.to(x0.device)
+                loss = F.cross_entropy(logits, t, reduction="none").to(torch.float64)
+                wrong = logits.argmax(dim=1) != t
+                better = (wrong & ~best_wrong) | ((wrong == best_wrong) & (loss > best_loss))
+                best[better] = xc[better]
+                best_loss[better] = loss[better]
+                best_wrong[better] = wrong[better]
+        grad0 = None  # the gradient at x0, for the one-step candidate
+        for k in range(steps):
+            grad, logits = _input_grad(model, x, t, return_logits=True)
+            if keep_best:
+                consider(x, logits)
+                if k == 0 and not (random_start and eps > 0):
+                    grad0 = grad
+            x = _pgd_step(x, x0, grad, eps, norm, step_size)
+        if not keep_best:
+            return x.detach()
+        with torch.no_grad():
+            consider(x, _logits(model, x))
+        if grad0 is None:
+            grad0 = _input_grad(model, x0, t)
+        one_step = _pgd_step(x0, x0, grad0, eps, norm, eps)  # FGSM (L-inf) / the fast gradient method (L2)
+        with torch.no_grad():
+            consider(one_step, _logits(model, one_step))
+    return best
+
+
 def pgd(model, X, y, eps, norm="linf", steps=40, step_size=None, random_start=True, seed=None,
-        batch_size=_DEFAULT_BATCH):
+        batch_size=_DEFAULT_BATCH, keep_best=True):
     """Projected gradient descent (Madry et al. 2018), untargeted, on the cross-entropy.
 
     From ``x_0`` (``X`` or a random start), ``steps`` times: ``x <- x + step_size * d`` with
     ``d = sign(g)`` (L-inf) or ``d = g / ||g||_2`` (L2), ``g`` the gradient of the cross-entropy
     with respect to the input, then project ``x - X`` onto the eps-ball (clip to [-eps, eps] for
-    L-inf; rescale to norm eps if longer for L2) and clip ``x`` to [0, 1]. The last iterate is
-    returned (as Madry et al. and ``torchattacks.PGD``/``PGDL2`` do), so every iterate and the
-    result lie in the eps-ball around ``X`` and in [0, 1].
+    L-inf; rescale to norm eps if longer for L2) and clip ``x`` to [0, 1], so every iterate lies
+    in the eps-ball around ``X`` and in [0, 1].
+
+    Which point is returned (``keep_best``): Madry et al. and ``torchattacks.PGD``/``PGDL2``
+    return the last iterate (``keep_best=False``; our tests check that we then agree with
+    torchattacks). But ascent on the cross-entropy is not ascent on the error: the last iterate
+    may be classified correctly although an earlier one was not, and from a random start with
+    steps of ``2.5 eps / steps`` PGD may miss a sample that the single full step of FGSM fools
+    (on a small Fashion-MNIST MLP PGD-20 left more samples correct than FGSM). So by default
+    (``keep_best=True``) every sample gets the strongest of the points the attack visited -- a
+    misclassified one if any, else the one of highest cross-entropy (ties: the earliest) -- among
+    the start, every iterate and the one-step attack from ``X`` with step eps
+    (``clip(X + eps sign(g_X), 0, 1)``, i.e. :func:`fgsm`, for L-inf; ``X + eps g_X / ||g_X||``
+    clipped to [0, 1] for L2). A sample FGSM fools is then fooled by PGD too, so PGD is never
+    weaker than FGSM (AutoAttack keeps its best point likewise, Croce & Hein 2020). Cost per
+    batch: two more forward passes and, with a random start, one more gradient.
 
     Parameters
     ----------
@@ -287,7 +392,8 @@ def pgd(model, X, y, eps, norm="linf", steps=40, step_size=None, random_start=Tr
     steps : int >= 0
     step_size : float > 0 or None
         Default ``2.5 * eps / steps``, Madry et al.'s rule: enough for ``steps`` steps to cross
-        the ball (diameter ``2 eps``) with some margin, whatever the start.
+        the ball (diameter ``2 eps``) with some margin, whatever the start. With
+        ``steps * step_size < eps`` the iterates cannot reach the corners FGSM reaches in one step.
     random_start : bool
         Start from a random point of the ball, clipped to [0, 1]. L-inf: each coordinate uniform
         in [-eps, eps]. L2: uniform in the ball: direction ``z / ||z||`` with ``z`` standard normal,
@@ -298,6 +404,8 @@ def pgd(model, X, y, eps, norm="linf", steps=40, step_size=None, random_start=Tr
         Seeds the random start (a private CPU ``torch.Generator``; the global torch RNG is not
         touched). Batches draw in order, so results depend on ``batch_size`` too.
     batch_size : int
+    keep_best : bool
+        Return per sample the strongest visited point (default) instead of the last iterate.
 
     Returns
     -------
@@ -307,9 +415,7 @@ def pgd(model, X, y, eps, norm="linf", steps=40, step_size=None, random_start=Tr
     norm = _check_norm(norm)
     steps = _check_int(steps, "steps", 0)
     batch_size = _check_int(batch_size, "batch_size", 1)
-    if step_size is None:
-        step_size = 2.5 * eps / steps if steps else 0.0
-    else:
+    if step_size is not None:
         step_size = _check_eps(step_size, "step_size")
     Xt, yt, back = _prepare(model, X, y)
     _require_differentiable(model, "pgd")
@@ -317,30 +423,8 @@ def pgd(model, X, y, eps, norm="linf", steps=40, step_size=None, random_start=Tr
     out = torch.empty_like(Xt)
     with _eval_mode(model):
         for sl in _batches(Xt.shape[0], batch_size):
-            x0, t = Xt[sl], yt[sl]
-            x = x0.clone()
-            if random_start and eps > 0:
-                if norm == "linf":
-                    noise = (torch.rand(x0.shape, generator=gen, dtype=torch.float64) * 2 - 1) * eps
-                else:
-                    z = torch.randn(x0.shape, generator=gen, dtype=torch.float64)
-                    d = z[0].numel()
-                    u = torch.rand(x0.shape[0], generator=gen, dtype=torch.float64)
-                    radius = (eps * u.pow(1.0 / d)).reshape(-1, *([1] * (z.ndim - 1)))
-                    noise = z / _flat_norm(z).clamp_min(1e-30) * radius
-                x = torch.clamp(x0 + noise.to(device=x0.device, dtype=x0.dtype), 0.0, 1.0)
-            for _ in range(steps):
-                grad = _input_grad(model, x, t)
-                if norm == "linf":
-                    x = x + step_size * grad.sign()
-                    delta = torch.clamp(x - x0, -eps, eps)
-                else:
-                    x = x + step_size * grad / (_flat_norm(grad) + 1e-10)
-                    delta = x - x0
-                    dn = _flat_norm(delta)
-                    delta = delta * torch.where(dn > eps, eps / dn.clamp_min(1e-30), torch.ones_like(dn))
-                x = torch.clamp(x0 + delta, 0.0, 1.0)
-            out[sl] = x
+            out[sl] = pgd_batch(model, Xt[sl], yt[sl], eps, norm=norm, steps=steps, step_size=step_size,
+                                random_start=random_start, generator=gen, keep_best=bool(keep_best))
     return back(out)
 
 
@@ -636,7 +720,7 @@ def _attack_call_kwargs(a, kwargs, seed, progress):
 
 
 def _curve_warnings(eps_arr, acc, worst, norm, n_features, majority):
-    """The messages of the gradient-masking checks of :func:`robust_accuracy_curve`."""
+    """The sanity checks of :func:`robust_accuracy_curve`: a list of (message, warning class)."""
     out = []
     grads = [a for a in acc if a in _GRADIENT_ATTACKS]
     for i, e in enumerate(eps_arr):
@@ -645,23 +729,28 @@ def _curve_warnings(eps_arr, acc, worst, norm, n_features, majority):
         if "square" in acc and grads:
             best_grad = min(acc[a][i] for a in grads)
             if acc["square"][i] < best_grad - 0.05:
-                out.append(f"at eps={e:g} the gradient-free Square attack leaves {acc['square'][i]:.1%} accuracy "
-                           f"but the best gradient attack leaves {best_grad:.1%}: the gradients are likely masked "
-                           "(vanishing, quantised or obfuscated); do not trust the gradient attacks' numbers")
-        if "fgsm" in acc and "pgd" in acc and acc["fgsm"][i] < acc["pgd"][i] - 0.05:
-            out.append(f"at eps={e:g} one-step FGSM ({acc['fgsm'][i]:.1%}) beats PGD ({acc['pgd'][i]:.1%}): "
-                       "a sign of gradient masking (or too small a PGD step size)")
+                out.append((f"at eps={e:g} the gradient-free Square attack leaves {acc['square'][i]:.1%} accuracy "
+                            f"but the best gradient attack leaves {best_grad:.1%}: the gradients are likely masked "
+                            "(vanishing, quantised or obfuscated); do not trust the gradient attacks' numbers",
+                            GradientMaskingWarning))
+        if "fgsm" in acc and "pgd" in acc and acc["pgd"][i] > acc["fgsm"][i]:
+            # PGD (keep_best, the default) is never weaker than FGSM: only weak PGD settings or masking do this
+            large = acc["pgd"][i] > acc["fgsm"][i] + 0.05
+            out.append((f"at eps={e:g} PGD leaves {acc['pgd'][i]:.1%} accuracy but one-step FGSM leaves "
+                        f"{acc['fgsm'][i]:.1%}: PGD is weaker than a single FGSM step (too small a step size or "
+                        f"too few steps, keep_best=False{', or gradient masking' if large else ''})",
+                        GradientMaskingWarning if large else AttackWarning))
     for name, curve in dict(acc, **{"worst case": worst}).items():
         for i in np.flatnonzero(np.diff(curve) > 0.02):
-            out.append(f"{name} accuracy rises from {curve[i]:.1%} at eps={eps_arr[i]:g} to {curve[i + 1]:.1%} "
-                       f"at eps={eps_arr[i + 1]:g}: a stronger attacker should never do worse; the attack is "
-                       "failing (gradient masking, too few steps/queries)")
+            out.append((f"{name} accuracy rises from {curve[i]:.1%} at eps={eps_arr[i]:g} to {curve[i + 1]:.1%} "
+                        f"at eps={eps_arr[i + 1]:g}: a stronger attacker should never do worse; the attack is "
+                        "failing (gradient masking, too few steps/queries)", GradientMaskingWarning))
     grey_eps = 0.5 if norm == "linf" else 0.5 * math.sqrt(n_features)
     big = np.flatnonzero(eps_arr >= grey_eps)
     if big.size and worst[big[-1]] > majority + 0.05:
-        out.append(f"at eps={eps_arr[big[-1]]:g} every input can be moved to the uniform grey image, so no "
-                   f"model can beat the majority-class rate {majority:.1%}, yet {worst[big[-1]]:.1%} of the "
-                   "samples survive: the attacks are failing (gradient masking)")
+        out.append((f"at eps={eps_arr[big[-1]]:g} every input can be moved to the uniform grey image, so no "
+                    f"model can beat the majority-class rate {majority:.1%}, yet {worst[big[-1]]:.1%} of the "
+                    "samples survive: the attacks are failing (gradient masking)", GradientMaskingWarning))
     return out
 
 
@@ -696,12 +785,16 @@ def robust_accuracy_curve(model, X, y, eps_list, attacks=("fgsm", "pgd"), norm="
     - Every attack is run at eps = 0 (whether or not 0 is in ``eps_list``) and must give exactly
       the clean accuracy; otherwise ``RuntimeError`` (the model is not deterministic in eval
       mode, or an attack moves points it should not).
+    - :class:`AttackWarning` (also listed in ``result.warnings``) when, at some eps, PGD leaves a
+      higher accuracy than one-step FGSM: the default PGD (``keep_best``) is never weaker than
+      FGSM, so this means weak PGD settings (``pgd={"step_size": ...}`` too small for ``steps``,
+      ``keep_best=False``) or, when the gap exceeds 5 points, gradient masking
+      (:class:`GradientMaskingWarning`, a subclass).
     - :class:`GradientMaskingWarning` (also listed in ``result.warnings``) when, at some eps,
       the gradient-free Square attack beats the best gradient attack by more than 5 points;
-      when FGSM beats PGD by more than 5 points (one step stronger than many); when a curve rises
-      with eps by more than 2 points; and when, at an eps large enough to move every input to the
-      uniform grey image (L-inf eps >= 0.5, L2 eps >= 0.5 sqrt(d)), the worst-case accuracy stays
-      more than 5 points above the majority-class rate.
+      when a curve rises with eps by more than 2 points; and when, at an eps large enough to
+      move every input to the uniform grey image (L-inf eps >= 0.5, L2 eps >= 0.5 sqrt(d)), the
+      worst-case accuracy stays more than 5 points above the majority-class rate.
     """
     norm = _check_norm(norm)
     attacks = _check_attack_names(attacks)
@@ -770,8 +863,8 @@ def robust_accuracy_curve(model, X, y, eps_list, attacks=("fgsm", "pgd"), norm="
     bar.close()
 
     majority = float(np.bincount(yt.cpu().numpy()).max() / n)
-    for msg in _curve_warnings(eps_arr, acc, worst, norm, int(np.prod(Xt.shape[1:])), majority):
-        warn(msg)
+    for msg, category in _curve_warnings(eps_arr, acc, worst, norm, int(np.prod(Xt.shape[1:])), majority):
+        warn(msg, category)
 
     return RobustnessCurve(eps=eps_arr, clean_accuracy=clean_acc, accuracy=acc, worst_case=worst, norm=norm,
                            attacks=attacks, skipped=skipped, n_samples=n, warnings=messages)

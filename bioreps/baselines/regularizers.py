@@ -194,8 +194,12 @@ class SpectralReg(Regularizer):
     ``beta / N * sum_{n > tau} [(lambda_n / gamma_n - 1)^2 + relu(lambda_n / gamma_n - 1)]``,
     ``gamma_n = lambda_tau * (tau / n)^slope`` with ``lambda_tau`` detached; ranks are 1-based, so
     the anchor is the tau-th largest eigenvalue. (The authors' code, github josuenassar/power_law,
-    ``eigen_val_regulate``, anchors at 0-based index ``tau``, i.e. our ``tau + 1``, and skips
-    non-positive eigenvalues; ``diag(V^T C_b V)`` is never negative.)
+    ``ModelDefs/utils.py:eigen_val_regulate``, anchors at 0-based index ``start``: their
+    ``start = tau - 1`` gives our value, which the tests check. They skip eigenvalues <= 0; ours,
+    ``diag(V^T C_b V)``, are never negative, but an eigenvalue of exactly 0 -- a direction of zero
+    batch variance, e.g. dead ReLU units -- adds ``1 / N`` here (``(0 / gamma - 1)^2``) and
+    nothing there: a constant without gradient, so training is the same but the logged value
+    is higher by ``beta / N`` per such direction.)
 
     The batch covariance must be full rank: the batch size must exceed the layer width
     (``check`` raises before training; ``train`` skips a smaller remainder batch).
@@ -280,29 +284,17 @@ class SpectralReg(Regularizer):
 def pgd_attack(model, x, y, eps, steps, step_size, *, generator=None, random_start=True):
     """PGD-L-inf (Madry et al. 2018): maximise the cross-entropy in the eps-ball around ``x``.
 
-    Random start uniform in the ball, ``steps`` signed-gradient steps of ``step_size``, each
-    followed by projection onto the ball and clipping to [0, 1]. The model is in eval mode
-    during the attack (its previous mode is restored). Parameter gradients are not touched.
-    Returns the adversarial inputs (detached).
+    Random start uniform in the ball (drawn from ``generator``; ``None``: the global torch RNG),
+    ``steps`` signed-gradient steps of ``step_size``, each followed by projection onto the ball
+    and clipping to [0, 1]; the last iterate is returned (detached). It is the loop of the
+    analyses' PGD, :func:`bioreps.analysis.robustness.pgd_batch` (with ``keep_best=False``), so
+    training and evaluation attack alike. The model is in eval mode during the attack (each
+    submodule's previous mode is restored). Parameter gradients are not touched.
     """
-    x = x.detach()
-    was_training = model.training
-    model.eval()
-    try:
-        if random_start:
-            noise = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-            x_adv = (x + (2.0 * noise - 1.0) * eps).clamp(0.0, 1.0)
-        else:
-            x_adv = x.clone()
-        lo, hi = (x - eps).clamp_min(0.0), (x + eps).clamp_max(1.0)
-        for _ in range(steps):
-            x_adv.requires_grad_(True)
-            loss = F.cross_entropy(model(x_adv), y)
-            (g,) = torch.autograd.grad(loss, x_adv)
-            x_adv = torch.maximum(torch.minimum(x_adv.detach() + step_size * g.sign(), hi), lo)
-    finally:
-        model.train(was_training)
-    return x_adv.detach()
+    from ..analysis.robustness import pgd_batch
+
+    return pgd_batch(model, x, y, eps, norm="linf", steps=steps, step_size=step_size,
+                     random_start=random_start, generator=generator, keep_best=False)
 
 
 class AdversarialTraining(Regularizer):
