@@ -6,7 +6,19 @@ import math
 
 import numpy as np
 
-__all__ = ["check_array", "check_labels", "check_random_state", "check_int", "check_float"]
+__all__ = ["check_array", "check_labels", "check_random_state", "check_int", "check_float", "plain"]
+
+
+def plain(value):
+    """``value`` with numpy scalars (and arrays, tuples, lists of them) as plain Python values, for
+    error messages: ``repr(np.int64(3))`` is ``'np.int64(3)'``, ``repr(plain(np.int64(3)))`` is ``'3'``."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(v) for v in value)
+    return value
 
 
 def check_array(X, *, name="X", ndim=2, dtype=np.float32, allow_empty=False, finite=True,
@@ -29,7 +41,7 @@ def check_array(X, *, name="X", ndim=2, dtype=np.float32, allow_empty=False, fin
         arr = arr.copy()
     if finite and np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
         bad = np.flatnonzero(~np.isfinite(arr.reshape(arr.shape[0], -1)).all(axis=1)) if arr.ndim else [0]
-        raise ValueError(f"{name} contains NaN or inf (rows {list(bad[:10])}"
+        raise ValueError(f"{name} contains NaN or inf (rows {plain(bad[:10])}"
                          f"{' ...' if len(bad) > 10 else ''}; {len(bad)} rows in all)")
     if unit_interval and arr.size and (arr.min() < 0 or arr.max() > 1):
         raise ValueError(f"{name} must lie in [0, 1]; found values in [{arr.min():g}, {arr.max():g}]")

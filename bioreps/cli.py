@@ -15,6 +15,8 @@ on stderr and exit with status 2; ``--traceback`` shows the full traceback inste
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 
 from ._version import __version__
@@ -61,7 +63,8 @@ def _cmd_run(args) -> int:
         cfg["experiment"]["output"] = args.output
     if args.seed is not None:
         cfg["experiment"]["seed"] = args.seed
-    results = experiments.run(cfg, progress=False if args.no_progress else None, resume=args.resume)
+    results = experiments.run(cfg, progress=False if args.no_progress else None, resume=args.resume,
+                              source=args.config)
     print(f"results: {cfg['experiment']['output']}/results.json")
     for key in ("readout_train_accuracy", "readout_test_accuracy"):
         if key in results:
@@ -69,9 +72,32 @@ def _cmd_run(args) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _progress_env(no_progress: bool):
+    """``--no-progress``: turn off every progress bar (``$BIOREPS_PROGRESS=0``) for the command."""
+    if not no_progress:
+        yield
+        return
+    previous = os.environ.get("BIOREPS_PROGRESS")
+    os.environ["BIOREPS_PROGRESS"] = "0"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("BIOREPS_PROGRESS", None)
+        else:
+            os.environ["BIOREPS_PROGRESS"] = previous
+
+
 def _cmd_analyze(args) -> int:
+    with _progress_env(args.no_progress):
+        return _analyze(args)
+
+
+def _analyze(args) -> int:
     from .analysis.report import analyze_file
 
+    _check_fit_windows(args)  # an impossible --ranks window: exit 2 before any file is written
     for path in args.files:
         res = analyze_file(path, split=args.split, ranks=(args.ranks[0], args.ranks[1]), n_boot=args.bootstrap,
                            out_dir=args.out, seed=args.seed, plots=not args.no_plots)
@@ -89,6 +115,11 @@ def _cmd_analyze(args) -> int:
 
 
 def _cmd_compare(args) -> int:
+    with _progress_env(args.no_progress):
+        return _compare(args)
+
+
+def _compare(args) -> int:
     from .analysis.report import compare_files
 
     res = compare_files(args.files, split=args.split, max_samples=args.max_samples, seed=args.seed,
@@ -117,6 +148,29 @@ def _cmd_compare(args) -> int:
     return 0
 
 
+def _check_fit_windows(args) -> None:
+    """Refuse ``--ranks LO HI`` when LO < 1, LO >= HI, or fewer than 3 ranks of some file's
+    spectrum (one eigenvalue per unit) lie in the window; reads only the files' shapes."""
+    from . import io
+    from .analysis import spectrum
+    from .analysis.report import _pick_split
+
+    lo, hi = args.ranks
+    try:
+        spectrum.fit_window(max(hi, lo) + 2, (lo, hi))
+    except ValueError as exc:
+        raise ValueError(f"--ranks {lo} {hi}: {exc}") from None
+    for path in args.files:
+        with io.load(path) as f:
+            split, rep = _pick_split(f, args.split, path)
+            n_units = rep.shape[1]
+        try:
+            spectrum.fit_window(n_units, (lo, hi))
+        except ValueError as exc:
+            raise ValueError(f"--ranks {lo} {hi} does not fit the spectrum of {path} [{split}, "
+                             f"{n_units} units]: {exc}") from None
+
+
 def _cmd_version(args) -> int:
     from .io import collect_provenance
 
@@ -143,13 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_datasets)
 
     p = sub.add_parser("inspect", help="summarise bioreps HDF5 files")
-    p.add_argument("files", nargs="+", metavar="FILE.h5")
+    p.add_argument("files", nargs="+", metavar="FILE.h5", help="bioreps HDF5 files to summarise")
     p.set_defaults(func=_cmd_inspect)
 
     for name, text in (("run", "run an experiment described by a TOML file (fit, export, readout, report)"),
                        ("train", "same as run: train the model of a TOML file, with checkpoints and --resume")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("config", metavar="CONFIG.toml")
+        p.add_argument("config", metavar="CONFIG.toml", help="experiment file (see experiments/)")
         p.add_argument("--output", default=None, help="output folder (overrides [experiment] output)")
         p.add_argument("--seed", type=int, default=None, help="override [experiment] seed")
         p.add_argument("--resume", action="store_true", help="continue from <output>/checkpoint.h5")
@@ -157,28 +211,31 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("analyze", help="eigenspectrum power law (alpha) and class selectivity of bioreps files")
-    p.add_argument("files", nargs="+", metavar="FILE.h5")
+    p.add_argument("files", nargs="+", metavar="FILE.h5", help="bioreps HDF5 files to analyse, one after another")
     p.add_argument("--split", default=None, help="representation to analyse (default: test, else the first)")
     p.add_argument("--ranks", type=int, nargs=2, default=(11, 500), metavar=("LO", "HI"),
-                   help="power-law fit window, 1-based inclusive ranks (default 11 500)")
+                   help="power-law fit window, 1-based inclusive ranks (default 11 500); clipped to the "
+                        "spectrum and cut where it falls off a cliff (with a warning)")
     p.add_argument("--bootstrap", type=int, default=0, metavar="N", help="bootstrap resamples for a 95%% CI of alpha")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default 0)")
     p.add_argument("--out", default=None, help="output folder (default: beside each file)")
-    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--no-plots", action="store_true", help="write the JSON results only, no PNG figures")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_analyze)
 
     p = sub.add_parser("compare", help="CKA and RSA between the representations of several bioreps files")
-    p.add_argument("files", nargs="+", metavar="FILE.h5")
+    p.add_argument("files", nargs="+", metavar="FILE.h5", help="bioreps HDF5 files to compare (two or more)")
     p.add_argument("--split", default=None, help="representation to compare (default: test, else the first)")
     p.add_argument("--max-samples", type=int, default=5000, help="random subset of rows used (default 5000)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the row subset and the attacks (default 0)")
     p.add_argument("--name", default="compare", help="stem of the output files (default: compare)")
     p.add_argument("--robustness", action="store_true",
                    help="also attack the files' classifiers (FGSM/PGD curves, transfer matrix)")
     p.add_argument("--eps", type=float, nargs="+", default=[0.05, 0.1], help="L-inf radii (default 0.05 0.1)")
     p.add_argument("--n-attack", type=int, default=500, help="test images attacked (default 500)")
     p.add_argument("--out", default=None, help="output folder (default: beside the first file)")
-    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--no-plots", action="store_true", help="write the JSON results only, no PNG figures")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("version", help="versions of bioreps, its dependencies and the CUDA status")

@@ -9,7 +9,14 @@ Known datasets (:data:`DATASETS`): ``"fashion-mnist"``, ``"mnist"`` (IDX files) 
 
 Where the files are looked for
 ------------------------------
-For dataset ``name`` and a requested split, these folders are tried in order; the first one that
+An explicit ``data_dir`` given to :func:`load` or :func:`fingerprint` (the runner's ``[data]
+data_dir``) is the only place looked in: ``data_dir`` itself, then ``data_dir/<name>``. When
+neither holds every file of the split, :class:`DatasetNotFoundError` names both folders and
+the missing files; nothing else is searched and nothing is downloaded (a mistyped or
+incomplete folder must not silently fall back to another copy).
+
+Without ``data_dir`` (and in :func:`locate`, :func:`info` and ``bioreps datasets --data-dir``,
+where it is a hint searched first), these folders are tried in order; the first one that
 holds *every* file the split needs wins (an IDX file may be gzip-compressed, ``*.gz``, or not):
 
 1. the ``data_dir`` argument, then ``data_dir/<name>``;
@@ -637,6 +644,25 @@ def locate(name, data_dir=None, *, split=None) -> Location | None:
     return None
 
 
+def _locate_in_data_dir(spec: DatasetSpec, data_dir, split: str) -> Location:
+    """The ``split`` of ``spec`` in an explicit ``data_dir`` (itself or ``data_dir/<name>``),
+    else :class:`DatasetNotFoundError` naming each folder and what it lacks."""
+    d = Path(data_dir).expanduser()
+    lines = []
+    for folder in dict.fromkeys((d, d / spec.name)):
+        loc = _location_in(spec, "data_dir", folder)
+        if loc is not None and split in loc.files:
+            return loc
+        state = ("no such folder" if not folder.is_dir()
+                 else "missing " + ", ".join(_missing(spec, folder, split)))
+        lines.append(f"  - {folder}: {state}")
+    message = (f"data_dir {str(d)!r} does not hold dataset {spec.name!r} (split {split!r}):\n"
+               + "\n".join(lines)
+               + "\nAn explicit data_dir is the only place looked in (nothing is downloaded); fix it, "
+                 "or leave data_dir out to search $BIOREPS_DATA, the user cache and the system folders.")
+    raise DatasetNotFoundError(message, d)
+
+
 def _how_to_get(spec: DatasetSpec, *, short=False) -> list[str]:
     where = f"$BIOREPS_DATA/{spec.name}"
     files = (spec.archive,) if spec.archive else tuple(dict.fromkeys(f for fs in spec.files.values() for f in fs))
@@ -933,7 +959,10 @@ def load(name, split="train", data_dir=None, *, flatten=True, download=True, pro
         your own (an IDX dataset laid out like MNIST) is accepted too.
     split : {"train", "test"}
     data_dir : str or path-like, optional
-        Folder searched first; see the module docstring for the search order.
+        The folder holding the dataset (itself or ``data_dir/<name>``): the only place looked
+        in, and an error (:class:`DatasetNotFoundError` naming the folder and the missing files)
+        when it does not hold the split. Without it, the search order of the module docstring
+        applies and missing files are downloaded.
     flatten : bool
         Return one row per image (default). With ``False``, ``X`` has the image shape:
         ``(n, 28, 28)`` or ``(n, 3, 32, 32)``.
@@ -955,15 +984,18 @@ def load(name, split="train", data_dir=None, *, flatten=True, download=True, pro
     ValueError
         Unknown dataset name or split.
     DatasetNotFoundError
-        The files are nowhere on disk and could not be downloaded.
+        The files are nowhere on disk and could not be downloaded, or not in ``data_dir``.
     DataError
         A file is malformed, or a download failed its checksum.
     """
     spec = _get_spec(name)
     split = _check_split(spec, split)
-    loc = locate(spec, data_dir, split=split)
-    if loc is None:
-        loc = _fetch(spec, split, data_dir, download=download, progress=progress)
+    if data_dir is not None:
+        loc = _locate_in_data_dir(spec, data_dir, split)
+    else:
+        loc = locate(spec, None, split=split)
+        if loc is None:
+            loc = _fetch(spec, split, None, download=download, progress=progress)
     files = loc.files[split]
     if spec.format == "idx":
         X, y = _load_idx(spec, files)
@@ -1067,13 +1099,17 @@ def fingerprint(name, split, data_dir=None) -> dict:
     Raises
     ------
     DatasetNotFoundError
-        The split's files are nowhere on disk.
+        The split's files are nowhere on disk (or, with ``data_dir``, not in that folder: the
+        same rule as :func:`load`).
     """
     spec = _get_spec(name)
     split = _check_split(spec, split)
-    loc = locate(spec, data_dir, split=split)
+    if data_dir is not None:
+        loc = _locate_in_data_dir(spec, data_dir, split)
+    else:
+        loc = locate(spec, None, split=split)
     if loc is None:
-        raise _not_found(spec, split, data_dir, "fingerprint() does not download; load() the dataset first.")
+        raise _not_found(spec, split, None, "fingerprint() does not download; load() the dataset first.")
     files = loc.files[split]
     hashes = {p.relative_to(loc.path).as_posix(): _sha256(p) for p in files}
     if spec.format == "idx":

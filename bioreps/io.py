@@ -1,6 +1,6 @@
 """One HDF5 file per trained model: learned arrays, representations and provenance.
 
-The layout (schema ``1.0.0``) is documented in ``docs/hdf5-schema.md`` and readable with plain
+The layout (schema ``1.1.0``) is documented in ``docs/hdf5-schema.md`` and readable with plain
 ``h5py``. Following anndata, every group and dataset carries ``encoding-type`` and
 ``encoding-version`` attributes; the reader dispatches on them and refuses what it does not
 know. Writing goes to a temporary file in the destination folder that is renamed into place only
@@ -32,7 +32,6 @@ import operator
 import os
 import platform
 import re
-import secrets
 import subprocess
 import weakref
 from collections.abc import Iterator, Mapping
@@ -45,6 +44,7 @@ from types import MappingProxyType
 import h5py
 import numpy as np
 
+from . import _files
 from ._validation import check_int
 from ._version import __version__
 
@@ -62,21 +62,24 @@ __all__ = [
     "save",
 ]
 
-#: Version of the file layout; stored as the root ``encoding-version``.
-SCHEMA_VERSION = "1.0.0"
+#: Version of the file layout; stored as the root ``encoding-version``. 1.1.0 added HDF5
+#: dimension scales (``sample``, ``unit``, ...), so netCDF readers (xarray) see named dimensions;
+#: files of schema 1.0.0 are read as before.
+SCHEMA_VERSION = "1.1.0"
 
 #: The newest version of each encoding this module reads and writes.
 ENCODING_VERSIONS = MappingProxyType({
     "bioreps-file": SCHEMA_VERSION,
-    "model": "1.0.0",
+    "model": "1.1.0",             # 1.1.0: may hold "dimension" members
     "array": "1.0.0",
     "dict": "1.0.0",
     "representations": "1.0.0",
-    "representation": "1.0.0",
+    "representation": "1.1.0",    # 1.1.0: holds the "sample" and "unit" dimensions
     "activations": "1.0.0",
     "labels": "1.0.0",
     "index": "1.0.0",
     "provenance": "1.0.0",
+    "dimension": "1.0.0",         # new in schema 1.1.0: an HDF5 dimension scale (0..n-1)
 })
 
 #: Arrays larger than this are stored chunked with gzip + shuffle; smaller ones (and scalars)
@@ -384,6 +387,67 @@ def _write_arrays(group: h5py.Group, arrays: dict) -> None:
             _set_encoding(dset, "array")
 
 
+def _make_dimension(group: h5py.Group, name: str, size: int, resizable: bool = False) -> h5py.Dataset:
+    """An HDF5 dimension scale ``group/name`` holding ``0 .. size - 1`` (int64).
+
+    netCDF readers (h5netcdf, xarray) name an axis after the scale attached to it; axes without
+    one become ``phony_dim_N``. ``resizable`` matches an empty, resizable activation matrix.
+    """
+    data = np.arange(size, dtype=np.int64)
+    opts = {"maxshape": (None,), "chunks": (1024,)} if resizable else _storage_options(data)
+    dset = group.create_dataset(name, data=data, **opts)
+    dset.make_scale(name)
+    _set_encoding(dset, "dimension")
+    return dset
+
+
+def _check_dims(dims) -> dict:
+    """``dims`` (dimension name -> length) checked: valid names, int lengths >= 0."""
+    if dims is None:
+        return {}
+    if not isinstance(dims, Mapping):
+        raise TypeError(f"dims must be a dict of dimension name -> length, got {type(dims).__name__}")
+    return {_check_name(name, "dimension name"): check_int(length, f"length of dimension {name!r}", 0)
+            for name, length in dims.items()}
+
+
+def _label_model_axes(group: h5py.Group, arrays: dict, dims: dict) -> None:
+    """Attach a dimension scale, stored in ``/model``, to every axis of every model array.
+
+    An axis whose length equals exactly one of ``dims`` (dimension name -> length, e.g.
+    ``{"unit": 400, "feature": 784}``) gets that name, once per array; names that share a length
+    are ambiguous and not used. Other axes get ``<array path>_dim<axis>`` (path parts joined by
+    ``.``), so no axis is left unnamed.
+    """
+    lengths = list(dims.values())
+    by_length = {n: name for name, n in dims.items() if lengths.count(n) == 1}
+    taken = set(group)
+    scales = {}
+
+    def scale(name, size):
+        if name not in scales:
+            scales[name] = _make_dimension(group, name, size)
+        return scales[name]
+
+    def walk(tree, h5group, prefix):
+        for name, value in tree.items():
+            if isinstance(value, dict):
+                walk(value, h5group[name], f"{prefix}{name}.")
+                continue
+            dset = h5group[name]
+            used = set()
+            for axis, size in enumerate(value.shape):
+                dim = by_length.get(size)
+                if dim is None or dim in used or dim in taken:
+                    dim = f"{prefix}{name}_dim{axis}"
+                    while dim in taken or (dim in scales and scales[dim].shape[0] != size):
+                        dim += "_"
+                used.add(dim)
+                dset.dims[axis].attach_scale(scale(dim, size))
+
+    walk(arrays, group, "")
+
+
 def _check_vector(values, name: str, split: str, n: int, nonnegative: bool) -> np.ndarray:
     arr = np.asarray(values)
     if arr.ndim != 1 or arr.shape[0] != n:
@@ -541,8 +605,9 @@ class Writer:
 
     Notes
     -----
-    The temporary file ``.{name}.tmp-{random}`` lives next to ``path`` so the final
-    ``os.replace`` is an atomic rename. Leaving the ``with`` block normally calls
+    The temporary file ``.{name}.tmp-{host}-{pid}-{random}`` lives next to ``path`` so the final
+    ``os.replace`` is an atomic rename. Temporaries of the same ``path`` left by a killed writer
+    (this host, a pid that no longer exists) are deleted when a new writer opens. Leaving the ``with`` block normally calls
     :meth:`close` (check completeness, write provenance, flush, fsync, rename); leaving it by
     any exception, ``KeyboardInterrupt`` included, calls :meth:`abort`, which deletes the
     temporary file and leaves any existing file at ``path`` untouched. A writer that is
@@ -562,7 +627,8 @@ class Writer:
             raise IsADirectoryError(f"cannot write {self.path}: it is a directory")
         if self.path.exists() and not self.overwrite:
             raise FileExistsError(f"{self.path} exists; pass overwrite=True to replace it")
-        self.tmp_path = folder / f".{self.path.name}.tmp-{secrets.token_hex(6)}"
+        _files.remove_stale_temps(folder, [self.path.name])
+        self.tmp_path = _files.temp_path(self.path)
         self._h5 = h5py.File(self.tmp_path, "x", libver=_LIBVER, rdcc_nbytes=_CHUNK_CACHE_BYTES)
         self._finalizer = weakref.finalize(self, _discard, self._h5, str(self.tmp_path))
         self._closed = False
@@ -597,7 +663,7 @@ class Writer:
             raise ValueError(f"the writer for {self.path} is closed")
 
     # -- content ----------------------------------------------------------------------------
-    def write_model(self, kind: str, arrays=None, hyperparameters=None) -> None:
+    def write_model(self, kind: str, arrays=None, hyperparameters=None, *, dims=None) -> None:
         """Write the ``/model`` group (once).
 
         Parameters
@@ -611,6 +677,11 @@ class Writer:
         hyperparameters : dict, optional
             JSON-serialisable values (numpy scalars and arrays are converted); stored as one
             JSON string attribute.
+        dims : dict, optional
+            Dimension name -> length, e.g. ``{"unit": 400, "feature": 784}``: an array axis of
+            one of these lengths gets that dimension name (an HDF5 dimension scale in
+            ``/model``, which xarray shows as the dimension's name); other axes are named
+            ``<array>_dim<axis>``. Lengths given for two names are ambiguous and not used.
 
         Raises
         ------
@@ -627,11 +698,13 @@ class Writer:
             raise ValueError(f"model kind must be a non-empty str, got {kind!r}")
         prepared = _prepare_arrays({} if arrays is None else arrays, "/model")
         hyper_json = _encode_dict(hyperparameters, "hyperparameter")
+        dims = _check_dims(dims)
         group = self._h5.create_group("model")
         _set_encoding(group, "model")
         group.attrs["kind"] = kind
         group.attrs["hyperparameters"] = hyper_json
         _write_arrays(group, prepared)
+        _label_model_axes(group, prepared, dims)
         self._model_written = True
 
     def write_provenance(self, provenance: Mapping | None = None, **fields) -> None:
@@ -715,8 +788,15 @@ class Writer:
         if labels_arr is not None:
             _set_encoding(group.create_dataset("labels", data=labels_arr,
                                                **_storage_options(labels_arr)), "labels")
-        _set_encoding(group.create_dataset("inputs_index", data=index_arr,
-                                           **_storage_options(index_arr)), "index")
+        index_dset = group.create_dataset("inputs_index", data=index_arr, **_storage_options(index_arr))
+        _set_encoding(index_dset, "index")
+        # dimension scales: xarray/netCDF readers see (sample, unit) instead of phony dimensions
+        sample = _make_dimension(group, "sample", n, resizable=n == 0)
+        dset.dims[0].attach_scale(sample)
+        dset.dims[1].attach_scale(_make_dimension(group, "unit", units))
+        index_dset.dims[0].attach_scale(sample)
+        if labels_arr is not None:
+            group["labels"].dims[0].attach_scale(sample)
         rep = RepresentationWriter(self, split, dset, n, units)
         self._reps[split] = rep
         return rep
@@ -830,7 +910,7 @@ _REPRESENTATION_KEYS = ("activations", "labels", "inputs_index", "dataset", "dat
 
 
 def save(path, *, model_kind: str, model_arrays=None, hyperparameters=None,
-         representations=None, provenance=None, overwrite: bool = True) -> Path:
+         representations=None, provenance=None, overwrite: bool = True, model_dims=None) -> Path:
     """Write a complete bioreps file in one call (a thin wrapper over :class:`Writer`).
 
     Parameters
@@ -850,6 +930,8 @@ def save(path, *, model_kind: str, model_arrays=None, hyperparameters=None,
         Merged over :func:`collect_provenance`.
     overwrite : bool
         Replace an existing file (atomically, once the new one is complete).
+    model_dims : dict, optional
+        Dimension name -> length for the model arrays' axes (see :meth:`Writer.write_model`).
 
     Returns
     -------
@@ -857,7 +939,7 @@ def save(path, *, model_kind: str, model_arrays=None, hyperparameters=None,
         The path written.
     """
     with Writer(path, overwrite=overwrite) as writer:
-        writer.write_model(model_kind, model_arrays, hyperparameters)
+        writer.write_model(model_kind, model_arrays, hyperparameters, dims=model_dims)
         if provenance is not None:
             writer.write_provenance(provenance)
         for split, spec in (representations or {}).items():
@@ -940,7 +1022,9 @@ def _require(group: h5py.Group, name: str, file: Path, kind=h5py.Group):
 def _read_arrays(group: h5py.Group, file: Path) -> dict:
     out = {}
     for name, obj in group.items():
-        etype = _check_element(obj, ("array", "dict"), file)
+        etype = _check_element(obj, ("array", "dict", "dimension"), file)
+        if etype == "dimension":   # schema >= 1.1.0: a dimension scale, not a learned array
+            continue
         if etype == "dict":
             if not isinstance(obj, h5py.Group):
                 raise SchemaError(f"{file}: {obj.name} has encoding-type 'dict' but is not a group")
@@ -972,11 +1056,28 @@ class ModelRecord:
         Decoded from JSON (tuples come back as lists).
     arrays : dict
         Name -> ndarray; subgroups come back as nested dicts. Scalars are 0-d arrays.
+    dims : dict
+        Array path (``"weights"``, ``"state/n"``) -> names of its axes, e.g. ``("unit",
+        "feature")`` (schema >= 1.1.0; empty for older files).
     """
 
     kind: str
     hyperparameters: dict = field(default_factory=dict)
     arrays: dict = field(default_factory=dict)
+    dims: dict = field(default_factory=dict)
+
+
+def _axis_names(group: h5py.Group, prefix: str = "") -> dict:
+    """Array path -> axis names (the dimension scales attached), for arrays that have them."""
+    out = {}
+    for name, obj in group.items():
+        if isinstance(obj, h5py.Group):
+            out.update(_axis_names(obj, f"{prefix}{name}/"))
+        elif obj.ndim and _py_scalar(obj.attrs.get("encoding-type")) == "array":
+            names = tuple(dim[0].name.rsplit("/", 1)[-1] if len(dim) else None for dim in obj.dims)
+            if any(names):
+                out[f"{prefix}{name}"] = names
+    return out
 
 
 class Representation:
@@ -1212,7 +1313,7 @@ class BiorepsFile:
                              "/model hyperparameters", path)
         if not isinstance(hyper, dict):
             raise SchemaError(f"{path}: /model hyperparameters must be a JSON object")
-        self.model = ModelRecord(kind, hyper, _read_arrays(model, path))
+        self.model = ModelRecord(kind, hyper, _read_arrays(model, path), _axis_names(model))
 
         prov = _require(h5, "provenance", path)
         _check_element(prov, ("provenance",), path)
@@ -1280,7 +1381,13 @@ class BiorepsFile:
                  f"model: {self.model.kind}"]
         if self.model.hyperparameters:
             lines.append("  hyperparameters:")
-            lines += [f"    {k} = {json.dumps(v)}" for k, v in self.model.hyperparameters.items()]
+            for key, value in self.model.hyperparameters.items():
+                table = _as_table(value)
+                if table is None:
+                    lines.append(f"    {key} = {_short_json(value)}")
+                else:   # a training history: a few rows as a table, not one long line
+                    lines.append(f"    {key} ({len(table[1])} rows):")
+                    lines += [f"      {row}" for row in _format_table(*table)]
         else:
             lines.append("  hyperparameters: (none)")
         flat = []
@@ -1296,7 +1403,12 @@ class BiorepsFile:
         if flat:
             width = max(len(name) for name, _ in flat)
             lines.append("  arrays:")
-            lines += [f"    {name:<{width}}  {arr.dtype} {arr.shape}" for name, arr in flat]
+            # axis names, where some are not the writer's default "<array>_dim<axis>"
+            dims = {name: axes for name, axes in self.model.dims.items()
+                    if any(a is not None and not a.endswith(f"_dim{i}") for i, a in enumerate(axes))}
+            lines += [f"    {name:<{width}}  {arr.dtype} {arr.shape}"
+                      + (f" ({', '.join(map(str, dims[name]))})" if name in dims else "")
+                      for name, arr in flat]
         else:
             lines.append("  arrays: (none)")
 
@@ -1317,9 +1429,12 @@ class BiorepsFile:
                      f" (git {p.get('git_commit', 'unknown')})")
         lines.append(f"  backend {p.get('backend', '?')}, seed {p.get('seed', '?')}")
         checksum = p.get("dataset_checksum", "unknown")
-        if isinstance(checksum, dict):
-            checksum = ", ".join(f"{k}={v}" for k, v in checksum.items())
-        lines.append(f"  dataset {p.get('dataset', '?')} (checksum {checksum})")
+        if isinstance(checksum, dict) and checksum:
+            lines.append(f"  dataset {p.get('dataset', '?')}, checksums:")
+            lines += _checksum_lines(checksum)
+        else:
+            checksum = checksum if isinstance(checksum, str) else _short_json(checksum)
+            lines.append(f"  dataset {p.get('dataset', '?')} (checksum {checksum})")
         versions = ", ".join(f"{name} {p[f'{name}_version']}"
                              for name in ("python", "numpy", "numba", "torch", "h5py")
                              if f"{name}_version" in p)
@@ -1329,6 +1444,67 @@ class BiorepsFile:
         if extra:
             lines.append(f"  extra fields: {', '.join(extra)}")
         return "\n".join(lines)
+
+
+#: ``bioreps inspect`` shows this many rows at each end of a history table.
+_SUMMARY_TABLE_ENDS = 3
+_SUMMARY_VALUE_CHARS = 200
+
+
+def _short_json(value) -> str:
+    """JSON text of ``value``, cut to ``_SUMMARY_VALUE_CHARS`` characters for the summary."""
+    text = json.dumps(value)
+    if len(text) <= _SUMMARY_VALUE_CHARS:
+        return text
+    return f"{text[:_SUMMARY_VALUE_CHARS - 40]} ... ({len(text)} characters)"
+
+
+def _as_table(value):
+    """``(columns, rows)`` when ``value`` is a list of flat dicts (records) or a dict of
+    equally long lists (columns) with at least two rows, else None."""
+    if (isinstance(value, list) and len(value) >= 2 and all(isinstance(r, dict) for r in value)
+            and not any(isinstance(v, (dict, list)) for r in value for v in r.values())):
+        columns = list(dict.fromkeys(k for r in value for k in r))
+        columns.sort(key=lambda c: c != "epoch")          # the epoch first, the rest as stored
+        return columns, [[r.get(c, "") for c in columns] for r in value]
+    if (isinstance(value, dict) and value and all(isinstance(v, list) for v in value.values())
+            and len({len(v) for v in value.values()}) == 1 and len(next(iter(value.values()))) >= 2
+            and not any(isinstance(x, (dict, list)) for v in value.values() for x in v)):
+        columns = list(value)
+        return columns, [list(row) for row in zip(*value.values())]
+    return None
+
+
+def _format_table(columns, rows) -> list:
+    """Aligned text rows: a header, the first and last ``_SUMMARY_TABLE_ENDS`` rows, ``...``."""
+    def cell(v):
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+
+    k = _SUMMARY_TABLE_ENDS
+    shown = rows if len(rows) <= 2 * k + 1 else rows[:k] + [None] + rows[-k:]
+    text = [[cell(v) for v in row] if row is not None else None for row in shown]
+    widths = [max([len(c)] + [len(r[i]) for r in text if r is not None]) for i, c in enumerate(columns)]
+    out = ["  ".join(f"{c:>{w}}" for c, w in zip(columns, widths))]
+    for r in text:
+        out.append("  ".join(f"{'...':>{w}}" for w in widths[:1]) if r is None
+                   else "  ".join(f"{c:>{w}}" for c, w in zip(r, widths)))
+    return out
+
+
+def _checksum_lines(checksum: dict) -> list:
+    """One line per split (and per file of a :func:`bioreps.data.fingerprint` record)."""
+    lines = []
+    for split, value in checksum.items():
+        if isinstance(value, dict) and isinstance(value.get("files"), dict):
+            where = ", ".join(f"{k} {value[k]}" for k in ("n_samples", "source") if k in value)
+            lines.append(f"    {split}: {where}" if where else f"    {split}:")
+            width = max((len(f) for f in value["files"]), default=0)
+            lines += [f"      {f:<{width}}  sha256 {h}" for f, h in value["files"].items()]
+        else:
+            lines.append(f"    {split}: {value if isinstance(value, str) else _short_json(value)}")
+    return lines
 
 
 

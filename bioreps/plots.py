@@ -65,8 +65,10 @@ def receptive_fields(weights, path, *, n_units=100, columns=10, order="index", t
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout(pad=0.1, rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()) if title else None)
+    from ._files import temp_path
+
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
+    tmp = temp_path(path, ".png")
     try:
         fig.savefig(tmp, dpi=100)
         os.replace(tmp, path)

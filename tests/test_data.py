@@ -282,7 +282,8 @@ def test_search_order(env, monkeypatch):
     for folder, n, source in places:
         loc = data.locate("fashion-mnist", env.data_dir)
         assert (loc.path, loc.source, loc.splits) == (folder, source, ("test",))
-        X, _ = data.load("fashion-mnist", "test", env.data_dir, download=False)
+        # an explicit data_dir is the only place load() looks (test_runner_safety); the search is without it
+        X, _ = data.load("fashion-mnist", "test", env.data_dir if source == "data_dir" else None, download=False)
         assert X.shape[0] == n
         for f in folder.iterdir():
             f.unlink()
@@ -303,7 +304,7 @@ def test_search_forms_and_partial_folders(env, monkeypatch):
     write_idx_dataset(env.system / "fashion-mnist", n_train=7, splits=("train",))
     loc = data.locate("fashion-mnist", env.data_dir, split="train")
     assert loc.source == "system" and loc.splits == ("train",)
-    assert data.load("fashion-mnist", "train", env.data_dir, download=False)[0].shape == (7, 784)
+    assert data.load("fashion-mnist", "train", download=False)[0].shape == (7, 784)
 
 
 def test_xdg_cache_default(env, monkeypatch, tmp_path):
@@ -322,12 +323,12 @@ def test_offline_not_found_lists_every_place(env, monkeypatch, how):
         monkeypatch.setenv("BIOREPS_OFFLINE", "1")
         kwargs = {}
     with pytest.raises(DatasetNotFoundError) as exc:
-        data.load("fashion-mnist", "train", env.data_dir, **kwargs)
+        data.load("fashion-mnist", "train", **kwargs)  # an explicit data_dir is searched alone
     assert isinstance(exc.value, DataError) and isinstance(exc.value, FileNotFoundError)
     msg = str(exc.value)
-    for _, folder in data.search_paths("fashion-mnist", env.data_dir):
+    for _, folder in data.search_paths("fashion-mnist"):
         assert str(folder) in msg
-    for folder in (env.data_dir, env.data_dir / "fashion-mnist", env.env / "fashion-mnist",
+    for folder in (env.env / "fashion-mnist",
                    env.cache / "bioreps" / "fashion-mnist", env.system / "fashion-mnist"):
         assert str(folder) in msg
     assert "apt-get install dataset-fashion-mnist" in msg
@@ -545,7 +546,7 @@ def test_fingerprint(env):
     os.utime(path, ns=(key[1] + 10**9, key[1] + 10**9))
     assert data.fingerprint("fashion-mnist", "test", env.data_dir)["files"][path.name] != fp["files"][path.name]
     with pytest.raises(DatasetNotFoundError, match="does not download"):
-        data.fingerprint("fashion-mnist", "train", env.data_dir)
+        data.fingerprint("fashion-mnist", "train")  # with data_dir: only that folder (test_runner_safety)
 
 
 # ------------------------------------------------------------------------------------------
@@ -570,12 +571,16 @@ def test_make_classes():
     assert len(np.unique(X0, axis=0)) == 2  # no noise: exactly the prototypes
 
 
-@pytest.mark.parametrize("kwargs, err", [
-    ({"n_samples": 0}, ValueError), ({"n_features": 0}, ValueError), ({"n_classes": 0}, ValueError),
-    ({"noise": -0.1}, ValueError), ({"noise": float("nan")}, ValueError), ({"n_samples": 2.5}, TypeError),
+@pytest.mark.parametrize("kwargs, err, match", [
+    ({"n_samples": 0}, ValueError, "n_samples must be >= 1, got 0"),
+    ({"n_features": 0}, ValueError, "n_features must be >= 1, got 0"),
+    ({"n_classes": 0}, ValueError, "n_classes must be >= 1, got 0"),
+    ({"noise": -0.1}, ValueError, "noise must be finite and >= 0.0, got -0.1"),
+    ({"noise": float("nan")}, ValueError, "noise must be finite and >= 0.0, got nan"),
+    ({"n_samples": 2.5}, TypeError, "n_samples must be an int, got float"),
 ])
-def test_make_classes_validates(kwargs, err):
-    with pytest.raises(err):
+def test_make_classes_validates(kwargs, err, match):
+    with pytest.raises(err, match=match):
         data.make_classes(**kwargs)
 
 
@@ -587,9 +592,9 @@ def test_make_powerlaw():
     np.testing.assert_allclose(eig, np.arange(1, 9) ** -1.5, rtol=0.05)
     cov = np.cov(X, rowvar=False)
     assert np.abs(cov - np.diag(np.diag(cov))).max() > 0.05  # rotated: not axis-aligned
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="alpha must be finite and >= 0.0, got -1.0"):
         data.make_powerlaw(10, 5, alpha=-1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="n_samples must be >= 1, got 0"):
         data.make_powerlaw(0, 5)
 
 

@@ -3,7 +3,7 @@ trained on the same images with the same presentation protocol.
 
     python benchmarks/peers/bindsnet_dc.py --neurons 100 --samples 20 --images X.npy
 
-This is BindsNET's VARIANT, not the model card's network (``../shared/models/diehl_cook_2015.md``):
+This is BindsNET's VARIANT, not the model card's network (``docs/models/diehl_cook_2015.md``):
 current-based LIF nodes (input adds to v directly, no conductances or reversal potentials), E
 reset -60 mV, E -> I weight 22.5, I -> E weight -17.5, pair-based ``PostPre`` STDP
 (nu 1e-4 / 1e-2) with per-run weight normalisation to 78.4 (BindsNET normalises after every

@@ -1,5 +1,5 @@
 """Brian2 peer of the Diehl & Cook (2015) benchmark: the model card's network
-(``../shared/models/diehl_cook_2015.md``, the released Brian-1 code's model), written in Brian2.
+(``docs/models/diehl_cook_2015.md``, the released Brian-1 code's model), written in Brian2.
 
     python benchmarks/peers/brian2_dc.py --mode cpp --neurons 100 --samples 50 --images X.npy
 

@@ -37,6 +37,19 @@ records which one produced it (:class:`PowerLawFit` ``.method`` and ``.ranks``).
 
 With ``ranks=None`` each method uses its own default window. On an exact power law both
 conventions return the same alpha; on real spectra they differ through the weights and window.
+
+The cliff, and fits to distrust
+-------------------------------
+The spectrum of a finite layer ends in a cliff: past some rank the eigenvalues fall far faster
+than any power law (units that almost never respond, the end of the sample spectrum, numerical
+zeros). The default window 11..500 runs into it on a layer of a few hundred units: the
+400-unit quickstart layer has a local exponent of ~2 up to rank ~250, then 4..40 down to rank
+398 (eigenvalues from 1e-4 to 1e-8 of lambda_1), and the fit over 11..398 gave alpha 2.65 with a
+residual of 1.09; cut at its cliff (rank 275), alpha 2.07, residual 0.25. :func:`find_cliff`
+defines the cliff; :func:`powerlaw_alpha` ends its window there (``cliff=True``, the default),
+records the rank in :attr:`PowerLawFit.cliff` and issues a :class:`SpectrumFitWarning`. It also
+warns when the fit's residual exceeds :data:`BAD_RESIDUAL` (the spectrum is not a power law
+over the window). :func:`plot_spectrum` shades the ranks used and marks the cliff.
 """
 
 from __future__ import annotations
@@ -53,10 +66,14 @@ from ._common import open_rows
 
 __all__ = [
     "AlphaCI",
+    "BAD_RESIDUAL",
     "PowerLawFit",
+    "SpectrumFitWarning",
     "alpha_ci",
     "cvpca",
     "eigenspectrum",
+    "find_cliff",
+    "fit_window",
     "plot_spectrum",
     "powerlaw_alpha",
 ]
@@ -64,6 +81,15 @@ __all__ = [
 _METHODS = ("stringer", "nassar")
 _DEFAULT_RANKS = {"stringer": (11, 500), "nassar": (10, 500)}
 _MIN_RANKS = 3
+BAD_RESIDUAL = 0.5      # RMS log residual above which a fit is flagged (values off by ~e^0.5 = 1.65x)
+_CLIFF_DROP = 10.0      # a fall by more than this factor between consecutive ranks is a cliff
+_CLIFF_STEEP = 2.0      # ... and so is an octave whose local exponent exceeds this multiple of the fit's
+_CLIFF_MIN_OCTAVE = 20  # octaves are judged from rank 20 on (10 ranks or more: not noise-dominated)
+
+
+class SpectrumFitWarning(UserWarning):
+    """A power-law fit to look at: its window was cut at the spectrum's cliff, or its residual
+    is above :data:`BAD_RESIDUAL`."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -167,6 +193,9 @@ class PowerLawFit:
     scale : float
         1 for ``"stringer"``; ``lambda_1`` for ``"nassar"`` (the fit is of ``lambda /
         lambda_1``).
+    cliff : int or None
+        The last rank before the spectrum's cliff (:func:`find_cliff`) when it cut the window
+        short (then ``ranks[1] == cliff``); None when the window did not reach a cliff.
     """
 
     alpha: float
@@ -176,6 +205,7 @@ class PowerLawFit:
     method: str
     n_used: int
     scale: float = 1.0
+    cliff: int | None = None
 
     def __float__(self) -> float:
         return float(self.alpha)
@@ -214,10 +244,85 @@ def _check_ranks(ranks, method):
             raise TypeError(f"ranks must be a pair of ints, got {ranks!r}")
     if first < 1:
         raise ValueError(f"ranks are 1-based: the first rank must be >= 1, got {first}")
+    if first >= last:
+        raise ValueError(f"ranks ({first}, {last}): the first rank must be below the last")
     return int(first), int(last)
 
 
-def powerlaw_alpha(eigs, ranks=None, method="stringer") -> PowerLawFit:
+def fit_window(n_eigs, ranks=None, method="stringer") -> tuple[int, int]:
+    """The 1-based, inclusive ranks ``(first, last)`` that :func:`powerlaw_alpha` fits on a
+    spectrum of ``n_eigs`` eigenvalues (before any cut at a cliff).
+
+    Raises ``ValueError`` for an impossible window: ``first < 1``, ``first >= last``, or fewer
+    than 3 ranks left once ``last`` is clipped to the spectrum (``n_eigs - 2`` for
+    ``"stringer"``, ``n_eigs`` for ``"nassar"``), e.g. a window that starts beyond it. Cheap: a
+    command line can check a window before reading anything.
+    """
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+    first, bound = _check_ranks(ranks, method)
+    size = int(n_eigs)
+    last = min(bound, size - 2) if method == "stringer" else min(bound, size + 1) - 1
+    n_used = last - first + 1
+    if n_used < _MIN_RANKS:
+        beyond = (f"; it starts beyond the {last} ranks the {method} fit can use"
+                  if first > last else "")
+        raise ValueError(f"too few ranks to fit: the window {ranks or _DEFAULT_RANKS[method]} "
+                         f"({method} convention) holds {max(n_used, 0)} of {size} eigenvalues "
+                         f"after clipping{beyond}; at least {_MIN_RANKS} are needed")
+    return first, last
+
+
+def find_cliff(eigs, first=1, last=None) -> int | None:
+    """The last rank (1-based) before the spectrum falls off a cliff inside ``[first, last]``,
+    or None.
+
+    Scanning ranks ``m`` upwards, the cliff is at the first ``m`` where either
+
+    - the eigenvalue falls by more than a factor 10 from the rank before
+      (``lambda_m < lambda_{m-1} / 10``; ``m > first``), which no power law with a plausible
+      exponent does past the first ranks (numerical zeros, dead units), or
+    - the octave ending at ``m`` is more than twice as steep as the fit so far: the local
+      exponent ``log(lambda_h / lambda_m) / log(m / h)``, ``h = ceil(m / 2)``, exceeds
+      ``2 * max(alpha, 0.5)``, where ``alpha`` is the (Stringer-weighted) fit over
+      ``[first, m]`` (``m >= max(2 * first, 20)``, so an octave spans at least 10 ranks);
+
+    the window then ends at ``m - 1``. An exact power law never has a cliff; non-positive
+    eigenvalues are not judged here (:func:`powerlaw_alpha` refuses them in its window).
+    """
+    return _cliff(_check_eigs(eigs), first, last)[0]
+
+
+def _cliff(eigs, first, last):
+    """``(rank, reason)`` of :func:`find_cliff` (``(None, "")`` when there is none)."""
+    last = eigs.size if last is None else min(int(last), eigs.size)
+    first = max(int(first), 1)
+    if last - first < 1:
+        return None, ""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.where(eigs > 0, np.log(np.where(eigs > 0, eigs, 1.0)), np.nan)
+    ranks = np.arange(1, eigs.size + 1, dtype=np.float64)
+    x, w = -np.log(ranks), 1.0 / ranks
+    win = slice(first - 1, last)
+    sw, sx, sxx = (np.cumsum(v[win]) for v in (w, w * x, w * x * x))
+    sy, sxy = np.cumsum((w * logs)[win]), np.cumsum((w * x * logs)[win])
+    for m in range(first + 1, last + 1):
+        if logs[m - 1] < logs[m - 2] - np.log(_CLIFF_DROP):
+            return m - 1, f"the eigenvalue falls {np.exp(logs[m - 2] - logs[m - 1]):.3g}x from rank {m - 1} to {m}"
+        if m < max(2 * first, _CLIFF_MIN_OCTAVE):
+            continue
+        k = m - first
+        den = sw[k] * sxx[k] - sx[k] ** 2
+        alpha = (sw[k] * sxy[k] - sx[k] * sy[k]) / den if den > 0 else np.nan
+        h = -(-m // 2)
+        local = (logs[h - 1] - logs[m - 1]) / np.log(m / h)
+        if local > _CLIFF_STEEP * max(alpha, 0.5):
+            return m - 1, (f"the local exponent over ranks {h}..{m} is {local:.2f}, more than "
+                           f"{_CLIFF_STEEP:g}x the fit's {alpha:.2f} over [{first}, {m}]")
+    return None, ""
+
+
+def powerlaw_alpha(eigs, ranks=None, method="stringer", *, cliff=True) -> PowerLawFit:
     """Fit ``lambda_n ~ n ** -alpha`` to a descending spectrum.
 
     See the module docstring for the two conventions. ``"stringer"`` reproduces
@@ -238,6 +343,9 @@ def powerlaw_alpha(eigs, ranks=None, method="stringer") -> PowerLawFit:
         ``last`` clipped to ``len(eigs) - 2``), half-open ``[first, stop)`` for ``"nassar"``
         (default ``(10, 500)``, ``stop`` clipped to ``len(eigs) + 1``).
     method : {"stringer", "nassar"}
+    cliff : bool
+        End the window at the spectrum's cliff (:func:`find_cliff`) when it reaches one, with a
+        :class:`SpectrumFitWarning` (default). ``False`` fits the clipped window as asked.
 
     Returns
     -------
@@ -246,23 +354,28 @@ def powerlaw_alpha(eigs, ranks=None, method="stringer") -> PowerLawFit:
     Raises
     ------
     ValueError
-        NaN/inf, fewer than 3 ranks in the (clipped) window, or a non-positive eigenvalue in
-        it (the ranks are named).
+        NaN/inf, an impossible window (:func:`fit_window`), fewer than 3 ranks before the
+        cliff, or a non-positive eigenvalue in the window (the ranks are named).
+
+    Warns
+    -----
+    SpectrumFitWarning
+        The window was cut at a cliff, or the fit's residual exceeds :data:`BAD_RESIDUAL`.
     """
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
     eigs = _check_eigs(eigs)
-    first, bound = _check_ranks(ranks, method)
-    size = eigs.size
-    if method == "stringer":
-        last = min(bound, size - 2)
-    else:
-        last = min(bound, size + 1) - 1
+    first, last = fit_window(eigs.size, ranks, method)
+    cut, why = _cliff(eigs, first, last) if cliff else (None, "")
+    if cut is not None:
+        if cut - first + 1 < _MIN_RANKS:
+            raise ValueError(f"too few ranks to fit: the spectrum falls off a cliff after rank {cut}, "
+                             f"{cut - first + 1} rank(s) into the window [{first}, {last}]; at least "
+                             f"{_MIN_RANKS} are needed (choose an earlier window, or cliff=False)")
+        warnings.warn(f"the fit window [{first}, {last}] was cut to [{first}, {cut}]: the spectrum falls "
+                      f"off a cliff after rank {cut} ({why}; see find_cliff)", SpectrumFitWarning, stacklevel=2)
+        last = cut
     n_used = last - first + 1
-    if n_used < _MIN_RANKS:
-        raise ValueError(f"too few ranks to fit: the window {ranks or _DEFAULT_RANKS[method]} "
-                         f"({method} convention) holds {max(n_used, 0)} of {size} eigenvalues "
-                         f"after clipping; at least {_MIN_RANKS} are needed")
     scale = 1.0
     if method == "nassar":
         scale = float(eigs[0])
@@ -291,8 +404,12 @@ def powerlaw_alpha(eigs, ranks=None, method="stringer") -> PowerLawFit:
         alpha, intercept = float(-b[0]), float(b[1])
         r = y - X @ b
         residual = float(np.sqrt(np.mean(r * r)))
+    if residual > BAD_RESIDUAL:
+        warnings.warn(f"the power-law fit over ranks [{first}, {last}] is poor: residual {residual:.3f} "
+                      f"(RMS of log residuals; above {BAD_RESIDUAL}): the spectrum is not a power law "
+                      "there, so alpha describes it badly", SpectrumFitWarning, stacklevel=2)
     return PowerLawFit(alpha=alpha, intercept=intercept, residual=residual, ranks=(first, last),
-                       method=method, n_used=int(n_used), scale=scale)
+                       method=method, n_used=int(n_used), scale=scale, cliff=cut)
 
 
 # --------------------------------------------------------------------------------------------
@@ -446,6 +563,9 @@ def alpha_ci(R, ranks=None, n_boot=200, ci=0.95, seed=None, method="stringer", *
         raise ValueError(f"R needs at least 2 samples, got {n}")
     X -= X.mean(axis=0)
     full = powerlaw_alpha(eigenspectrum(X), ranks=ranks, method=method)
+    # every resample is fitted over the full data's window (cut at its cliff, if any)
+    first, last = full.ranks
+    boot_ranks = (first, last) if method == "stringer" else (first, last + 1)
     rng = check_random_state(seed)
     boots = np.empty(int(n_boot))
     for i in range(int(n_boot)):
@@ -454,7 +574,9 @@ def alpha_ci(R, ranks=None, n_boot=200, ci=0.95, seed=None, method="stringer", *
         Z = X - mean
         scatter = Z.T @ (Z * counts[:, None])
         eigs = np.clip(np.linalg.eigvalsh((scatter + scatter.T) / 2)[::-1], 0.0, None)
-        boots[i] = powerlaw_alpha(eigs / eigs.sum(), ranks=ranks, method=method).alpha
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SpectrumFitWarning)
+            boots[i] = powerlaw_alpha(eigs / eigs.sum(), ranks=boot_ranks, method=method, cliff=False).alpha
     lo, hi = np.quantile(boots, [(1 - ci) / 2, (1 + ci) / 2])
     bias = float(boots.mean() - full.alpha)
     if not lo <= full.alpha <= hi:
@@ -472,8 +594,10 @@ def alpha_ci(R, ranks=None, n_boot=200, ci=0.95, seed=None, method="stringer", *
 # --------------------------------------------------------------------------------------------
 
 def _save_figure(fig, path) -> Path:
+    from .._files import temp_path
+
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
+    tmp = temp_path(path, ".png")
     try:
         fig.savefig(tmp, dpi=100, format="png")
         os.replace(tmp, path)
@@ -491,7 +615,8 @@ def plot_spectrum(eigs, fit=None, ax=None, path=None, *, label=None, title=None)
     eigs : 1-D array
         Descending spectrum; non-positive values are left out of the log plot.
     fit : PowerLawFit, optional
-        Drawn as a dashed line over its ranks, the window shaded, alpha in the legend.
+        Drawn as a dashed line over its ranks, the window (the ranks used) shaded, alpha in the
+        legend; where the window was cut at the spectrum's cliff, a dotted line marks it.
     ax : matplotlib Axes, optional
         Draw into it; otherwise a new Figure is made (without pyplot, so nothing global is
         left open).
@@ -515,7 +640,9 @@ def plot_spectrum(eigs, fit=None, ax=None, path=None, *, label=None, title=None)
     ax.loglog(n[pos], eigs[pos], lw=1.5, label=label or "spectrum")
     if fit is not None:
         first, last = fit.ranks
-        ax.axvspan(first, last, color="0.85", zorder=0, label="fit window")
+        ax.axvspan(first, last, color="0.85", zorder=0, label=f"fit window {first}..{last}")
+        if fit.cliff is not None:
+            ax.axvline(fit.cliff, color="tab:red", ls=":", lw=1.2, label=f"cliff after rank {fit.cliff}")
         grid = np.arange(first, last + 1)
         ax.loglog(grid, fit.predict(grid), "k--", lw=1.2,
                   label=f"alpha = {fit.alpha:.3f} ({fit.method})")

@@ -13,6 +13,9 @@ class _Layer:
     """Shared estimator plumbing: parameters, fitted check, HDF5 record."""
 
     kind = "layer"
+    #: True for a layer whose representation is its input (the pixels control): experiments
+    #: give no "same readout on the pixels" comparison for it.
+    represents_input = False
 
     def get_params(self) -> dict:
         return {k: getattr(self, k) for k in self._param_names}
@@ -22,6 +25,12 @@ class _Layer:
         the HDF5 file; ``Layer.load`` rebuilds the layer from them."""
         state = getattr(self, "_state", None)
         return state() if state is not None else self.get_params()
+
+    def _validate_params(self):
+        """Check the constructor arguments; raise ``ValueError``/``TypeError`` naming the one at
+        fault. ``fit`` calls it (scikit-learn: ``__init__`` only stores); the experiment runner
+        calls it before loading data. Layers with arguments override it."""
+        return None
 
     def _check_fitted(self):
         if not hasattr(self, "n_features_in_"):
@@ -42,6 +51,9 @@ class _Layer:
         """Provenance fields of this layer (backend, seed) updated with ``extra``."""
         prov = {"backend": getattr(self, "backend_", "cpu"),
                 "seed": self.random_state if getattr(self, "random_state", None) is not None else "none"}
+        # fields a caller attached to this layer (the experiment runner: its configuration, so a
+        # checkpoint records the run it belongs to and a resume can be checked against it)
+        prov.update(getattr(self, "_run_provenance", None) or {})
         prov.update(extra or {})
         return prov
 

@@ -19,6 +19,7 @@ class Pixels(_Layer):
     """The identity representation: each pixel is a unit."""
 
     kind = "pixels"
+    represents_input = True
     _param_names = ()
 
     def fit(self, X, y=None):
@@ -53,12 +54,15 @@ class RandomReLU(_Layer):
         self.power = power
         self.random_state = random_state
 
-    def fit(self, X, y=None):
-        X = self._check_X(X)
+    def _validate_params(self):
         if int(self.n_units) < 1:
             raise ValueError(f"n_units must be >= 1, got {self.n_units}")
         if not self.power > 0:
             raise ValueError(f"power must be > 0, got {self.power}")
+
+    def fit(self, X, y=None):
+        X = self._check_X(X)
+        self._validate_params()
         rng = check_random_state(self.random_state)
         self.weights_ = rng.standard_normal((int(self.n_units), X.shape[1])).astype(np.float32)
         self.n_features_in_ = X.shape[1]

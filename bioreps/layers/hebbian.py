@@ -1,7 +1,7 @@
 """Hebbian winner-take-all layer: Krotov & Hopfield (2019), "Unsupervised learning by competing
 hidden units", PNAS 116(16):7723.
 
-The learning rule (see ``../shared/models/krotov_hopfield_2019.md`` and the kernels in
+The learning rule (see ``docs/models/krotov_hopfield_2019.md`` and the kernels in
 :mod:`bioreps.kernels.cpu.hebbian`), per minibatch: currents ``I = sign(W)|W|^(p-1) @ v``; the
 unit with the largest current of each sample is pushed towards it (g = +1), the k-th largest
 pushed away (g = -delta); ``dW = g v - g I W``, scaled so the largest single change equals the
@@ -26,7 +26,7 @@ import warnings
 import numpy as np
 
 from .._progress import progress_bar
-from .._validation import check_array
+from .._validation import check_array, plain
 from ..backend import resolve
 from ._base import _Layer
 
@@ -46,7 +46,7 @@ def lp_norms(W, p):
 def _check_int(obj, name, lo):
     v = getattr(obj, name)
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-        raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+        raise ValueError(f"{name} must be an integer >= {lo}, got {plain(v)!r}")
 
 
 def _gmm_high_component(x, n_iter=200, min_separation=2.0, min_gap=np.log(4.0)):
@@ -112,17 +112,17 @@ class _CompetitiveLayer(_Layer):
         _check_int(self, "n_units", 1)
         _check_int(self, "batch_size", 1)
         if not (np.isfinite(self.p) and self.p >= 1):
-            raise ValueError(f"p must be >= 1, got {self.p!r}")
+            raise ValueError(f"p must be >= 1, got {plain(self.p)!r}")
         if not (np.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+            raise ValueError(f"lr must be > 0, got {plain(self.lr)!r}")
         if not isinstance(self.center, (bool, np.bool_)):
-            raise ValueError(f"center must be True or False, got {self.center!r}")
+            raise ValueError(f"center must be True or False, got {plain(self.center)!r}")
         if self.input_norm is not None and not (np.isfinite(self.input_norm) and self.input_norm >= 1):
-            raise ValueError(f"input_norm must be None or a norm order >= 1, got {self.input_norm!r}")
+            raise ValueError(f"input_norm must be None or a norm order >= 1, got {plain(self.input_norm)!r}")
         if self.schedule not in ("linear", "constant"):
             raise ValueError(f"schedule must be 'linear' or 'constant', got {self.schedule!r}")
         if not 0 <= self.collapse_fraction < 1:
-            raise ValueError(f"collapse_fraction must be in [0, 1), got {self.collapse_fraction!r}")
+            raise ValueError(f"collapse_fraction must be in [0, 1), got {plain(self.collapse_fraction)!r}")
         if isinstance(self.init, str):
             if self.init != "normal":
                 raise ValueError(f"init must be 'normal' or an array of shape (n_units, n_features), got {self.init!r}")
@@ -210,9 +210,9 @@ class _CompetitiveLayer(_Layer):
             ``checkpoint_every`` epochs and at the end.
         """
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
-            raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
+            raise ValueError(f"epochs must be an integer >= 1, got {plain(epochs)!r}")
         if checkpoint_every is not None and (not isinstance(checkpoint_every, (int, np.integer)) or checkpoint_every < 1):
-            raise ValueError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}")
+            raise ValueError(f"checkpoint_every must be an integer >= 1, got {plain(checkpoint_every)!r}")
         if resume and hasattr(self, "weights_") and self.n_epochs_ not in (None, epochs):
             raise ValueError(f"cannot resume: the saved schedule has {self.n_epochs_} epochs, asked for {epochs}")
         resuming = resume and hasattr(self, "weights_") and self.n_epochs_ == epochs
@@ -228,7 +228,7 @@ class _CompetitiveLayer(_Layer):
         self.n_epochs_ = int(epochs)
         kernel = self._kernel_module()
         buffers = self._make_buffers(kernel)
-        bar = progress_bar(range(self.epochs_done_, epochs), progress=self.progress, desc="hebbian",
+        bar = progress_bar(range(self.epochs_done_, epochs), progress=self.progress, desc=self.kind,
                            unit="epoch", initial=self.epochs_done_, total=epochs)
         warned = False
         for epoch in bar:
@@ -315,7 +315,7 @@ class _CompetitiveLayer(_Layer):
         self._check_ready()
         power = self._default_power if power is None else power
         if not (np.isfinite(power) and power > 0):
-            raise ValueError(f"power must be > 0, got {power!r}")
+            raise ValueError(f"power must be > 0, got {plain(power)!r}")
         X = self._check_input(X)
         out = np.empty((X.shape[0], self.n_units_), np.float32)
         WT = np.ascontiguousarray(self.weights_.T)
@@ -506,7 +506,7 @@ class HebbianWTA(_CompetitiveLayer):
         if self.k > self.n_units:
             raise ValueError(f"k={self.k} is larger than n_units={self.n_units}")
         if not (np.isfinite(self.delta) and self.delta >= 0):
-            raise ValueError(f"delta must be >= 0, got {self.delta!r}")
+            raise ValueError(f"delta must be >= 0, got {plain(self.delta)!r}")
 
     def _kernel_module(self):
         if self.backend_ == "cuda":
@@ -570,11 +570,11 @@ class SoftWTA(_CompetitiveLayer):
 
     def _validate_rule(self):
         if not (np.isfinite(self.temperature) and self.temperature > 0):
-            raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
+            raise ValueError(f"temperature must be > 0, got {plain(self.temperature)!r}")
         if not (np.isfinite(self.power_lr) and self.power_lr >= 0):
-            raise ValueError(f"power_lr must be >= 0, got {self.power_lr!r}")
+            raise ValueError(f"power_lr must be >= 0, got {plain(self.power_lr)!r}")
         if not isinstance(self.adaptive, (bool, np.bool_)):
-            raise ValueError(f"adaptive must be True or False, got {self.adaptive!r}")
+            raise ValueError(f"adaptive must be True or False, got {plain(self.adaptive)!r}")
 
     def _kernel_module(self):
         if self.backend_ == "cuda":

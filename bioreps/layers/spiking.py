@@ -2,7 +2,7 @@
 recognition using spike-timing-dependent plasticity", Front. Comput. Neurosci. 9:99.
 
 The model is the one of the released Brian-1 code as summarised in
-``../shared/models/diehl_cook_2015.md`` (not BindsNET's variant): Poisson inputs (rate
+``docs/models/diehl_cook_2015.md`` (not BindsNET's variant): Poisson inputs (rate
 proportional to the pixel) drive N conductance-based LIF excitatory neurons through plastic
 weights; each E neuron excites one I neuron, which inhibits every other E neuron; E neurons
 carry an adaptive threshold theta; weights learn by the trace-based STDP rule of the code. The

@@ -1,6 +1,6 @@
 """Conductance-based LIF excitatory/inhibitory network of Diehl & Cook (2015): Numba CPU kernels.
 
-Model (``../shared/models/diehl_cook_2015.md``): ``tau_m dV/dt = (E_rest - V) + g_e (E_exc - V)
+Model (``docs/models/diehl_cook_2015.md``): ``tau_m dV/dt = (E_rest - V) + g_e (E_exc - V)
 + g_i (E_inh - V)`` with conductances in units of the leak conductance. One time step ``s`` runs
 in Brian2's schedule order:
 

@@ -1,0 +1,199 @@
+"""Files the package writes: temporary names, atomic replacement, stale temporaries, a write
+probe and the lock of an output folder. One home for these chores (STYLE.md).
+
+Temporary files
+---------------
+A file is written to ``.{name}.tmp-{host}-{pid}-{token}{suffix}`` beside its target and renamed
+into place (:func:`temp_path`, :func:`write_text_atomic`; :class:`bioreps.io.Writer` uses the
+same name). A process killed with SIGKILL leaves its temporary behind; :func:`remove_stale_temps`
+deletes those of a given target whose writer is gone: the host in the name is this host and no
+process with that pid exists. Temporaries of another host, of a live pid (possibly reused) or
+in an unknown naming are left alone, so an in-use file is never removed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import socket
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no advisory locks, the lock is a no-op
+    fcntl = None
+
+__all__ = ["FolderLockedError", "FolderLock", "check_writable", "remove_stale_temps", "temp_path",
+           "write_text_atomic"]
+
+_TEMP_RE = re.compile(r"\.tmp-(?P<host>[^-/]+)-(?P<pid>\d+)-(?P<token>[0-9a-f]+)(?:\.[A-Za-z0-9]+)?")
+LOCK_NAME = ".bioreps.lock"
+
+
+def _host() -> str:
+    """This host's name with every character but letters, digits, ``.`` and ``_`` replaced by
+    ``_`` (no ``-``, so the temporary names parse unambiguously)."""
+    return re.sub(r"[^A-Za-z0-9._]", "_", socket.gethostname() or "localhost")
+
+
+def temp_path(path, suffix: str = "") -> Path:
+    """A fresh temporary name beside ``path``: ``.{name}.tmp-{host}-{pid}-{token}{suffix}``."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp-{_host()}-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+
+
+def write_text_atomic(path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file renamed into place."""
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host (True when that cannot be told)."""
+    if pid == os.getpid():
+        return True
+    if os.name == "nt":  # os.kill would terminate the process there
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True
+    return True
+
+
+def remove_stale_temps(folder, names) -> list[Path]:
+    """Delete the stale temporary files of targets ``names`` in ``folder``; return them.
+
+    Stale: named by :func:`temp_path` for one of ``names``, on this host, by a pid that no
+    longer exists. Anything else is kept.
+    """
+    folder = Path(folder)
+    host = _host()
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        for name in names:
+            prefix = f".{name}"
+            if not entry.name.startswith(prefix + ".tmp-"):
+                continue
+            m = _TEMP_RE.fullmatch(entry.name[len(prefix):])
+            if m is None or m["host"] != host or _pid_alive(int(m["pid"])):
+                continue
+            try:
+                if entry.is_file(follow_symlinks=False):
+                    os.remove(entry.path)
+                    removed.append(Path(entry.path))
+            except FileNotFoundError:
+                pass
+    return removed
+
+
+def check_writable(folder) -> None:
+    """Create and remove a file in ``folder``; raise ``PermissionError`` with one line saying why
+    not (works for root on a read-only file system, where permission bits say nothing)."""
+    try:
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".bioreps-write-probe-")
+    except OSError as exc:
+        raise PermissionError(f"cannot write in the folder {folder}: "
+                              f"{exc.strerror or exc}") from None
+    os.close(fd)
+    os.remove(name)
+
+
+class FolderLockedError(RuntimeError):
+    """Another run holds the lock of an output folder."""
+
+
+class FolderLock:
+    """An exclusive, non-blocking ``flock`` on ``<folder>/.bioreps.lock`` for one run.
+
+    The file holds JSON about the holder (pid, host, start time, config). A second
+    :meth:`acquire` while it is held raises :class:`FolderLockedError` naming the holder. The
+    lock is released (and the file removed) by :meth:`release`, or by the system when the
+    process dies, so a crashed run never blocks the next one.
+    """
+
+    def __init__(self, folder, **info):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_NAME
+        self.info = info
+        self._fd = None
+
+    def acquire(self) -> FolderLock:
+        if fcntl is None:  # pragma: no cover
+            return self
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = self._read_holder(fd)
+                os.close(fd)
+                raise FolderLockedError(
+                    f"the output folder {self.folder} is in use by another bioreps run ({holder}); "
+                    f"wait for it to finish or choose another output folder") from None
+            except BaseException:
+                os.close(fd)
+                raise
+            # the previous holder may have removed the file between our open and flock
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        info = {"pid": os.getpid(), "host": socket.gethostname(),
+                "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), **self.info}
+        os.ftruncate(fd, 0)
+        os.write(fd, (json.dumps(info) + "\n").encode())
+        self._fd = fd
+        return self
+
+    @staticmethod
+    def _read_holder(fd) -> str:
+        try:
+            info = json.loads(os.pread(fd, 1 << 16, 0).decode())
+            parts = [f"pid {info['pid']} on {info.get('host', '?')}", f"started {info.get('started', '?')}"]
+            if info.get("config"):
+                parts.append(f"config {info['config']}")
+            return ", ".join(parts)
+        except (OSError, ValueError, KeyError, TypeError):
+            return "holder unknown: it is starting up"
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            os.unlink(self.path)  # while still holding the lock (see acquire)
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(self._fd)  # closing releases the flock
+            self._fd = None
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> bool:
+        self.release()
+        return False
