@@ -84,9 +84,12 @@ def run_checks(script, mode):
 def results_fixture(script):
     """A module-scoped fixture ``res``, parametrized over "sim" and "gpu" (marked ``gpu``; skipped
     where there is no GPU), holding :func:`run_checks` of ``script`` in that mode. Assign it in the
-    test module: ``res = _cudasim.results_fixture(__file__)``."""
+    test module: ``res = _cudasim.results_fixture(__file__)``. Both modes take minutes: every
+    test using ``res`` is marked ``slow`` (``-m "not slow"`` leaves them out)."""
 
-    @pytest.fixture(scope="module", name="res", params=["sim", pytest.param("gpu", marks=pytest.mark.gpu)])
+    @pytest.fixture(scope="module", name="res",
+                    params=[pytest.param("sim", marks=pytest.mark.slow),
+                            pytest.param("gpu", marks=[pytest.mark.gpu, pytest.mark.slow])])
     def res(request):
         if request.param == "gpu" and not gpu_present():
             pytest.skip("no CUDA GPU here")

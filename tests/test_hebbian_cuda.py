@@ -94,19 +94,29 @@ def _checks(mode):
                                 unchanged=bool(np.array_equal(Wg3, Wg2)))
 
     # 3. W on the device, updated in place over 2 epochs with one buffers object (X uploaded once),
-    #    against the CPU kernel over the same 2 epochs
+    #    against the same kernel given host copies of W (uploaded and downloaded every epoch): the
+    #    device-resident state must give bitwise the same weights. The CPU kernel is compared
+    #    after the first epoch only: its currents come from BLAS, whose float32 summation order
+    #    depends on the library (an old OpenBLAS differed here by 6e-4 after two epochs, as a
+    #    near-tie winner flips), so two epochs of it are no fixed target.
     p, k, tile = s["configs"][1]
     orders = [rng.permutation(n) for _ in range(2)]
     dW = cuda.to_device(W0)
     gb = gpu.HebbianBuffers(K, N, B, k, block=block, tile=tile)
+    Wh = W0.copy()
+    hb = gpu.HebbianBuffers(K, N, B, k, block=block, tile=tile)
     Wc = W0.copy()
     cb = cpu.HebbianBuffers(K, N, B, k)
     ns = []
-    for o in orders:
+    for epoch, o in enumerate(orders):
         ns.append(gpu.hebbian_epoch(dW, X, o, B, k, DELTA, EPS, p, gb))
-        cpu.hebbian_epoch(Wc, X, o, B, k, DELTA, EPS, p, cb)
+        gpu.hebbian_epoch(Wh, X, o, B, k, DELTA, EPS, p, hb)
+        if epoch == 0:
+            cpu.hebbian_epoch(Wc, X, o, B, k, DELTA, EPS, p, cb)
+            rel_cpu_first = _rel(dW.copy_to_host(), Wc)
     Wd = dW.copy_to_host()
-    out["device_w"] = dict(rel_cpu=_rel(Wd, Wc), moved=_rel(Wd, W0), x_uploads=gb.x_uploads, n_batches=ns)
+    out["device_w"] = dict(rel_cpu=rel_cpu_first, bitwise_host=bool(np.array_equal(Wd, Wh)),
+                           moved=_rel(Wd, W0), x_uploads=gb.x_uploads, n_batches=ns)
 
     # 4. exact ties: several units with the same weights have bitwise equal currents on the device;
     #    the lower index must win (k-th: the next equal one); also the default 16 x 16 GEMM tile
@@ -207,7 +217,8 @@ def test_new_sample_array_is_uploaded_and_empty_order_runs_nothing(res):
 def test_device_weights_updated_in_place_over_epochs(res):
     r = res["device_w"]
     assert r["moved"] > 1e-3
-    assert r["rel_cpu"] < 10 * _tol(res)
+    assert r["bitwise_host"]  # in place on the device == the same epochs through host copies
+    assert r["rel_cpu"] < _tol(res)  # the first epoch against the CPU kernel
     assert r["x_uploads"] == 1  # two epochs, X uploaded once
     assert r["n_batches"] == [-(-res["n_rows"] // res["batch"])] * 2
 
@@ -242,6 +253,7 @@ kernels = [
 """
 
 
+@pytest.mark.slow  # compiles every kernel for the real CUDA target in a subprocess
 def test_kernels_type_check_for_the_real_cuda_target():
     """The simulator runs kernels as Python and checks no types (a shared array with a computed
     shape passes there and fails to compile on a GPU): type and lower every kernel for the real

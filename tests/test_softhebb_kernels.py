@@ -253,6 +253,7 @@ kernels = [
 """
 
 
+@pytest.mark.slow  # compiles every kernel for the real CUDA target in a subprocess
 def test_cuda_kernels_type_check_for_the_real_target():
     """The simulator runs kernels as Python and checks no types: type and lower every kernel for
     the real target (to LLVM IR; no GPU, driver or NVVM needed) with the driver's argument types."""

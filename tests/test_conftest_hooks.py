@@ -1,0 +1,66 @@
+"""The hooks of tests/conftest.py: under CI a skipped test fails (naming the reason) unless it is
+marked ``gpu``; elsewhere skips stay skips. Run on a tiny inner test suite that uses a copy of
+our conftest, in a subprocess (the conftest reads ``CI`` when imported)."""
+
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+CONFTEST = Path(__file__).with_name("conftest.py")
+
+INNER_TESTS = '''
+import pytest
+
+def test_runs():
+    pass
+
+def test_skips():
+    pytest.skip("needs the frobnicator")
+
+@pytest.mark.gpu
+def test_gpu_skips():
+    pytest.skip("no CUDA GPU here")
+
+@pytest.mark.parametrize("mode", ["sim", pytest.param("gpu", marks=pytest.mark.gpu)])
+def test_modes(mode):
+    if mode == "gpu":
+        pytest.skip("no CUDA GPU here")
+'''
+
+INNER_MODULE_SKIP = '''
+import pytest
+pytest.importorskip("a_module_that_is_not_installed_anywhere")
+
+def test_never_collected():
+    pass
+'''
+
+
+@pytest.fixture
+def inner(pytester):
+    pytester.makeconftest(CONFTEST.read_text())
+    pytester.makeini("[pytest]\nmarkers =\n    gpu: needs a real GPU\n")
+    pytester.makepyfile(test_inner=INNER_TESTS, test_inner_optional=INNER_MODULE_SKIP)
+    return pytester
+
+
+def test_skips_fail_under_ci_unless_marked_gpu(inner, monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    # a module skipped at collection becomes a collection error, which stops the session: go on
+    # here to see the other outcomes too
+    result = inner.runpytest_subprocess("-p", "no:cacheprovider", "-rA", "--continue-on-collection-errors")
+    result.assert_outcomes(passed=2, failed=1, skipped=2, errors=1)
+    result.stdout.fnmatch_lines([
+        "*test_inner.py::test_skips was skipped under CI*only tests marked gpu may skip*needs the frobnicator*",
+    ])
+    result.stdout.re_match_lines([r".*test_inner_optional\.py.*skipped under CI.*a_module_that_is_not_installed"])
+    assert result.ret != 0
+
+
+def test_skips_stay_skips_outside_ci(inner, monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    result = inner.runpytest_subprocess("-p", "no:cacheprovider", "-rA")
+    result.assert_outcomes(passed=2, skipped=4)
+    assert result.ret == 0
