@@ -62,3 +62,49 @@ def test_every_package_folder_is_listed_in_pyproject():
             rel = init.parent.relative_to(root / top).parts
             found.add(".".join((name, *rel)))
     assert found == listed
+
+
+def _floors():
+    """``{distribution: lowest version}`` from every ``>=`` in pyproject's dependencies and extras."""
+    import pathlib
+    import re
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:
+        import tomli as tomllib
+    root = pathlib.Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    specs = list(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        specs += extra
+    floors = {}
+    for spec in specs:
+        m = re.match(r"^\s*([A-Za-z0-9_.-]+)(\[[^\]]*\])?\s*>=\s*([0-9][0-9.]*)", spec.split(";")[0])
+        if m:
+            floors[m.group(1).lower()] = m.group(3)
+    return floors
+
+
+def test_ci_lowest_environment_pins_the_declared_floors():
+    """``.ci/lowest.txt`` (CI's lowest environment) installs, for every floor it names, a release
+    of that floor's series: the floors in pyproject.toml are the versions CI tests."""
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    pins = {}
+    for line in (root / ".ci" / "lowest.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, version = line.split("==")
+            pins[name.strip().lower()] = version.strip()
+    floors = _floors()
+    for name in ("numpy", "numba", "scipy", "h5py", "tqdm", "matplotlib", "numba-cuda", "cuda-bindings", "pytest", "hypothesis",
+                 "xarray", "h5netcdf"):
+        assert name in pins, f".ci/lowest.txt does not pin {name}"
+        floor = floors[name].split(".")
+        assert pins[name].split(".")[:len(floor)] == floor, (
+            f"{name}: pyproject's floor is {floors[name]} but CI's lowest environment installs {pins[name]}")
+    # torch's floor is the build .ci/run installs first
+    ci = (root / ".ci" / "run").read_text()
+    assert f"torch=={floors['torch']}.0" in ci
