@@ -56,14 +56,14 @@ def _cmd_inspect(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from . import experiments
+    from .studies import run as study
 
-    cfg = experiments.load_config(args.config)
+    cfg = study.load_config(args.config)
     if args.output:
         cfg["experiment"]["output"] = args.output
     if args.seed is not None:
         cfg["experiment"]["seed"] = args.seed
-    results = experiments.run(cfg, progress=False if args.no_progress else None, resume=args.resume,
+    results = study.run(cfg, progress=False if args.no_progress else None, resume=args.resume,
                               source=args.config)
     print(f"results: {cfg['experiment']['output']}/results.json")
     for key in ("readout_train_accuracy", "readout_test_accuracy"):
@@ -95,7 +95,7 @@ def _cmd_analyze(args) -> int:
 
 
 def _analyze(args) -> int:
-    from .analysis.report import analyze_file
+    from .studies.report import analyze_file
 
     _check_fit_windows(args)  # an impossible --ranks window: exit 2 before any file is written
     for path in args.files:
@@ -120,7 +120,7 @@ def _cmd_compare(args) -> int:
 
 
 def _compare(args) -> int:
-    from .analysis.report import compare_files
+    from .studies.report import compare_files
 
     res = compare_files(args.files, split=args.split, max_samples=args.max_samples, seed=args.seed,
                         out_dir=args.out, plots=not args.no_plots, name=args.name,
@@ -153,7 +153,7 @@ def _check_fit_windows(args) -> None:
     spectrum (one eigenvalue per unit) lie in the window; reads only the files' shapes."""
     from . import io
     from .analysis import spectrum
-    from .analysis.report import _pick_split
+    from .studies.report import _pick_split
 
     lo, hi = args.ranks
     try:

@@ -77,7 +77,7 @@ def test_analyze_recovers_the_exponent_and_writes_json_and_plots(tmp_path, capsy
 
 def test_analyze_selectivity_of_a_one_hot_code(tmp_path):
     """Units that respond to exactly one class have selectivity index 1."""
-    from bioreps.analysis.report import analyze_file
+    from bioreps.studies.report import analyze_file
 
     y = np.arange(1000) % 10
     R = np.eye(10, dtype=np.float32)[y] * 3.0
@@ -172,7 +172,7 @@ def test_file_classifier_of_a_hebbian_file_is_differentiable(tmp_path, fashion_m
     import torch
 
     from bioreps import data
-    from bioreps.analysis.report import file_classifier
+    from bioreps.studies.report import file_classifier
     from bioreps.layers import HebbianWTA
 
     X, y = data.load("fashion-mnist", "train")
@@ -203,7 +203,7 @@ def test_analyze_and_compare_runner_files_from_two_folders(tmp_path):
     folders), and RSA leaves out rows that are constant (silent) in some representation."""
     import json
 
-    from bioreps.analysis.report import analyze_file, compare_files
+    from bioreps.studies.report import analyze_file, compare_files
 
     rng = np.random.default_rng(0)
     y = np.arange(400) % 10

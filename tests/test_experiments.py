@@ -6,8 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bioreps import experiments, io
-from bioreps.experiments import ConfigError
+from bioreps import io
+from bioreps.studies import run as experiments
+from bioreps.studies.run import ConfigError
 
 import _float32
 

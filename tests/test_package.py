@@ -108,3 +108,25 @@ def test_ci_lowest_environment_pins_the_declared_floors():
     # torch's floor is the build .ci/run installs first
     ci = (root / ".ci" / "run").read_text()
     assert f"torch=={floors['torch']}.0" in ci
+
+
+def test_moved_modules_keep_their_old_names_and_warn(tmp_path):
+    """The runner moved to bioreps.studies.run and the file-level analyses to
+    bioreps.studies.report; the old module names still import (one release) and warn."""
+    code = ("import warnings\n"
+            "warnings.simplefilter('error', DeprecationWarning)\n"
+            "for old in ('bioreps.experiments', 'bioreps.analysis.report'):\n"
+            "    try:\n"
+            "        __import__(old)\n"
+            "    except DeprecationWarning as w:\n"
+            "        print(old, 'warns:', w)\n"
+            "    else:\n"
+            "        raise SystemExit(old + ' imported without a DeprecationWarning')\n"
+            "warnings.simplefilter('ignore', DeprecationWarning)\n"
+            "import bioreps.experiments as e, bioreps.studies.run as r\n"
+            "import bioreps.analysis.report as a, bioreps.studies.report as s\n"
+            "assert e.run is r.run and e.ConfigError is r.ConfigError and e._report is r._report\n"
+            "assert a.analyze_file is s.analyze_file and a.file_classifier is s.file_classifier\n")
+    proc = _run("-c", code, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "bioreps.studies.run" in proc.stdout and "bioreps.studies.report" in proc.stdout

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 
 from _datahelpers import MNIST_NAMES, write_idx_dataset
-from bioreps import _files, cli, data, experiments, io
+from bioreps import _files, cli, data, io
+from bioreps.studies import run as experiments
 from bioreps.analysis import spectrum as S
 from bioreps.data import DatasetNotFoundError
-from bioreps.experiments import ConfigError, FolderLockedError, OutputError
+from bioreps.studies.run import ConfigError, FolderLockedError, OutputError
 
 QUIET = dict(progress=False, log=lambda *a: None)
 

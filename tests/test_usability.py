@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bioreps import experiments, io
+from bioreps import io
+from bioreps.studies import run as experiments
 from bioreps._validation import check_array, plain
 from bioreps.cli import main
-from bioreps.experiments import ConfigError
+from bioreps.studies.run import ConfigError
 from bioreps.layers import HebbianWTA, SoftWTA
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -279,7 +280,7 @@ def test_every_option_has_help_text(command, capsys):
 @pytest.mark.parametrize("flag", [True, False])
 def test_no_progress_turns_bars_off_for_analyze_and_compare(tmp_path, monkeypatch, capsys, command, flag):
     from bioreps._progress import progress_enabled
-    from bioreps.analysis import report
+    from bioreps.studies import report
 
     seen = []
 
