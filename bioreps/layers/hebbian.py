@@ -97,8 +97,7 @@ class _CompetitiveLayer(_Layer):
     ``_kernel_module``, ``_make_buffers`` and ``_run_epoch``."""
 
     _common_params = ("n_units", "p", "lr", "batch_size", "shuffle", "init", "center", "input_norm", "schedule",
-                      "backend", "random_state", "collapse_fraction")
-    _default_power = 4.5
+                      "backend", "random_state", "collapse_fraction", "power")
 
     _rule_params = ()
 
@@ -121,6 +120,10 @@ class _CompetitiveLayer(_Layer):
             raise ValueError(f"input_norm must be None or a norm order >= 1, got {plain(self.input_norm)!r}")
         if self.schedule not in ("linear", "constant"):
             raise ValueError(f"schedule must be 'linear' or 'constant', got {self.schedule!r}")
+        if isinstance(self.power, bool) or not isinstance(self.power, (int, float, np.integer, np.floating)):
+            raise TypeError(f"power must be a number, got {type(self.power).__name__} {plain(self.power)!r}")
+        if not (np.isfinite(self.power) and self.power > 0):
+            raise ValueError(f"power must be > 0, got {plain(self.power)!r}")
         if not 0 <= self.collapse_fraction < 1:
             raise ValueError(f"collapse_fraction must be in [0, 1), got {plain(self.collapse_fraction)!r}")
         if isinstance(self.init, str):
@@ -309,11 +312,12 @@ class _CompetitiveLayer(_Layer):
     def transform(self, X, power=None, block_rows=8192):
         """Hidden activity ``ReLU(W x)^power``, float32 (n, n_units).
 
-        ``power`` defaults to the layer's convention (4.5 for HebbianWTA, as in Krotov &
-        Hopfield's readout; 1 for SoftWTA); ``power=1`` gives the rectified currents.
+        ``power`` defaults to the layer's own ``power`` (constructor parameter, stored with the
+        model: 4.5 for HebbianWTA, as in Krotov & Hopfield's readout; 1 for SoftWTA); a value
+        here overrides it for this call; ``power=1`` gives the rectified currents.
         """
         self._check_ready()
-        power = self._default_power if power is None else power
+        power = self.power if power is None else power
         if not (np.isfinite(power) and power > 0):
             raise ValueError(f"power must be > 0, got {plain(power)!r}")
         X = self._check_input(X)
@@ -335,7 +339,7 @@ class _CompetitiveLayer(_Layer):
         so a readout on top can be attacked with gradients."""
         self._check_ready()
         from ..torch_views import HebbianModule
-        power = self._default_power if power is None else power
+        power = self.power if power is None else power
         return HebbianModule(self.weights_, power=power, input_norm=self.input_norm,
                              mean=self.mean_ if self.center else None)
 
@@ -379,6 +383,10 @@ class _CompetitiveLayer(_Layer):
     def load(cls, path, backend=None):
         """Rebuild a layer saved with :meth:`save` or :meth:`export` (ready to transform or resume)."""
         hp, arrays = cls._read_saved(path)
+        if "power" not in hp:  # files written before power was a constructor parameter
+            legacy = _legacy_power(path)
+            if legacy is not None:
+                hp["power"] = legacy
         W = np.ascontiguousarray(arrays["weights"], dtype=np.float32)
         mean = np.ascontiguousarray(arrays["mean"], dtype=np.float32)
         params = {k: hp[k] for k in cls._param_names if k in hp}
@@ -408,7 +416,7 @@ class _CompetitiveLayer(_Layer):
         from .. import io
 
         self._check_ready()
-        power = self._default_power if power is None else power
+        power = self.power if power is None else power
         prov = self._provenance({"dataset": dataset or "unknown", **(provenance or {})})
         with io.Writer(path, overwrite=True) as w:
             w.write_model(self.kind, self.model_arrays(), self._state())
@@ -422,6 +430,26 @@ class _CompetitiveLayer(_Layer):
                     rep.write_rows(start, self.transform(X[start:start + block_rows], power=power))
             w.write_provenance(prov)
         return path
+
+
+def _legacy_power(path):
+    """The activation power a file written before ``power`` was stored with the model was made
+    with: the runner's configuration (``[model] power``) in the provenance, else the
+    ``ReLU(W x)^power`` description of its representations (:meth:`export`), else None (the
+    class default, as those versions used)."""
+    import re
+
+    from .. import io
+
+    with io.load(path) as f:
+        model_cfg = (f.provenance.get("config") or {}).get("model") or {}
+        if isinstance(model_cfg, dict) and isinstance(model_cfg.get("power"), (int, float)):
+            return float(model_cfg["power"])
+        for rep in f.representations.values():
+            m = re.fullmatch(r"ReLU\(W x\)\^([0-9.eE+-]+)", rep.description or "")
+            if m:
+                return float(m.group(1))
+    return None
 
 
 class HebbianWTA(_CompetitiveLayer):
@@ -465,6 +493,11 @@ class HebbianWTA(_CompetitiveLayer):
     collapse_fraction : float
         Warn when fewer than this fraction of ``min(n_units, n_validation)`` distinct units win a
         held-out sample.
+    power : float
+        Exponent of the representation ``ReLU(W x)^power`` (:meth:`transform`, :meth:`to_torch`,
+        :meth:`export`); 4.5 (Krotov & Hopfield's readout) for HebbianWTA, 1 (rectified
+        currents) for SoftWTA. It does not change learning; it is stored with the model, so a
+        layer loaded from its file computes the representation that was exported.
 
     Attributes
     ----------
@@ -484,7 +517,7 @@ class HebbianWTA(_CompetitiveLayer):
 
     def __init__(self, n_units=2000, p=3.0, k=7, delta=0.4, lr=0.02, batch_size=100, shuffle=True,
                  init="normal", center=False, input_norm=None, schedule="linear", backend="auto",
-                 random_state=None, progress=None, collapse_fraction=0.05):
+                 random_state=None, progress=None, collapse_fraction=0.05, power=4.5):
         self.n_units = n_units
         self.p = p
         self.k = k
@@ -500,6 +533,7 @@ class HebbianWTA(_CompetitiveLayer):
         self.random_state = random_state
         self.progress = progress
         self.collapse_fraction = collapse_fraction
+        self.power = power
 
     def _validate_rule(self):
         _check_int(self, "k", 2)
@@ -546,11 +580,10 @@ class SoftWTA(_CompetitiveLayer):
 
     kind = "soft-wta"
     _rule_params = ("temperature", "power_lr", "adaptive")
-    _default_power = 1.0
 
     def __init__(self, n_units=2000, p=2.0, temperature=1 / 12, lr=0.01, power_lr=0.5, adaptive=True,
                  batch_size=100, shuffle=True, init="normal", center=False, input_norm=None, schedule="constant",
-                 backend="auto", random_state=None, progress=None, collapse_fraction=0.05):
+                 backend="auto", random_state=None, progress=None, collapse_fraction=0.05, power=1.0):
         self.n_units = n_units
         self.p = p
         self.temperature = temperature
@@ -567,6 +600,7 @@ class SoftWTA(_CompetitiveLayer):
         self.random_state = random_state
         self.progress = progress
         self.collapse_fraction = collapse_fraction
+        self.power = power
 
     def _validate_rule(self):
         if not (np.isfinite(self.temperature) and self.temperature > 0):

@@ -27,7 +27,7 @@ stored in the checkpoint (and the model's parameters with the checkpoint's) and 
 every differing key, when anything that shaped the checkpoint differs: ``[experiment] seed``,
 ``[data] dataset, n_train, n_test`` and every ``[model]`` key except the result-neutral ones
 (:data:`RESUME_NEUTRAL`). Keys that act only after training (``[readout]``, ``[export]``,
-the model's transform parameters such as ``power``) or not on the result at all
+the model's ``power``, the exponent of its representation) or not on the result at all
 (``[experiment] name, output, description``, ``[data] data_dir``, ``[train]``, ``[model]
 backend``, progress bars) may change.
 """
@@ -118,18 +118,17 @@ MODELS = {
     "hebbian-wta": ModelEntry(
         _hebbian,
         {"n_units": int, "p": _NUM, "k": int, "delta": _NUM, "lr": _NUM, "batch_size": int, "shuffle": bool,
-         "center": bool, "input_norm": _NUM, "schedule": str, "backend": str, "collapse_fraction": _NUM},
+         "center": bool, "input_norm": _NUM, "schedule": str, "backend": str, "collapse_fraction": _NUM,
+         "power": _NUM},
         fit_params={"epochs": int},
-        transform_params={"power": _NUM},
         resumable=True,
     ),
     "soft-wta": ModelEntry(
         _soft,
         {"n_units": int, "p": _NUM, "temperature": _NUM, "lr": _NUM, "power_lr": _NUM, "adaptive": bool,
          "batch_size": int, "shuffle": bool, "center": bool, "input_norm": _NUM, "schedule": str, "backend": str,
-         "collapse_fraction": _NUM},
+         "collapse_fraction": _NUM, "power": _NUM},
         fit_params={"epochs": int},
-        transform_params={"power": _NUM},
         resumable=True,
     ),
     "spiking-wta": ModelEntry(
@@ -267,7 +266,9 @@ RESUME_NEUTRAL = {
     "data": ("data_dir",),
     "model": ("backend",),       # plus each kind's transform parameters (applied after training)
 }
-_LAYER_NEUTRAL = ("backend", "progress")   # constructor arguments that do not change a fit
+# constructor arguments that do not change a fit (power: the exponent of the representation
+# ReLU(W x)^power, applied after training; a resume takes them from the configuration)
+_LAYER_NEUTRAL = ("backend", "progress", "power")
 # every file a run writes (stale temporaries of these are removed at the start of a run)
 _OUTPUT_FILES = ("model.h5", "checkpoint.h5", "results.json", "report.md", "receptive_fields.png")
 
@@ -374,6 +375,10 @@ def _resume(cfg, plan: _Plan, ckpt: Path, source: str, log):
         raise ConfigError(f"{source}: cannot resume from {ckpt}: the configuration differs from the "
                           f"checkpoint's in {'; '.join(diffs)}. These change the result; restore them, "
                           "or run without --resume to start afresh (or into another output folder)")
+    fresh = plan.model.get_params()
+    for key in _LAYER_NEUTRAL:  # the configuration's (backend is applied by load above)
+        if key in fresh and key != "backend":
+            setattr(loaded, key, fresh[key])
     return loaded
 
 
