@@ -58,7 +58,6 @@ import math
 import os
 import pickle
 import re
-import tempfile
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -66,7 +65,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from ._validation import check_int, check_random_state
+from . import _files
+from ._validation import check_float, check_int, check_random_state
 from ._version import __version__
 
 __all__ = [
@@ -87,6 +87,7 @@ __all__ = [
     "make_powerlaw",
     "read_idx",
     "search_paths",
+    "spec",
     "write_idx",
 ]
 
@@ -330,22 +331,16 @@ def write_idx(path, array) -> Path:
         raise ValueError(f"IDX dimensions must be < 2**32, got shape {arr.shape}")
     header = bytes([0, 0, code, arr.ndim]) + np.asarray(arr.shape, dtype=">u4").tobytes()
     payload = np.ascontiguousarray(arr, dtype=_IDX_CODES[code]).tobytes()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            if path.suffix == ".gz":
-                import gzip
+    with _files.atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        if path.suffix == ".gz":
+            import gzip
 
-                with gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0) as gz:
-                    gz.write(header)
-                    gz.write(payload)
-            else:
-                fh.write(header)
-                fh.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink(tmp)
-        raise
+            with gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0) as gz:
+                gz.write(header)
+                gz.write(payload)
+        else:
+            fh.write(header)
+            fh.write(payload)
     return path
 
 
@@ -495,6 +490,12 @@ DATASETS: dict[str, DatasetSpec] = {
 
 def _squash(name: str) -> str:
     return re.sub(r"[\s_\-]+", "", str(name).strip().lower())
+
+
+def spec(name) -> DatasetSpec:
+    """The :class:`DatasetSpec` of a known dataset (shape, ``n_classes``, files): the one source
+    of a dataset's facts. ``name`` is case-insensitive; ``-``, ``_`` and spaces are ignored."""
+    return _get_spec(name)
 
 
 def _get_spec(name) -> DatasetSpec:
@@ -720,17 +721,18 @@ class _NetworkFailure(Exception):
     pass
 
 
-def _fetch_url(url, folder: Path, fname: str, progress) -> tuple[str, str]:
+def _fetch_url(url, folder: Path, fname: str, progress) -> tuple[Path, str]:
     """Stream ``url`` into a temporary file in ``folder``; return ``(tmp path, sha256)``."""
     import urllib.request
 
     from ._progress import progress_bar  # network and tqdm modules load only when needed
 
     request = urllib.request.Request(url, headers={"User-Agent": f"bioreps/{__version__}"})
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{fname}.", suffix=".part")
+    _files.remove_stale_temps(folder, [fname])
+    tmp = _files.temp_path(folder / fname, ".part")
     digest = hashlib.sha256()
     try:
-        with os.fdopen(fd, "wb") as fh, urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT) as resp:
+        with open(tmp, "xb") as fh, urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT) as resp:
             headers = getattr(resp, "headers", None)
             length = headers.get("Content-Length") if headers is not None else None
             total = int(length) if length and str(length).isdigit() else None
@@ -763,9 +765,11 @@ def _download(spec: DatasetSpec, fname: str, folder: Path, progress) -> Path:
             _unlink(tmp)
             mismatches.append(f"{url}: expected sha256 {expected}, got {actual}")
             continue
-        dest = folder / fname
-        os.replace(tmp, dest)
-        return dest
+        try:
+            return _files.commit(tmp, folder / fname)
+        except BaseException:
+            _unlink(tmp)
+            raise
     if mismatches:
         raise DataError(f"checksum mismatch downloading {fname} for {spec.name!r} (the file was "
                         "discarded):\n  " + "\n  ".join(mismatches + failures), folder / fname)
@@ -1130,16 +1134,6 @@ def fingerprint(name, split, data_dir=None) -> dict:
 
 
 
-def _check_float(value, name, minimum=0.0):
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}") from None
-    if not math.isfinite(value) or value < minimum:
-        raise ValueError(f"{name} must be finite and >= {minimum}, got {value}")
-    return value
-
-
 def make_classes(n_samples=1000, n_features=784, n_classes=10, *, noise=0.1, random_state=None):
     """Class-structured data in [0, 1]: a noisy copy of one of ``n_classes`` prototypes per row.
 
@@ -1165,7 +1159,7 @@ def make_classes(n_samples=1000, n_features=784, n_classes=10, *, noise=0.1, ran
     n_samples = check_int(n_samples, "n_samples")
     n_features = check_int(n_features, "n_features")
     n_classes = check_int(n_classes, "n_classes")
-    noise = _check_float(noise, "noise")
+    noise = check_float(noise, "noise")
     rng = check_random_state(random_state)
 
     raw = rng.random((n_classes, n_features)) ** 4  # mostly small, a few large: sparse
@@ -1204,7 +1198,7 @@ def make_powerlaw(n_samples=1000, n_features=100, alpha=1.0, random_state=None):
     """
     n_samples = check_int(n_samples, "n_samples")
     n_features = check_int(n_features, "n_features")
-    alpha = _check_float(alpha, "alpha")
+    alpha = check_float(alpha, "alpha")
     rng = check_random_state(random_state)
     eigvals = np.arange(1, n_features + 1, dtype=np.float64) ** -alpha
     q, r = np.linalg.qr(rng.standard_normal((n_features, n_features)))

@@ -67,19 +67,26 @@ class ReadoutModule(torch.nn.Module):
 
 
 def classifier(layer, readout, power=None):
-    """``nn.Sequential(layer.to_torch(power), readout.to_torch())``: a frozen, differentiable
-    torch model of a fitted Hebbian layer (``HebbianWTA``/``SoftWTA``) and its fitted
-    :class:`~bioreps.readout.LinearReadout`, so gradient attacks (FGSM, PGD) apply.
+    """``nn.Sequential(layer.to_torch(), readout.to_torch())``: a frozen, differentiable torch
+    model of a fitted layer with a torch view (its class declares ``torch_view = True``:
+    ``HebbianWTA``, ``SoftWTA``) and its fitted :class:`~bioreps.readout.LinearReadout`, so
+    gradient attacks (FGSM, PGD) apply.
 
-    Its logits equal ``readout.decision_function(layer.transform(X, power))`` up to float32
-    rounding. For a layer without a torch view (``SpikingWTA``) use :func:`spiking_classifier`.
+    Its logits equal ``readout.decision_function(layer.transform(X))`` up to float32 rounding.
+    ``power`` is deprecated: the layer's own ``power`` (stored with the model) is used. For a
+    layer without a torch view (``SpikingWTA``) use :func:`spiking_classifier`.
     """
-    if not hasattr(layer, "to_torch"):
+    if not getattr(type(layer), "torch_view", False):
         raise TypeError(f"{type(layer).__name__} has no differentiable torch view (no to_torch()); "
                         "use bioreps.torch_views.spiking_classifier(layer, readout) and a gradient-free "
                         "attack (bioreps.analysis.robustness.square_attack)")
     if not hasattr(readout, "to_torch"):
         raise TypeError(f"readout must be a fitted LinearReadout, got {type(readout).__name__}")
+    if power is not None:
+        import warnings
+
+        warnings.warn("classifier(power=) is deprecated: power is stored with the layer; set layer.power",
+                      DeprecationWarning, stacklevel=2)
     body, head = layer.to_torch(power), readout.to_torch()
     n_units, n_in = body.weight.shape[0], head.weight.shape[1]
     if n_units != n_in:
@@ -139,7 +146,7 @@ def spiking_classifier(layer, readout):
     the row's position in each call (``transform(X, first_index=0)``), so the same image can give
     different counts in different batches: the model is stochastic, as the network is.
     """
-    if not hasattr(layer, "transform") or not hasattr(readout, "decision_function"):
+    if not hasattr(readout, "decision_function"):
         raise TypeError("spiking_classifier needs a fitted layer with transform() and a fitted LinearReadout")
     if not hasattr(readout, "coef_"):
         raise RuntimeError("the readout is not fitted yet; call readout.fit(...) first")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from bioreps import io
+from bioreps.studies import kinds
 from bioreps.studies import run as experiments
 from bioreps.studies.run import ConfigError
 
@@ -165,7 +166,7 @@ def test_resume_without_checkpoint_is_refused(tmp_path, fashion_mnist_available)
 @pytest.mark.parametrize("name", ["quickstart", "hebbian_fmnist", "softhebb_fmnist", "spiking_fmnist"])
 def test_shipped_experiments_are_valid(name):
     cfg = experiments.load_config(EXPERIMENTS / f"{name}.toml")
-    assert cfg["model"]["kind"] in experiments.MODELS and cfg["model"]["epochs"] >= 1
+    assert cfg["model"]["kind"] in kinds.names() and cfg["model"]["epochs"] >= 1
 
 
 @pytest.mark.slow  # end to end: real Fashion-MNIST through the whole pipeline
@@ -278,3 +279,66 @@ def test_checkpoint_every_samples_is_for_spiking_only(tmp_path):
                                          + "checkpoint_every_samples = 5\n"))
     with pytest.raises(experiments.ConfigError, match="spiking"):
         experiments.run(cfg, progress=False, log=lambda *a: None)
+
+
+def _fake_data(monkeypatch):
+    """Small random data in place of Fashion-MNIST (labels 0..9), no files read."""
+    from bioreps import data
+
+    def load(name, split, data_dir=None):
+        rng = np.random.default_rng(0 if split == "train" else 1)
+        n = 60 if split == "train" else 20
+        return rng.random((n, 784)).astype(np.float32), rng.integers(0, 10, n)
+
+    monkeypatch.setattr(data, "load", load)
+    monkeypatch.setattr(data, "fingerprint", lambda *a, **k: "fake")
+
+
+def _twelve_classes(monkeypatch):
+    import dataclasses
+
+    from bioreps import data
+
+    real = data.spec
+    monkeypatch.setattr(data, "spec", lambda name: dataclasses.replace(real(name), n_classes=12))
+
+
+def test_readout_n_classes_comes_from_the_dataset_spec(tmp_path, monkeypatch):
+    from bioreps.readout import LinearReadout
+
+    _fake_data(monkeypatch)
+    _twelve_classes(monkeypatch)
+    seen, fit = [], LinearReadout.fit
+
+    def recording_fit(self, X, y, *args, n_classes=None, **kw):
+        seen.append(n_classes)
+        return fit(self, X, y, *args, n_classes=n_classes, **kw)
+
+    monkeypatch.setattr(LinearReadout, "fit", recording_fit)
+    cfg = {"experiment": {"name": "px", "output": str(tmp_path / "o")},
+           "data": {"dataset": "fashion-mnist"}, "model": {"kind": "random-relu", "n_units": 8},
+           "readout": {"epochs": 1}, "export": {"receptive_fields": 0}}
+    experiments.run(cfg, progress=False, log=lambda *a: None)
+    assert seen == [12, 12]  # the layer's readout and the pixels control
+
+
+def test_file_classifier_n_classes_comes_from_the_dataset_spec(tmp_path, monkeypatch):
+    from bioreps.layers import HebbianWTA
+    from bioreps.studies.report import file_classifier
+
+    _twelve_classes(monkeypatch)
+    rng = np.random.default_rng(0)
+    X, y = rng.random((40, 16)).astype(np.float32), rng.integers(0, 3, 40)
+    layer = HebbianWTA(n_units=5, k=2, backend="cpu", random_state=0, progress=False).fit(X, epochs=1)
+    layer.export(tmp_path / "h.h5", {"train": (X, y)}, dataset="fashion-mnist")
+    module, _ = file_classifier(tmp_path / "h.h5", readout_epochs=1)
+    import torch
+
+    assert module(torch.from_numpy(X[:4])).shape == (4, 12)
+
+
+def test_supervised_kind_refused_in_single_model_runner(tmp_path):
+    raw = {"experiment": {"name": "b"}, "data": {"dataset": "fashion-mnist"},
+           "model": {"kind": "mlp", "sizes": [784, 10, 10]}}
+    with pytest.raises(ConfigError, match=r"^<config>: \[model\] kind = 'mlp' is a supervised baseline; "):
+        experiments.validate_config(raw)

@@ -27,10 +27,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._validation import check_array, check_labels
-from .._validation import check_int as _check_int
+from .._validation import check_array, check_int, check_labels
 
-__all__ = ["MLP", "CNN", "BaselineModel", "load", "export", "MODEL_CLASSES"]
+__all__ = ["MLP", "CNN", "BaselineModel", "load", "export"]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
@@ -38,7 +37,7 @@ _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 def _resolve_seed(seed):
     if seed is None:
         return int(np.random.SeedSequence().generate_state(1)[0] & 0x7FFFFFFF)
-    return _check_int(seed, "seed", minimum=0)
+    return check_int(seed, "seed", minimum=0)
 
 
 def _check_activation(activation):
@@ -53,7 +52,7 @@ def _check_sizes(sizes, name="sizes"):
     if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence):
         raise TypeError(f"{name} must be a sequence of ints such as (784, 2000, 10), "
                         f"got {type(sizes).__name__}")
-    sizes = tuple(_check_int(s, f"{name}[{i}]") for i, s in enumerate(sizes))
+    sizes = tuple(check_int(s, f"{name}[{i}]") for i, s in enumerate(sizes))
     if len(sizes) < 3:
         raise ValueError(f"{name} needs at least 3 entries (inputs, >= 1 hidden layer, classes), "
                          f"got {sizes}")
@@ -81,10 +80,25 @@ class BaselineModel(nn.Module):
     """Shared plumbing: input conversion, hidden(), hyperparameters, export/save/load.
 
     Subclasses set ``kind``, ``n_features``, ``n_classes``, ``representation_module`` and
-    implement ``forward`` and ``_params`` (constructor arguments).
+    implement ``forward`` and ``_params`` (constructor arguments). The class attributes below
+    declare what a baseline can do (the same names as on :class:`bioreps.layers.Layer`), read by
+    the study registry and reports.
     """
 
-    kind = "baseline"
+    #: registry key of the model kind; None on this abstract base
+    kind = None
+    #: trained by :func:`bioreps.baselines.train`, which checkpoints every epoch
+    checkpoint_unit = "epochs"
+    indexed_transform = False
+    has_vote_readout = False
+    #: is a differentiable torch module
+    torch_view = True
+    gradient_attacks = True
+    #: learns from labels and has its own classifier head
+    supervised = True
+    represents_input = False
+    #: ``fit`` keywords a study may set (baselines train through ``baselines.train`` for now)
+    config_fit_params = ()
     _input_shape: tuple | None = None   # e.g. (1, 28, 28): also accepted besides flat input
 
     def __init__(self):
@@ -141,7 +155,7 @@ class BaselineModel(nn.Module):
     @torch.no_grad()
     def transform(self, X, *, batch_size: int = 4096) -> np.ndarray:
         """The representation of ``X`` as a float32 NumPy array, in eval mode, block by block."""
-        batch_size = _check_int(batch_size, "batch_size")
+        batch_size = check_int(batch_size, "batch_size")
         X = _check_inputs(X, self)
         was_training = self.training
         self.eval()
@@ -222,7 +236,7 @@ class BaselineModel(nn.Module):
         """
         from .. import io
 
-        block_rows = _check_int(block_rows, "block_rows")
+        block_rows = check_int(block_rows, "block_rows")
         if not isinstance(splits, Mapping):
             raise TypeError(f"splits must be a dict of name -> X or (X, y), got {type(splits).__name__}")
         prepared = {}
@@ -256,11 +270,42 @@ class BaselineModel(nn.Module):
 
     @classmethod
     def load(cls, path):
-        """Rebuild a model written by :meth:`save` or :meth:`export` (parameters, history)."""
-        model = load(path)
-        if cls is not BaselineModel and not isinstance(model, cls):
-            raise ValueError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
+        """Rebuild a model written by :meth:`save` or :meth:`export` (parameters, history).
+
+        The class is found from the file's kind among the subclasses of ``BaselineModel``."""
+        from .. import io
+
+        with io.load(path) as f:
+            kind = f.model.kind
+            hyper = dict(f.model.hyperparameters)
+            arrays = f.model.arrays
+        classes = _subclasses_by_kind()
+        if kind not in classes:
+            raise ValueError(f"{path} holds a model of kind {kind!r}, not a baseline "
+                             f"({', '.join(sorted(classes))})")
+        found = classes[kind]
+        if not issubclass(found, cls):
+            raise ValueError(f"{path} holds a {found.__name__}, not a {cls.__name__}")
+        import inspect
+        names = [p for p in inspect.signature(found).parameters]
+        model = found(**{k: hyper[k] for k in names if k in hyper})
+        state = {k: torch.from_numpy(np.asarray(v)) for k, v in arrays.items()}
+        model.load_state_dict(state)
+        model.training_info_ = hyper.get("training") or {}
+        model.history_ = hyper.get("history") or {}
+        model.eval()
         return model
+
+
+def _subclasses_by_kind() -> dict:
+    """kind -> class of every (imported) ``BaselineModel`` subclass that declares a kind."""
+    found, stack = {}, [BaselineModel]
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        if cls.__dict__.get("kind"):
+            found[cls.kind] = cls
+    return found
 
 
 def _check_inputs(X, model, name="X") -> np.ndarray:
@@ -370,9 +415,9 @@ class CNN(BaselineModel):
         super().__init__()
         if isinstance(channels, (str, bytes)) or not isinstance(channels, Sequence) or len(channels) != 2:
             raise ValueError(f"channels must be a pair of ints, got {channels!r}")
-        c1, c2 = (_check_int(c, f"channels[{i}]") for i, c in enumerate(channels))
-        hidden = _check_int(hidden, "hidden")
-        n_classes = _check_int(n_classes, "n_classes", minimum=2)
+        c1, c2 = (check_int(c, f"channels[{i}]") for i, c in enumerate(channels))
+        hidden = check_int(hidden, "hidden")
+        n_classes = check_int(n_classes, "n_classes", minimum=2)
         seed = _resolve_seed(seed)
         self._params = {"channels": [c1, c2], "hidden": hidden, "n_classes": n_classes, "seed": seed}
         with _global_rng_untouched():
@@ -400,39 +445,12 @@ class CNN(BaselineModel):
         return self.out(self._forward_until_representation(self._as_tensor(x)))
 
 
-def _model_classes():
-    from .snn import SpikingMLP
-    return {"mlp": MLP, "cnn": CNN, "spiking-mlp": SpikingMLP}
-
-
-MODEL_CLASSES = ("mlp", "cnn", "spiking-mlp")
-
-
 def load(path):
     """Rebuild a baseline model from a bioreps file written by ``save``/``export``.
 
     Returns the model (eval mode) with its parameters, ``training_info_`` and ``history_``.
     """
-    from .. import io
-
-    with io.load(path) as f:
-        kind = f.model.kind
-        hyper = dict(f.model.hyperparameters)
-        arrays = f.model.arrays
-    classes = _model_classes()
-    if kind not in classes:
-        raise ValueError(f"{path} holds a model of kind {kind!r}, not a baseline "
-                         f"({', '.join(classes)})")
-    cls = classes[kind]
-    import inspect
-    names = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-    model = cls(**{k: hyper[k] for k in names if k in hyper})
-    state = {k: torch.from_numpy(np.asarray(v)) for k, v in arrays.items()}
-    model.load_state_dict(state)
-    model.training_info_ = hyper.get("training") or {}
-    model.history_ = hyper.get("history") or {}
-    model.eval()
-    return model
+    return BaselineModel.load(path)
 
 
 def export(model, path, splits, **kwargs):

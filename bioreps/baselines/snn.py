@@ -29,8 +29,7 @@ import math
 import torch
 from torch import nn
 
-from .._validation import check_float as _check_float
-from .._validation import check_int as _check_int
+from .._validation import check_float, check_int
 from .models import BaselineModel, _check_sizes, _global_rng_untouched, _init_parameters, _resolve_seed
 
 __all__ = ["SpikingMLP", "LIFParameters", "lif_step", "fast_sigmoid_spike"]
@@ -143,11 +142,11 @@ class SpikingMLP(BaselineModel):
                  gain=1.0, surrogate_slope=10.0, seed=None):
         super().__init__()
         sizes = _check_sizes(sizes)
-        n_steps = _check_int(n_steps, "n_steps")
-        dt_ms = _check_float(dt_ms, "dt_ms", strict=True)
-        tau_mem_ms = _check_float(tau_mem_ms, "tau_mem_ms", strict=True)
-        gain = _check_float(gain, "gain", strict=True)
-        surrogate_slope = _check_float(surrogate_slope, "surrogate_slope", strict=True)
+        n_steps = check_int(n_steps, "n_steps")
+        dt_ms = check_float(dt_ms, "dt_ms", strict=True)
+        tau_mem_ms = check_float(tau_mem_ms, "tau_mem_ms", strict=True)
+        gain = check_float(gain, "gain", strict=True)
+        surrogate_slope = check_float(surrogate_slope, "surrogate_slope", strict=True)
         seed = _resolve_seed(seed)
         self._params = {"sizes": list(sizes), "n_steps": n_steps, "dt_ms": dt_ms,
                         "tau_mem_ms": tau_mem_ms, "gain": gain,

@@ -1,12 +1,15 @@
 """Representation layers with a scikit-learn-like API (``fit``, ``transform``, learned state in
 attributes ending in ``_``).
 
-Control representations (no learning) live here today; the Hebbian winner-take-all and spiking
-STDP layers join them.
+Every layer derives from :class:`Layer` and declares its ``kind`` and capabilities as class
+attributes; a new ``layers/<rule>.py`` with such a class is found by the study registry
+(:mod:`bioreps.studies.kinds`) without further edits.
 """
 
+from ._base import Layer
 from .controls import Pixels, RandomReLU
-from .hebbian import CollapseWarning, HebbianWTA, SoftWTA
+from .hebbian import CollapseWarning, CompetitiveLayer, HebbianWTA, SoftWTA
 from .spiking import DiehlCookParams, SpikingWTA
 
-__all__ = ["CollapseWarning", "DiehlCookParams", "HebbianWTA", "Pixels", "RandomReLU", "SoftWTA", "SpikingWTA"]
+__all__ = ["CollapseWarning", "CompetitiveLayer", "DiehlCookParams", "HebbianWTA", "Layer", "Pixels", "RandomReLU",
+           "SoftWTA", "SpikingWTA"]

@@ -10,20 +10,21 @@ from __future__ import annotations
 import numpy as np
 
 from .._validation import check_random_state
-from ._base import _Layer
+from ._base import Layer
 
 __all__ = ["Pixels", "RandomReLU"]
 
 
-class Pixels(_Layer):
+class Pixels(Layer):
     """The identity representation: each pixel is a unit."""
 
     kind = "pixels"
     represents_input = True
-    _param_names = ()
+    fitted = {**Layer.fitted, "n_units_": "json"}
+    representation_description = "input pixels"
 
     def fit(self, X, y=None):
-        X = self._check_X(X)
+        X = self._check_X(X, reset=True)
         self.n_features_in_ = self.n_units_ = X.shape[1]
         return self
 
@@ -34,8 +35,22 @@ class Pixels(_Layer):
     def fit_transform(self, X, y=None):
         return self.fit(X).transform(X)
 
+    @classmethod
+    def _upgrade(cls, hp, f):
+        # files of older versions store no width (hyperparameters {}): a representation's
+        if "n_features_in_" not in hp:
+            widths = {rep.n_units for rep in f.representations.values()}
+            if len(widths) != 1:
+                raise ValueError(f"{f.path}: a pixels model file of an older bioreps records its width "
+                                 "only through its representations, and it has "
+                                 f"{'none' if not widths else 'several: ' + str(sorted(widths))}")
+            hp["n_features_in_"] = widths.pop()
 
-class RandomReLU(_Layer):
+    def _restore(self, hp, arrays, path):
+        self.n_units_ = self.n_features_in_
+
+
+class RandomReLU(Layer):
     """Random N(0, 1) weights with the Krotov-Hopfield activation ``ReLU(W x)^power``.
 
     Parameters
@@ -47,7 +62,8 @@ class RandomReLU(_Layer):
     """
 
     kind = "random-relu"
-    _param_names = ("n_units", "power", "random_state")
+    neutral_params = (*Layer.neutral_params, "power")
+    fitted = {**Layer.fitted, "weights_": np.float32}
 
     def __init__(self, n_units=2000, power=4.5, random_state=None):
         self.n_units = n_units
@@ -61,7 +77,7 @@ class RandomReLU(_Layer):
             raise ValueError(f"power must be > 0, got {self.power}")
 
     def fit(self, X, y=None):
-        X = self._check_X(X)
+        X = self._check_X(X, reset=True)
         self._validate_params()
         rng = check_random_state(self.random_state)
         self.weights_ = rng.standard_normal((int(self.n_units), X.shape[1])).astype(np.float32)
@@ -81,6 +97,10 @@ class RandomReLU(_Layer):
     def fit_transform(self, X, y=None):
         return self.fit(X).transform(X)
 
-    def model_arrays(self) -> dict:
-        self._check_fitted()
-        return {"weights": self.weights_}
+    @property
+    def representation_description(self):
+        return f"ReLU(W x)^{self.power:g}, random N(0, 1) W"
+
+    def _restore(self, hp, arrays, path):
+        # files of older versions store no n_features_in_: the weights say it
+        self.n_units_, self.n_features_in_ = self.weights_.shape

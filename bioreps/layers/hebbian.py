@@ -26,11 +26,11 @@ import warnings
 import numpy as np
 
 from .._progress import progress_bar
-from .._validation import check_array, plain
+from .._validation import check_array, check_int, plain
 from ..backend import resolve
-from ._base import _Layer
+from ._base import Layer
 
-__all__ = ["HebbianWTA", "SoftWTA", "CollapseWarning", "lp_norms"]
+__all__ = ["CompetitiveLayer", "HebbianWTA", "SoftWTA", "CollapseWarning", "lp_norms"]
 
 
 class CollapseWarning(UserWarning):
@@ -41,12 +41,6 @@ def lp_norms(W, p):
     """Lebesgue p-norm of every row of ``W`` (float64)."""
     W = np.asarray(W, dtype=np.float64)
     return np.sum(np.abs(W) ** p, axis=1) ** (1.0 / p)
-
-
-def _check_int(obj, name, lo):
-    v = getattr(obj, name)
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-        raise ValueError(f"{name} must be an integer >= {lo}, got {plain(v)!r}")
 
 
 def _gmm_high_component(x, n_iter=200, min_separation=2.0, min_gap=np.log(4.0)):
@@ -91,25 +85,24 @@ def _normalize_rows(X, q):
     return (X / norms[:, None]).astype(np.float32)
 
 
-class _CompetitiveLayer(_Layer):
+class CompetitiveLayer(Layer):
     """Fit loop, learning-rate schedule, diagnostics, inference and persistence shared by the
-    winner-take-all layers. Subclasses define ``_rule_params``, ``_validate_rule``,
-    ``_kernel_module``, ``_make_buffers`` and ``_run_epoch``."""
+    winner-take-all layers. Subclasses set ``kind`` and define ``__init__`` (their parameters),
+    ``_validate_rule``, ``_kernel_module``, ``_make_buffers`` and ``_run_epoch``."""
 
-    _common_params = ("n_units", "p", "lr", "batch_size", "shuffle", "init", "center", "input_norm", "schedule",
-                      "backend", "random_state", "collapse_fraction", "power")
-
-    _rule_params = ()
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        cls._param_names = cls._common_params + cls._rule_params
-
+    checkpoint_unit = "epochs"
+    torch_view = True
+    gradient_attacks = True
+    config_fit_params = ("epochs",)
+    neutral_params = (*Layer.neutral_params, "power")
+    fitted = {**Layer.fitted, "weights_": np.float32, "mean_": np.float32, "seed_": "json",
+              "n_samples_seen_": "json", "epochs_done_": "json", "n_epochs_": "json", "backend_": "json",
+              "history_": "json"}
 
     # ------------------------------------------------------------------ validation
     def _validate_params(self):
-        _check_int(self, "n_units", 1)
-        _check_int(self, "batch_size", 1)
+        check_int(self.n_units, "n_units", 1)
+        check_int(self.batch_size, "batch_size", 1)
         if not (np.isfinite(self.p) and self.p >= 1):
             raise ValueError(f"p must be >= 1, got {plain(self.p)!r}")
         if not (np.isfinite(self.lr) and self.lr > 0):
@@ -133,10 +126,7 @@ class _CompetitiveLayer(_Layer):
         return resolve(self.backend)
 
     def _check_input(self, X, name="X"):
-        X = check_array(X, name=name, ndim=2, dtype=np.float32)
-        if hasattr(self, "n_features_in_") and X.shape[1] != self.n_features_in_:
-            raise ValueError(f"{name} has {X.shape[1]} features but the layer was fitted on {self.n_features_in_}")
-        return self._prepare(X, name)
+        return self._prepare(self._check_X(X, name), name)
 
     def _prepare(self, X, name, mean=None):
         """Warn about values outside [0, 1]; subtract the mean image (``center``); apply
@@ -216,14 +206,14 @@ class _CompetitiveLayer(_Layer):
             raise ValueError(f"epochs must be an integer >= 1, got {plain(epochs)!r}")
         if checkpoint_every is not None and (not isinstance(checkpoint_every, (int, np.integer)) or checkpoint_every < 1):
             raise ValueError(f"checkpoint_every must be an integer >= 1, got {plain(checkpoint_every)!r}")
-        if resume and hasattr(self, "weights_") and self.n_epochs_ not in (None, epochs):
+        if resume and self._is_fitted() and self.n_epochs_ not in (None, epochs):
             raise ValueError(f"cannot resume: the saved schedule has {self.n_epochs_} epochs, asked for {epochs}")
-        resuming = resume and hasattr(self, "weights_") and self.n_epochs_ == epochs
+        resuming = resume and self._is_fitted() and self.n_epochs_ == epochs
         self._validate_params()  # every error is raised before any state changes
         if resuming:
             X = self._check_input(X)
         else:
-            X = check_array(X, name="X", ndim=2, dtype=np.float32)
+            X = self._check_X(X, reset=True)
             mean = X.mean(axis=0, dtype=np.float64).astype(np.float32)
             X = self._prepare(X, "X", mean=mean)
             self._start(X, mean)
@@ -265,10 +255,10 @@ class _CompetitiveLayer(_Layer):
         ``shuffle=False`` when the first half is a whole number of minibatches.
         """
         self._validate_params()
-        if hasattr(self, "weights_"):
+        if self._is_fitted():
             X = self._check_input(X)
         else:
-            X = check_array(X, name="X", ndim=2, dtype=np.float32)
+            X = self._check_X(X, reset=True)
             mean = X.mean(axis=0, dtype=np.float64).astype(np.float32)
             X = self._prepare(X, "X", mean=mean)
             self._start(X, mean)
@@ -292,14 +282,17 @@ class _CompetitiveLayer(_Layer):
         return {"converged": float(np.mean(np.abs(norms - 1.0) < 0.05)), "winners": int(winners),
                 "collapsed": bool(winners < self.collapse_fraction * possible)}
 
-    # ------------------------------------------------------------------ inference
-    def _check_ready(self):
-        if not hasattr(self, "weights_"):
-            raise RuntimeError(f"this {type(self).__name__} is not fitted yet; call fit(X) first")
+    def fit_summary(self) -> dict:
+        """The last epoch's diagnostics: epochs, converged fraction, distinct winners."""
+        if not getattr(self, "history_", None):
+            return {}
+        last = self.history_[-1]
+        return {"epochs": last["epoch"], "converged_fraction": last["converged"], "distinct_winners": last["winners"]}
 
+    # ------------------------------------------------------------------ inference
     def currents(self, X, *, _normalized=False):
         """The competition's currents ``sign(W)|W|^(p-1) x``, float32 (n, n_units)."""
-        self._check_ready()
+        self._check_fitted()
         if not _normalized:
             X = self._check_input(X)
         Wp = np.sign(self.weights_) * np.abs(self.weights_) ** np.float32(self.p - 1)
@@ -316,7 +309,7 @@ class _CompetitiveLayer(_Layer):
         model: 4.5 for HebbianWTA, as in Krotov & Hopfield's readout; 1 for SoftWTA); a value
         here overrides it for this call; ``power=1`` gives the rectified currents.
         """
-        self._check_ready()
+        self._check_fitted()
         power = self.power if power is None else power
         if not (np.isfinite(power) and power > 0):
             raise ValueError(f"power must be > 0, got {plain(power)!r}")
@@ -337,7 +330,7 @@ class _CompetitiveLayer(_Layer):
     def to_torch(self, power=None):
         """A ``torch.nn.Module`` computing ``ReLU(W x)^power`` with this layer's (frozen) weights,
         so a readout on top can be attacked with gradients."""
-        self._check_ready()
+        self._check_fitted()
         from ..torch_views import HebbianModule
         power = self.power if power is None else power
         return HebbianModule(self.weights_, power=power, input_norm=self.input_norm,
@@ -350,7 +343,7 @@ class _CompetitiveLayer(_Layer):
         units shrink to unit p-norm). Returns a boolean mask (n_units,); all False when the
         mixture finds no separated second component.
         """
-        self._check_ready()
+        self._check_fitted()
         logvar = np.log(np.var(self.weights_.astype(np.float64), axis=1) + 1e-30)
         return _gmm_high_component(logvar)
 
@@ -367,92 +360,59 @@ class _CompetitiveLayer(_Layer):
         return layer
 
     # ------------------------------------------------------------------ persistence
-    def model_arrays(self) -> dict:
-        self._check_ready()
-        return {"weights": self.weights_, "mean": self.mean_}
-
-    def _state(self) -> dict:
-        params = self.get_params()
-        if not isinstance(params["init"], str):
-            params["init"] = "array"
-        return {**params, "seed_": self.seed_, "n_samples_seen_": self.n_samples_seen_,
-                "epochs_done_": self.epochs_done_, "n_epochs_": self.n_epochs_, "backend_": self.backend_,
-                "history_": self.history_}
+    @property
+    def representation_description(self):
+        return f"ReLU(W x)^{self.power:g}"
 
     @classmethod
-    def load(cls, path, backend=None):
-        """Rebuild a layer saved with :meth:`save` or :meth:`export` (ready to transform or resume)."""
-        hp, arrays = cls._read_saved(path)
+    def _upgrade(cls, hp, f):
         if "power" not in hp:  # files written before power was a constructor parameter
-            legacy = _legacy_power(path)
+            legacy = _legacy_power(f)
             if legacy is not None:
                 hp["power"] = legacy
-        W = np.ascontiguousarray(arrays["weights"], dtype=np.float32)
-        mean = np.ascontiguousarray(arrays["mean"], dtype=np.float32)
-        params = {k: hp[k] for k in cls._param_names if k in hp}
-        if params.get("init") == "array":
-            params["init"] = W.copy()
-        if backend is not None:
-            params["backend"] = backend
-        layer = cls(**params)
-        layer.backend_ = resolve(layer.backend)
-        layer.weights_ = W
-        layer.mean_ = mean
-        layer.n_features_in_ = W.shape[1]
-        layer.n_units_ = W.shape[0]
-        layer.seed_ = int(hp["seed_"])
-        layer.n_samples_seen_ = int(hp["n_samples_seen_"])
-        layer.epochs_done_ = int(hp["epochs_done_"])
-        layer.n_epochs_ = hp["n_epochs_"]
-        layer.history_ = list(hp.get("history_", []))
-        return layer
 
-    def export(self, path, splits, *, power=None, dataset=None, provenance=None, block_rows=8192):
-        """Write weights, parameters and the representation of each split to ``path``.
+    @classmethod
+    def _param_from_file(cls, name, value, arrays):
+        if name == "init" and value == "array":  # the initial weights are not stored: the learned ones
+            return np.array(arrays["weights"], dtype=np.float32)
+        return super()._param_from_file(name, value, arrays)
 
-        ``splits`` maps a split name to ``X`` or ``(X, y)``. Representations are ``transform(X,
-        power)`` written block by block.
-        """
-        from .. import io
+    def _restore(self, hp, arrays, path):
+        self.backend_ = resolve(self.backend)
+        self.n_units_, self.n_features_in_ = self.weights_.shape
+        if not hasattr(self, "history_"):
+            self.history_ = []
 
-        self._check_ready()
-        power = self.power if power is None else power
-        prov = self._provenance({"dataset": dataset or "unknown", **(provenance or {})})
-        with io.Writer(path, overwrite=True) as w:
-            w.write_model(self.kind, self.model_arrays(), self._state())
-            for split, value in splits.items():
-                X, y = value if isinstance(value, tuple) else (value, None)
-                X = check_array(X, name=f"splits[{split!r}]", ndim=2, dtype=np.float32)
-                rep = w.create_representation(split, X.shape[0], self.n_units_, labels=y,
-                                              dataset=dataset, dataset_split=split,
-                                              description=f"ReLU(W x)^{power:g}")
-                for start in range(0, X.shape[0], block_rows):
-                    rep.write_rows(start, self.transform(X[start:start + block_rows], power=power))
-            w.write_provenance(prov)
-        return path
+    def export(self, path, splits, *, power=None, **kwargs):
+        """See :meth:`Layer.export`; ``power`` is deprecated (set the layer's ``power``)."""
+        if power is None:
+            return super().export(path, splits, **kwargs)
+        warnings.warn("export(power=) is deprecated: power is a constructor parameter stored with the "
+                      "model; set layer.power (or set_params(power=...)) before exporting",
+                      DeprecationWarning, stacklevel=2)
+        import copy
+
+        return Layer.export(copy.copy(self).set_params(power=power), path, splits, **kwargs)
 
 
-def _legacy_power(path):
-    """The activation power a file written before ``power`` was stored with the model was made
-    with: the runner's configuration (``[model] power``) in the provenance, else the
-    ``ReLU(W x)^power`` description of its representations (:meth:`export`), else None (the
+def _legacy_power(f):
+    """The activation power a file (open, ``f``) written before ``power`` was stored with the
+    model was made with: the runner's configuration (``[model] power``) in the provenance, else
+    the ``ReLU(W x)^power`` description of its representations (:meth:`export`), else None (the
     class default, as those versions used)."""
     import re
 
-    from .. import io
-
-    with io.load(path) as f:
-        model_cfg = (f.provenance.get("config") or {}).get("model") or {}
-        if isinstance(model_cfg, dict) and isinstance(model_cfg.get("power"), (int, float)):
-            return float(model_cfg["power"])
-        for rep in f.representations.values():
-            m = re.fullmatch(r"ReLU\(W x\)\^([0-9.eE+-]+)", rep.description or "")
-            if m:
-                return float(m.group(1))
+    model_cfg = (f.provenance.get("config") or {}).get("model") or {}
+    if isinstance(model_cfg, dict) and isinstance(model_cfg.get("power"), (int, float)):
+        return float(model_cfg["power"])
+    for rep in f.representations.values():
+        m = re.fullmatch(r"ReLU\(W x\)\^([0-9.eE+-]+)", rep.description or "")
+        if m:
+            return float(m.group(1))
     return None
 
 
-class HebbianWTA(_CompetitiveLayer):
+class HebbianWTA(CompetitiveLayer):
     """Krotov-Hopfield competing hidden units, trained by a local Hebbian/anti-Hebbian rule.
 
     Parameters
@@ -513,11 +473,10 @@ class HebbianWTA(_CompetitiveLayer):
     """
 
     kind = "hebbian-wta"
-    _rule_params = ("k", "delta")
 
     def __init__(self, n_units=2000, p=3.0, k=7, delta=0.4, lr=0.02, batch_size=100, shuffle=True,
-                 init="normal", center=False, input_norm=None, schedule="linear", backend="auto",
-                 random_state=None, progress=None, collapse_fraction=0.05, power=4.5):
+                 init="normal", center=False, input_norm: float | None = None, schedule="linear",
+                 backend="auto", random_state=None, progress=None, collapse_fraction=0.05, power=4.5):
         self.n_units = n_units
         self.p = p
         self.k = k
@@ -536,7 +495,7 @@ class HebbianWTA(_CompetitiveLayer):
         self.power = power
 
     def _validate_rule(self):
-        _check_int(self, "k", 2)
+        check_int(self.k, "k", 2)
         if self.k > self.n_units:
             raise ValueError(f"k={self.k} is larger than n_units={self.n_units}")
         if not (np.isfinite(self.delta) and self.delta >= 0):
@@ -557,7 +516,7 @@ class HebbianWTA(_CompetitiveLayer):
                              float(self.p), buffers)
 
 
-class SoftWTA(_CompetitiveLayer):
+class SoftWTA(CompetitiveLayer):
     """SoftHebb: soft winner-take-all Hebbian learning (Journé, Garcia Rodriguez, Guo & Moraitis,
     "Hebbian deep learning without feedback", ICLR 2023).
 
@@ -579,11 +538,11 @@ class SoftWTA(_CompetitiveLayer):
     """
 
     kind = "soft-wta"
-    _rule_params = ("temperature", "power_lr", "adaptive")
 
     def __init__(self, n_units=2000, p=2.0, temperature=1 / 12, lr=0.01, power_lr=0.5, adaptive=True,
-                 batch_size=100, shuffle=True, init="normal", center=False, input_norm=None, schedule="constant",
-                 backend="auto", random_state=None, progress=None, collapse_fraction=0.05, power=1.0):
+                 batch_size=100, shuffle=True, init="normal", center=False, input_norm: float | None = None,
+                 schedule="constant", backend="auto", random_state=None, progress=None, collapse_fraction=0.05,
+                 power=1.0):
         self.n_units = n_units
         self.p = p
         self.temperature = temperature

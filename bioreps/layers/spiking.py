@@ -52,7 +52,7 @@ import numpy as np
 from .._progress import progress_bar
 from .._validation import check_array, check_float, check_int, check_labels
 from ..backend import resolve
-from ._base import _Layer
+from ._base import Layer
 
 __all__ = ["DiehlCookParams", "ENCODINGS", "SpikingWTA", "encode_input"]
 
@@ -184,7 +184,7 @@ def encode_input(X, params, input_mean=None):
     return channels[0] if len(channels) == 1 else np.concatenate(channels, axis=1)
 
 
-class SpikingWTA(_Layer):
+class SpikingWTA(Layer):
     """Diehl & Cook (2015) spiking network learning by STDP (Numba CPU or CUDA kernels).
 
     Parameters
@@ -235,8 +235,17 @@ class SpikingWTA(_Layer):
     """
 
     kind = "spiking-wta"
-    _param_names = ("n_neurons", "params", "dt_ms", "t_present_ms", "t_rest_ms", "min_spikes", "encoding",
-                    "backend", "random_state", "progress")
+    checkpoint_unit = "samples"
+    indexed_transform = True
+    has_vote_readout = True
+    config_fit_params = ("epochs",)
+    input_dtype = np.float64
+    input_unit_interval = True
+    export_block_rows = 1024
+    fitted = {**Layer.fitted, "weights_": np.float64, "theta_": np.float64, "input_mean_": np.float64,
+              "labels_": np.int64, "classes_": np.int64, "seed_": "json", "n_samples_seen_": "json",
+              "n_retries_": "json", "backend_": "json", "n_epochs_": "json", "n_fit_rows_": "json"}
+    representation_description = "E spike counts per presentation"
 
     def __init__(self, n_neurons=100, params=DiehlCookParams(), dt_ms=0.5, t_present_ms=350.0, t_rest_ms=150.0,
                  min_spikes=5, encoding="pixels", backend="auto", random_state=None, progress=None):
@@ -277,12 +286,6 @@ class SpikingWTA(_Layer):
         backend = resolve(self.backend)
         return backend, p, n_present, n_rest
 
-    def _check_input(self, X, name="X"):
-        X = check_array(X, name=name, ndim=2, dtype=np.float64, unit_interval=True)
-        if hasattr(self, "n_features_in_") and X.shape[1] != self.n_features_in_:
-            raise ValueError(f"{name} has {X.shape[1]} features but the layer was fitted on {self.n_features_in_}")
-        return X
-
     def _fitted_encoding(self):
         return "pixels" if getattr(self, "input_mean_", None) is None else "on-off"
 
@@ -291,10 +294,6 @@ class SpikingWTA(_Layer):
         if self.encoding != self._fitted_encoding():
             raise ValueError(f"encoding={self.encoding!r} but the layer was fitted with "
                              f"{self._fitted_encoding()!r}; refit (fit starts afresh) or set it back")
-
-    def _check_ready(self):
-        if not hasattr(self, "weights_"):
-            raise RuntimeError(f"this {type(self).__name__} is not fitted yet; call fit(X) first")
 
     # ------------------------------------------------------------------ simulation
     def _kernel(self, backend=None):
@@ -414,13 +413,13 @@ class SpikingWTA(_Layer):
         if checkpoint_every is not None:
             checkpoint_every = check_int(checkpoint_every, "checkpoint_every", 1)
         backend, p, n_present, n_rest = self._validate_params()
-        X = check_array(X, name="X", ndim=2, dtype=np.float64, unit_interval=True)
-        resuming = bool(resume) and hasattr(self, "weights_")
+        X = self._check_X(X, reset=True)
+        resuming = bool(resume) and self._is_fitted()
         if resuming:
             if (self.n_epochs_, self.n_fit_rows_) != (epochs, X.shape[0]):
                 raise ValueError(f"cannot resume: the checkpoint is of a fit of {self.n_epochs_} epochs over "
                                  f"{self.n_fit_rows_} rows, asked for {epochs} epochs over {X.shape[0]} rows")
-            X = self._check_input(X)
+            X = self._check_X(X)
             self._check_same_encoding()
             if getattr(self, "_net_state_", None) is None:
                 raise ValueError("cannot resume: the layer holds no network state (save a checkpoint "
@@ -455,9 +454,9 @@ class SpikingWTA(_Layer):
         network state and sample counter) of previous calls; the first call initialises the
         layer. Two calls on the halves of X equal one ``fit(X, epochs=1)``."""
         backend, p, n_present, n_rest = self._validate_params()
-        X = check_array(X, name="X", ndim=2, dtype=np.float64, unit_interval=True)
-        if hasattr(self, "weights_"):
-            X = self._check_input(X)
+        X = self._check_X(X, reset=True)
+        if self._is_fitted():
+            X = self._check_X(X)
             self._check_same_encoding()
             if getattr(self, "_net_state_", None) is None:
                 from ..kernels.cpu.lif import LIFState
@@ -475,9 +474,9 @@ class SpikingWTA(_Layer):
         """E spike counts per sample, float32 (n, n_neurons), learning and theta frozen; every
         sample starts from rest. Row r draws its spikes from the seed ``[seed_, 2, first_index +
         r, attempt]`` (``first_index`` lets block-wise callers reproduce one whole call)."""
-        self._check_ready()
+        self._check_fitted()
         backend, p, n_present, n_rest = self._validate_params()
-        X = self._check_input(X)
+        X = self._check_X(X)
         self._check_same_encoding()
         out, _, _ = self._run(X, self.weights_, self.theta_.copy(), n_present, n_rest, p, False, 2, int(first_index),
                               desc="spiking transform", backend=backend)
@@ -489,9 +488,9 @@ class SpikingWTA(_Layer):
     def assign_labels(self, X, y, counts=None):
         """Label every neuron with the class of its highest mean response over ``(X, y)`` (the
         paper's readout). ``counts`` may pass precomputed ``transform(X)``. Returns self."""
-        self._check_ready()
+        self._check_fitted()
         if counts is None:
-            X = self._check_input(X)
+            X = self._check_X(X)
             counts = self.transform(X)
         counts = check_array(counts, name="counts", ndim=2, dtype=np.float64)
         if counts.shape[1] != self.n_neurons_:
@@ -506,7 +505,7 @@ class SpikingWTA(_Layer):
     def predict(self, X, counts=None):
         """The paper's vote: the class whose neurons have the highest mean spike count (classes
         without neurons never win unless no class has any)."""
-        self._check_ready()
+        self._check_fitted()
         if not hasattr(self, "labels_"):
             raise RuntimeError("neuron labels are not assigned yet; call assign_labels(X, y) first")
         if counts is None:
@@ -527,7 +526,7 @@ class SpikingWTA(_Layer):
     def receptive_field_weights(self):
         """Input weights as rows, (n_neurons, n_features); with the "on-off" encoding the ON
         weights minus the OFF weights (a neuron's preferred image relative to the mean)."""
-        self._check_ready()
+        self._check_fitted()
         if getattr(self, "input_mean_", None) is not None:
             n = self.n_features_in_
             return (self.weights_[:n] - self.weights_[n:]).T
@@ -535,80 +534,33 @@ class SpikingWTA(_Layer):
 
     # ------------------------------------------------------------------ persistence
     def model_arrays(self) -> dict:
-        self._check_ready()
-        arrays = {"weights": self.weights_, "theta": self.theta_}
-        if getattr(self, "input_mean_", None) is not None:
-            arrays["input_mean"] = self.input_mean_
+        arrays = super().model_arrays()
         state = getattr(self, "_net_state_", None)
         if state is not None:
             arrays["network_state"] = {k: np.asarray(getattr(state, k)) for k in self._STATE_FIELDS}
-        if hasattr(self, "labels_"):
-            arrays["labels"] = self.labels_
-            arrays["classes"] = self.classes_
         return arrays
 
-    def _state(self) -> dict:
-        hp = {k: getattr(self, k) for k in self._param_names if k != "params"}
-        hp["params"] = self.params.to_dict()
-        hp.update(seed_=self.seed_, n_samples_seen_=self.n_samples_seen_, n_retries_=self.n_retries_,
-                  backend_=self.backend_, n_epochs_=getattr(self, "n_epochs_", None),
-                  n_fit_rows_=getattr(self, "n_fit_rows_", None))
-        return hp
-
-    @classmethod
-    def load(cls, path, backend=None):
-        """Rebuild a layer saved with :meth:`save` or :meth:`export`."""
-        hp, arrays = cls._read_saved(path)
-        params = {k: hp[k] for k in cls._param_names if k in hp}
-        params["params"] = DiehlCookParams.from_dict(hp["params"])
-        if backend is not None:
-            params["backend"] = backend
-        layer = cls(**params)
-        layer.backend_ = layer._validate_params()[0]
-        layer.weights_ = np.ascontiguousarray(arrays["weights"], np.float64)
-        layer.theta_ = np.ascontiguousarray(arrays["theta"], np.float64)
-        if "labels" in arrays:
-            layer.labels_ = arrays["labels"].astype(np.int64)
-            layer.classes_ = arrays["classes"].astype(np.int64)
-        n_inputs, layer.n_neurons_ = layer.weights_.shape
-        mean = arrays.get("input_mean")
-        layer.input_mean_ = None if mean is None else np.ascontiguousarray(mean, np.float64)
-        layer.n_features_in_ = n_inputs if mean is None else layer.input_mean_.shape[0]
-        if mean is not None and n_inputs != 2 * layer.n_features_in_:
+    def _restore(self, hp, arrays, path):
+        self.backend_ = self._validate_params()[0]
+        n_inputs, self.n_neurons_ = self.weights_.shape
+        if not hasattr(self, "input_mean_"):
+            self.input_mean_ = None
+        mean = self.input_mean_
+        # files of older versions store no n_features_in_
+        self.n_features_in_ = n_inputs if mean is None else mean.shape[0]
+        if mean is not None and n_inputs != 2 * self.n_features_in_:
             raise ValueError(f"{path}: {n_inputs} input weights for an on-off encoding of "
-                             f"{layer.n_features_in_} features (expected {2 * layer.n_features_in_})")
-        layer.seed_ = int(hp["seed_"])
-        layer.n_samples_seen_ = int(hp["n_samples_seen_"])
-        layer.n_retries_ = int(hp.get("n_retries_", 0))
-        layer.n_epochs_ = hp.get("n_epochs_")
-        layer.n_fit_rows_ = hp.get("n_fit_rows_")
+                             f"{self.n_features_in_} features (expected {2 * self.n_features_in_})")
+        self.n_retries_ = int(hp.get("n_retries_", 0))
+        self.n_epochs_ = hp.get("n_epochs_")
+        self.n_fit_rows_ = hp.get("n_fit_rows_")
         if "network_state" in arrays:
             from ..kernels.cpu.lif import LIFState
 
-            p = layer.params
-            state = LIFState(n_inputs, layer.n_neurons_, p.v_rest_e_mv, p.v_rest_i_mv)
-            for k in cls._STATE_FIELDS:
+            p = self.params
+            state = LIFState(n_inputs, self.n_neurons_, p.v_rest_e_mv, p.v_rest_i_mv)
+            for k in self._STATE_FIELDS:
                 if k not in arrays["network_state"]:
                     raise ValueError(f"{path}: network_state lacks {k!r}")
                 setattr(state, k, np.array(arrays["network_state"][k], dtype=getattr(state, k).dtype))
-            layer._net_state_ = state
-        return layer
-
-    def export(self, path, splits, *, dataset=None, provenance=None, block_rows=1024):
-        """Write the model and the spike-count representation (``transform``) of each split;
-        ``splits`` maps a name to ``X`` or ``(X, y)``."""
-        from .. import io
-
-        self._check_ready()
-        prov = self._provenance({"dataset": dataset or "unknown", **(provenance or {})})
-        with io.Writer(path, overwrite=True) as w:
-            w.write_model(self.kind, self.model_arrays(), self._state())
-            for split, value in splits.items():
-                X, y = value if isinstance(value, tuple) else (value, None)
-                X = self._check_input(X, name=f"splits[{split!r}]")
-                rep = w.create_representation(split, X.shape[0], self.n_neurons_, labels=y, dataset=dataset,
-                                              dataset_split=split, description="E spike counts per presentation")
-                for start in range(0, X.shape[0], block_rows):
-                    rep.write_rows(start, self.transform(X[start:start + block_rows], first_index=start))
-            w.write_provenance(prov)
-        return path
+            self._net_state_ = state

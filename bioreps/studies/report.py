@@ -11,11 +11,11 @@ plots. The functions return the same dictionaries they write, so notebooks can u
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import numpy as np
+
+from .. import _files
 
 __all__ = ["analyze_file", "compare_files", "file_classifier"]
 
@@ -29,14 +29,6 @@ def _pick_split(f, split, path):
     if split not in reps:
         raise ValueError(f"{path}: no representation {split!r}; the file has {', '.join(sorted(reps))}")
     return split, reps[split]
-
-
-def _write_json(path: Path, payload) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(payload, fh, indent=2, sort_keys=False)
-        fh.write("\n")
-    os.replace(tmp, path)
 
 
 def _subsample(n, max_samples, seed):
@@ -107,8 +99,7 @@ def analyze_file(path, *, split=None, ranks=(11, 500), n_boot=0, out_dir=None, s
     files = {}
     if plots:
         png = out_dir / f"{stem}.spectrum.png"
-        fig = spectrum.plot_spectrum(eigs, fit=fit, path=png)
-        _close(fig)
+        spectrum.plot_spectrum(eigs, fit=fit, path=png)
         files["spectrum_png"] = str(png)
 
     if labels is None:
@@ -126,12 +117,12 @@ def analyze_file(path, *, split=None, ranks=(11, 500), n_boot=0, out_dir=None, s
         }
         if plots:
             png = out_dir / f"{stem}.selectivity.png"
-            _close(_selectivity_histogram(sel, png, f"{path.name} [{split}]"))
+            selectivity.plot_selectivity(sel, png, title=f"{path.name} [{split}]")
             files["selectivity_png"] = str(png)
     result["files"] = files
     json_path = out_dir / f"{stem}.analysis.json"
     result["files"]["json"] = str(json_path)
-    _write_json(json_path, result)
+    _files.write_json_atomic(json_path, result)
     return result
 
 
@@ -197,50 +188,55 @@ def compare_files(paths, *, split=None, max_samples=5000, seed=0, out_dir=None, 
                                            plots, outputs)
     if plots:
         png = out_dir / f"{name}.cka.png"
-        _close(similarity.plot_cka_matrix(np.asarray(linear), names, path=png))
+        similarity.plot_cka_matrix(np.asarray(linear), names, path=png)
         outputs["cka_png"] = str(png)
     json_path = out_dir / f"{name}.json"
     outputs["json"] = str(json_path)
     result["outputs"] = outputs
-    _write_json(json_path, result)
+    _files.write_json_atomic(json_path, result)
     return result
-
-
-_BASELINE_KINDS = ("mlp", "cnn", "spiking-mlp")
-_HEBBIAN_KINDS = {"hebbian-wta": "HebbianWTA", "soft-wta": "SoftWTA"}
 
 
 def file_classifier(path, *, readout_epochs=20, seed=0):
     """A torch module returning logits for the model a bioreps file holds, or ``(None, reason)``.
 
-    Baselines (``mlp``, ``cnn``, ``spiking-mlp``) are rebuilt as saved. Hebbian layers
-    (``hebbian-wta``, ``soft-wta``) get a softmax :class:`~bioreps.readout.LinearReadout` trained
-    on the file's labelled ``train`` representation and are wrapped with
-    :func:`bioreps.torch_views.classifier` (differentiable). Other kinds hold no classifier.
-    Returns ``(module, description)``.
+    Which kinds qualify is read from their classes (:mod:`bioreps.studies.kinds`): a kind
+    without ``gradient_attacks`` holds no classifier that can be attacked here. A ``supervised``
+    model (the baselines) is rebuilt as saved. Any other (the Hebbian layers) is rebuilt from the
+    file (with the power it was exported at) and gets a softmax
+    :class:`~bioreps.readout.LinearReadout` trained on the file's labelled ``train``
+    representation, for as many classes as the file's dataset has; the two are wrapped with
+    :func:`bioreps.torch_views.classifier` (differentiable). Returns ``(module, description)``.
     """
-    from .. import io
+    from .. import data, io
+    from . import kinds
 
     with io.load(path) as f:
         kind = f.model.kind
         train = f.representations.get("train")
-        if kind in _HEBBIAN_KINDS and (train is None or not train.has_labels):
-            return None, f"{kind} file without a labelled 'train' representation to fit a readout on"
-        H = train.to_numpy() if kind in _HEBBIAN_KINDS else None
-        y = train.labels if kind in _HEBBIAN_KINDS else None
-    if kind in _BASELINE_KINDS:
-        from .. import baselines
+        try:
+            cls = kinds.get(kind)
+        except ValueError:
+            return None, f"model kind {kind!r} is not known to this bioreps"
+        if not cls.gradient_attacks:
+            return None, f"model kind {kind!r} holds no classifier that can be attacked here"
+        if not cls.supervised:
+            if train is None or not train.has_labels:
+                return None, f"{kind} file without a labelled 'train' representation to fit a readout on"
+            dataset = train.dataset or f.provenance.get("dataset")
+            H, y = train.to_numpy(), train.labels
+    if cls.supervised:
+        return cls.load(path), f"{kind} (as trained)"
+    from ..readout import LinearReadout
+    from ..torch_views import classifier
 
-        return baselines.load(path), f"{kind} (as trained)"
-    if kind in _HEBBIAN_KINDS:
-        from .. import layers
-        from ..readout import LinearReadout
-        from ..torch_views import classifier
-
-        layer = getattr(layers, _HEBBIAN_KINDS[kind]).load(path)
-        readout = LinearReadout(epochs=readout_epochs, random_state=seed, progress=False).fit(H, y, n_classes=10)
-        return classifier(layer, readout), f"{kind} + softmax readout ({readout_epochs} epochs on the file's train split)"
-    return None, f"model kind {kind!r} holds no classifier that can be attacked here"
+    try:  # the dataset's own class count (labels of the train split may not show every class)
+        n_classes = data.spec(dataset).n_classes
+    except (TypeError, ValueError):  # no dataset recorded, or one bioreps does not know
+        n_classes = int(y.max()) + 1
+    layer = cls.load(path)  # with the power the file was exported at
+    readout = LinearReadout(epochs=readout_epochs, random_state=seed, progress=False).fit(H, y, n_classes=n_classes)
+    return classifier(layer, readout), f"{kind} + softmax readout ({readout_epochs} epochs on the file's train split)"
 
 
 def _robustness(paths, names, split, eps, n_attack, pgd_steps, seed, out_dir, stem, plots, outputs):
@@ -270,7 +266,7 @@ def _robustness(paths, names, split, eps, n_attack, pgd_steps, seed, out_dir, st
         curves[label] = {"model": how, **curve.to_dict()}
         if plots:
             png = out_dir / f"{stem}.{label}.robustness.png"
-            _close(rob.plot_robust_accuracy(curve, path=png))
+            rob.plot_robust_accuracy(curve, path=png)
             outputs[f"robustness_png_{label}"] = str(png)
     out = {"dataset": dataset, "split": source_split, "n_samples": int(len(rows)), "eps": eps,
            "pgd_steps": int(pgd_steps), "curves": curves, "skipped": skipped}
@@ -294,26 +290,3 @@ def _unique_name(path: Path, taken):
     while name in taken:
         name, i = f"{base}-{i}", i + 1
     return name
-
-
-def _selectivity_histogram(sel, path, title):
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.5, 3.2), dpi=120)
-    ax.hist(sel, bins=40, range=(0, 1), color="#4c72b0")
-    ax.set_xlabel("class selectivity index (Morcos et al. 2018)")
-    ax.set_ylabel("units")
-    ax.set_title(title, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    return fig
-
-
-def _close(fig):
-    if fig is not None:
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)

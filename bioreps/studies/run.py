@@ -5,10 +5,12 @@ A configuration has these tables (every key is checked: an unknown one is an err
 
     [experiment]            name, seed, output (folder; default "runs/<name>")
     [data]                  dataset (required), data_dir, n_train, n_test
-    [model]                 kind (required; see MODELS) and that model's parameters
+    [model]                 kind (required; any of bioreps.studies.kinds.names()) and that
+                            model's constructor parameters (from its signature) and fit epochs
     [readout]               enabled, epochs, lr, batch_size, weight_decay, schedule, pixels_control
     [export]                splits (e.g. ["train", "test"]), block_rows, receptive_fields
-    [train]                 checkpoint_every (epochs; 0 = none), checkpoint_every_samples (spiking-wta)
+    [train]                 checkpoint_every (epochs; 0 = none), checkpoint_every_samples (models
+                            that checkpoint by samples)
 
 Run one with ``bioreps run CONFIG.toml`` or :func:`run`. Relative ``output`` and ``data_dir``
 paths are taken relative to the current directory. ``[data]`` and ``[model]`` have no default:
@@ -26,7 +28,7 @@ Resuming (``resume=True``, ``bioreps train --resume``) compares the configuratio
 stored in the checkpoint (and the model's parameters with the checkpoint's) and refuses, naming
 every differing key, when anything that shaped the checkpoint differs: ``[experiment] seed``,
 ``[data] dataset, n_train, n_test`` and every ``[model]`` key except the result-neutral ones
-(:data:`RESUME_NEUTRAL`). Keys that act only after training (``[readout]``, ``[export]``,
+(:data:`RESUME_NEUTRAL`, and the model class's ``neutral_params``). Keys that act only after training (``[readout]``, ``[export]``,
 the model's ``power``, the exponent of its representation) or not on the result at all
 (``[experiment] name, output, description``, ``[data] data_dir``, ``[train]``, ``[model]
 backend``, progress bars) may change.
@@ -35,12 +37,13 @@ backend``, progress bars) may change.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import re
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -52,8 +55,9 @@ else:  # pragma: no cover
 
 from .. import _files
 from .._files import FolderLockedError
+from . import kinds
 
-__all__ = ["ConfigError", "FolderLockedError", "MODELS", "OutputError", "RESUME_NEUTRAL", "load_config",
+__all__ = ["ConfigError", "FolderLockedError", "OutputError", "RESUME_NEUTRAL", "load_config",
            "validate_config", "run"]
 
 
@@ -65,81 +69,7 @@ class OutputError(OSError):
     """The output folder cannot be created or written (found before any work is done)."""
 
 
-def _pixels(params, seed):
-    from ..layers import Pixels
-    return Pixels()
-
-
-def _random_relu(params, seed):
-    from ..layers import RandomReLU
-    return RandomReLU(random_state=seed, **params)
-
-
-def _hebbian(params, seed):
-    from ..layers import HebbianWTA
-    return HebbianWTA(random_state=seed, **params)
-
-
-def _soft(params, seed):
-    from ..layers import SoftWTA
-    return SoftWTA(random_state=seed, **params)
-
-
-def _spiking(params, seed):
-    from ..layers import DiehlCookParams, SpikingWTA
-    params = dict(params)
-    overrides = params.pop("params", {})
-    neuron = DiehlCookParams.from_dict({**DiehlCookParams().to_dict(), **overrides})
-    return SpikingWTA(params=neuron, random_state=seed, **params)
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    """How to build one kind of model from its ``[model]`` table.
-
-    ``params`` are constructor arguments (name -> expected type); ``fit_params`` go to ``fit``
-    and ``transform_params`` to ``transform``. ``resumable`` models support ``fit(...,
-    checkpoint=, checkpoint_every=, resume=)`` and ``Model.load``. ``indexed_transform``
-    models take ``transform(X, first_index=)`` (their randomness is keyed by the sample's row,
-    so exporting in blocks gives the same result as one call).
-    """
-    build: object
-    params: dict
-    fit_params: dict = field(default_factory=dict)
-    transform_params: dict = field(default_factory=dict)
-    resumable: bool = False
-    indexed_transform: bool = False
-
-
 _NUM = (int, float)
-MODELS = {
-    "pixels": ModelEntry(_pixels, {}),
-    "random-relu": ModelEntry(_random_relu, {"n_units": int, "power": _NUM}),
-    "hebbian-wta": ModelEntry(
-        _hebbian,
-        {"n_units": int, "p": _NUM, "k": int, "delta": _NUM, "lr": _NUM, "batch_size": int, "shuffle": bool,
-         "center": bool, "input_norm": _NUM, "schedule": str, "backend": str, "collapse_fraction": _NUM,
-         "power": _NUM},
-        fit_params={"epochs": int},
-        resumable=True,
-    ),
-    "soft-wta": ModelEntry(
-        _soft,
-        {"n_units": int, "p": _NUM, "temperature": _NUM, "lr": _NUM, "power_lr": _NUM, "adaptive": bool,
-         "batch_size": int, "shuffle": bool, "center": bool, "input_norm": _NUM, "schedule": str, "backend": str,
-         "collapse_fraction": _NUM, "power": _NUM},
-        fit_params={"epochs": int},
-        resumable=True,
-    ),
-    "spiking-wta": ModelEntry(
-        _spiking,
-        {"n_neurons": int, "dt_ms": _NUM, "t_present_ms": _NUM, "t_rest_ms": _NUM, "min_spikes": int,
-         "encoding": str, "backend": str, "params": dict},
-        fit_params={"epochs": int},
-        resumable=True,
-        indexed_transform=True,
-    ),
-}
 
 _SCHEMA = {
     "experiment": {"name": str, "seed": int, "output": str, "description": str},
@@ -187,14 +117,16 @@ def validate_config(raw: dict, source: str = "<config>") -> dict:
         allowed = dict(schema)
         if table == "model" and section:
             if "kind" not in section:
-                raise ConfigError(f"{source}: [model] kind is required; choose one of {sorted(MODELS)}")
+                raise ConfigError(f"{source}: [model] kind is required; choose one of {kinds.names()}")
             kind = section["kind"]
-            if kind not in MODELS:
-                raise ConfigError(f"{source}: [model] kind = {kind!r} is unknown; choose one of {sorted(MODELS)}")
-            entry = MODELS[kind]
-            allowed.update(entry.params)
-            allowed.update(entry.fit_params)
-            allowed.update(entry.transform_params)
+            _check_type(f"{source}: [model] kind", kind, str)
+            if kind not in kinds.names():
+                raise ConfigError(f"{source}: [model] kind = {kind!r} is unknown; choose one of {kinds.names()}")
+            if kinds.get(kind).supervised:
+                raise ConfigError(f"{source}: [model] kind = {kind!r} is a supervised baseline; a study trains "
+                                  "one unsupervised model per run (train baselines with bioreps.baselines.train)")
+            allowed.update({n: p.types for n, p in kinds.params(kind).items()})
+            allowed.update({n: p.types for n, p in kinds.fit_params(kind).items()})
         for key, value in section.items():
             if key not in allowed:
                 raise ConfigError(f"{source}: unknown key {key!r} in [{table}]; allowed keys: {sorted(allowed)}")
@@ -227,10 +159,8 @@ def validate_config(raw: dict, source: str = "<config>") -> dict:
     model = cfg["model"]
     if "epochs" in model and model["epochs"] < 1:
         raise ConfigError(f"{source}: [model] epochs must be >= 1, got {model['epochs']}")
-    if "power" in model and not (np.isfinite(model["power"]) and model["power"] > 0):
-        raise ConfigError(f"{source}: [model] power must be > 0, got {model['power']}")
     for table, key, what in (("data", "dataset", "e.g. dataset = \"fashion-mnist\""),
-                             ("model", "kind", f"kind = one of {sorted(MODELS)}")):
+                             ("model", "kind", f"kind = one of {kinds.names()}")):
         if table not in raw:
             raise ConfigError(f"{source}: the [{table}] table is required ({what}); there is no default")
         if key not in cfg[table]:
@@ -264,11 +194,7 @@ def _subset(X, y, n, rng):
 RESUME_NEUTRAL = {
     "experiment": ("name", "output", "description"),
     "data": ("data_dir",),
-    "model": ("backend",),       # plus each kind's transform parameters (applied after training)
-}
-# constructor arguments that do not change a fit (power: the exponent of the representation
-# ReLU(W x)^power, applied after training; a resume takes them from the configuration)
-_LAYER_NEUTRAL = ("backend", "progress", "power")
+}   # [model]: the model class's neutral_params (e.g. backend, progress, power)
 # every file a run writes (stale temporaries of these are removed at the start of a run)
 _OUTPUT_FILES = ("model.h5", "checkpoint.h5", "results.json", "report.md", "receptive_fields.png")
 
@@ -276,10 +202,9 @@ _OUTPUT_FILES = ("model.h5", "checkpoint.h5", "results.json", "report.md", "rece
 @dataclass
 class _Plan:
     """The model of a configuration, built and validated before anything is read or written."""
-    entry: ModelEntry
+    cls: type
     params: dict
     fit_kw: dict
-    transform_kw: dict
     model: object
 
 
@@ -297,30 +222,32 @@ def _model_key(message: str, mcfg: dict) -> str:
     return min(hits)[1] if hits else "[model]"
 
 
-def _plan(cfg: dict, seeds, source: str) -> _Plan:
+def _plan(cfg: dict, seeds, source: str, progress=None) -> _Plan:
     """Build the model of ``cfg`` and validate its parameters (ConfigError naming the key)."""
     from ..backend import BackendError
 
     mcfg = cfg["model"]
-    entry = MODELS[mcfg["kind"]]
-    params = {k: v for k, v in mcfg.items() if k in entry.params}
-    fit_kw = {k: v for k, v in mcfg.items() if k in entry.fit_params}
-    transform_kw = {k: v for k, v in mcfg.items() if k in entry.transform_params}
+    kind = mcfg["kind"]
+    cls = kinds.get(kind)
+    params = {k: v for k, v in mcfg.items() if k in kinds.params(kind)}
+    fit_kw = {k: v for k, v in mcfg.items() if k in kinds.fit_params(kind)}
     try:
-        model = entry.build(params, int(seeds[1].generate_state(1)[0]))
+        model = kinds.build(kind, params, seed=int(seeds[1].generate_state(1)[0]), progress=progress)
         model._validate_params()
     except (ValueError, TypeError, BackendError) as exc:
         raise ConfigError(f"{source}: {_model_key(str(exc), mcfg)}: {exc}") from None
-    if cfg["train"]["checkpoint_every_samples"] and mcfg["kind"] != "spiking-wta":
-        raise ConfigError(f"{source}: [train] checkpoint_every_samples is for spiking-wta models; "
-                          f"{mcfg['kind']} checkpoints every checkpoint_every epochs")
-    return _Plan(entry, params, fit_kw, transform_kw, model)
+    if cfg["train"]["checkpoint_every_samples"] and cls.checkpoint_unit != "samples":
+        by_samples = [k for k in kinds.names() if kinds.get(k).checkpoint_unit == "samples"]
+        how = (f"checkpoints every checkpoint_every epochs" if cls.checkpoint_unit else "has no checkpoints")
+        raise ConfigError(f"{source}: [train] checkpoint_every_samples is for models that checkpoint by samples "
+                          f"({', '.join(by_samples)}); {kind} {how}")
+    return _Plan(cls, params, fit_kw, model)
 
 
 def _plain(value):
     """A value as JSON would store it (for comparing a configuration with a checkpoint's)."""
-    if hasattr(value, "to_dict"):
-        value = value.to_dict()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
     return json.loads(json.dumps(value, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
 
 
@@ -339,19 +266,19 @@ def _resume_differences(cfg, plan: _Plan, loaded, saved_cfg) -> list[str]:
                 differ(f"[data] {key}", saved_cfg.get("data", {}).get(key), cfg["data"].get(key))
     fresh, old = plan.model.get_params(), loaded.get_params()
     for key, value in fresh.items():
-        if key in _LAYER_NEUTRAL:
+        if key in type(plan.model).neutral_params:
             continue
         if key == "random_state":
             differ("[experiment] seed", old.get(key), value)
-        elif hasattr(value, "to_dict") and hasattr(old.get(key), "to_dict"):
-            new_d, old_d = value.to_dict(), old[key].to_dict()
+        elif dataclasses.is_dataclass(value) and dataclasses.is_dataclass(old.get(key)):
+            new_d, old_d = dataclasses.asdict(value), dataclasses.asdict(old[key])
             for sub in sorted(set(new_d) | set(old_d)):
                 differ(f"[model.params] {sub}", old_d.get(sub), new_d.get(sub))
         else:
             differ(f"[model] {key}", old.get(key), value)
     for key, value in plan.fit_kw.items():
         saved = (saved_cfg or {}).get("model", {}).get(key)
-        if key == "epochs" and getattr(loaded, "n_epochs_", None) is not None:
+        if key == "epochs" and loaded.n_epochs_ is not None:
             saved = loaded.n_epochs_
         if saved is not None or saved_cfg:
             differ(f"[model] {key}", saved, value)
@@ -375,10 +302,10 @@ def _resume(cfg, plan: _Plan, ckpt: Path, source: str, log):
         raise ConfigError(f"{source}: cannot resume from {ckpt}: the configuration differs from the "
                           f"checkpoint's in {'; '.join(diffs)}. These change the result; restore them, "
                           "or run without --resume to start afresh (or into another output folder)")
+    # constructor arguments that do not change a fit (e.g. power, the exponent of the
+    # representation, applied after training) come from the configuration
     fresh = plan.model.get_params()
-    for key in _LAYER_NEUTRAL:  # the configuration's (backend is applied by load above)
-        if key in fresh and key != "backend":
-            setattr(loaded, key, fresh[key])
+    loaded.set_params(**{k: fresh[k] for k in type(loaded).neutral_params if k in fresh})
     return loaded
 
 
@@ -439,10 +366,10 @@ def run(config, *, progress=None, log=print, resume=False, source=None) -> dict:
     exp = cfg["experiment"]
     out = Path(exp["output"])
     seeds = np.random.SeedSequence(exp["seed"]).spawn(3)
-    plan = _plan(cfg, seeds, source)
+    plan = _plan(cfg, seeds, source, progress=progress)
     ckpt = out / "checkpoint.h5"
     if resume:
-        if not plan.entry.resumable:
+        if plan.cls.checkpoint_unit is None:
             raise ConfigError(f"{source}: model kind {cfg['model']['kind']!r} has no checkpoint to resume from")
         if not ckpt.is_file():
             raise FileNotFoundError(f"cannot resume: no checkpoint at {ckpt}")
@@ -459,7 +386,7 @@ def run(config, *, progress=None, log=print, resume=False, source=None) -> dict:
             log(f"removed {stale}: a temporary file left by a run that was killed")
         if resume:
             plan.model = _resume(cfg, plan, ckpt, source, log)
-        plan.model._run_provenance = {"config": cfg}  # recorded in every checkpoint
+        plan.model.run_provenance = {"config": cfg}  # recorded in every checkpoint
         results = _execute(cfg, plan, seeds, progress=progress, log=log, resume=resume)
         ok = True
         return results
@@ -473,7 +400,6 @@ def _execute(cfg, plan: _Plan, seeds, *, progress, log, resume) -> dict:
     """The work of :func:`run` once the configuration is checked and the output folder locked."""
     from .. import data as bdata
     from .. import io as bio
-    from .._progress import progress_bar
     from ..readout import LinearReadout
 
     exp, dcfg, mcfg, ecfg, rcfg = (cfg[k] for k in ("experiment", "data", "model", "export", "readout"))
@@ -489,28 +415,26 @@ def _execute(cfg, plan: _Plan, seeds, *, progress, log, resume) -> dict:
         splits[split] = (X, y, idx)
         log(f"data: {dcfg['dataset']} {split}: {X.shape[0]} x {X.shape[1]}")
 
-    entry, model = plan.entry, plan.model
-    fit_kw, transform_kw = dict(plan.fit_kw), plan.transform_kw
+    model = plan.model
+    cls = type(model)
+    n_classes = bdata.spec(dcfg["dataset"]).n_classes
+    fit_kw = dict(plan.fit_kw)
     ckpt = out / "checkpoint.h5"
-    if entry.resumable:
+    if cls.checkpoint_unit is not None:
         every, every_samples = cfg["train"]["checkpoint_every"], cfg["train"]["checkpoint_every_samples"]
-        if mcfg["kind"] == "spiking-wta":
+        if cls.checkpoint_unit == "samples":
             # checkpoints by samples (an epoch of 60k presentations takes minutes)
             if every or every_samples:
                 fit_kw.update(checkpoint=ckpt,
                               checkpoint_every=every_samples or every * splits["train"][0].shape[0])
-        else:
-            # the "distinct winners" diagnostic runs on held-out images (the test split; no learning)
-            fit_kw["X_val"] = splits["test"][0]
-            if every:
-                fit_kw.update(checkpoint=ckpt, checkpoint_every=every)
+        elif every:
+            fit_kw.update(checkpoint=ckpt, checkpoint_every=every)
         if resume:
             fit_kw["resume"] = True
-            done = (f"epoch {model.epochs_done_}" if hasattr(model, "epochs_done_")
-                    else f"{model.n_samples_seen_} samples")
-            log(f"resume: {ckpt} after {done}")
-    if hasattr(model, "progress"):
-        model.progress = progress
+            log(f"resume: {ckpt} after {model.checkpoint_progress()}")
+    if kinds.accepts(cls.fit, "X_val"):
+        # held-out images for the fit's diagnostics (e.g. distinct winners; no learning on them)
+        fit_kw["X_val"] = splits["test"][0]
     t_fit = time.perf_counter()
     model.fit(splits["train"][0], **fit_kw)
     fit_s = time.perf_counter() - t_fit
@@ -519,30 +443,15 @@ def _execute(cfg, plan: _Plan, seeds, *, progress, log, resume) -> dict:
     fingerprints = {s: bdata.fingerprint(dcfg["dataset"], s, data_dir=dcfg.get("data_dir"))
                     for s in ecfg["splits"]}
     h5_path = out / "model.h5"
-    block = ecfg["block_rows"]
+    model.export(h5_path, {s: splits[s] for s in ecfg["splits"]}, dataset=dcfg["dataset"],
+                 block_rows=ecfg["block_rows"], progress=progress,
+                 provenance={"seed": seed, "config": cfg, "dataset": dcfg["dataset"],
+                             "dataset_checksum": fingerprints})
     features = {}
-    with bio.Writer(h5_path, overwrite=True) as w:
-        # named axes (HDF5 dimension scales): xarray sees weights as (unit, feature)
-        w.write_model(model.kind, model.model_arrays(), model.hyperparameters(),
-                      dims={"unit": model.n_units_, "feature": model.n_features_in_})
-        for split in ecfg["splits"]:
-            X, y, idx = splits[split]
-            rep = w.create_representation(split, X.shape[0], model.n_units_, labels=y, inputs_index=idx,
-                                          dataset=dcfg["dataset"], dataset_split=split,
-                                          description=f"{model.kind} representation")
-            keep = rcfg["enabled"] or hasattr(model, "assign_labels")
-            parts = []
-            for start in progress_bar(range(0, X.shape[0], block), progress=progress,
-                                      desc=f"export {split}", unit="block"):
-                extra = {"first_index": start} if entry.indexed_transform else {}
-                H = model.transform(X[start:start + block], **transform_kw, **extra)
-                rep.write_rows(start, H)
-                if keep:
-                    parts.append(H)
-            if keep:
-                features[split] = np.concatenate(parts) if parts else np.zeros((0, model.n_units_), np.float32)
-        w.write_provenance({"backend": getattr(model, "backend_", "cpu"), "seed": seed, "config": cfg,
-                            "dataset": dcfg["dataset"], "dataset_checksum": fingerprints})
+    if rcfg["enabled"] or cls.has_vote_readout:
+        # read back: the readouts see exactly what was stored
+        with bio.load(h5_path) as f:
+            features = {s: f.representations[s].to_numpy() for s in ecfg["splits"]}
     log(f"export: {h5_path}")
 
     figures = []
@@ -560,13 +469,10 @@ def _execute(cfg, plan: _Plan, seeds, *, progress, log, resume) -> dict:
                "dataset": dcfg["dataset"], "n_train": int(splits["train"][0].shape[0]),
                "n_test": int(splits["test"][0].shape[0]), "fit_seconds": round(fit_s, 3),
                "hdf5": str(h5_path), "figures": figures}
-    history = getattr(model, "history_", None)
-    if history:
-        last = history[-1]
-        results.update(epochs=last["epoch"], converged_fraction=last["converged"], distinct_winners=last["winners"])
+    results.update(model.fit_summary())
     if "train" not in ecfg["splits"]:  # the readouts learn from the training representation
         why = "skipped: no train split exported ([export] splits)"
-        for name, wanted in (("readout", rcfg["enabled"]), ("vote", hasattr(model, "assign_labels"))):
+        for name, wanted in (("readout", rcfg["enabled"]), ("vote", cls.has_vote_readout)):
             if wanted:
                 results[name] = why
                 log(f"{name}: {why}")
@@ -576,7 +482,7 @@ def _execute(cfg, plan: _Plan, seeds, *, progress, log, resume) -> dict:
             readout = LinearReadout(epochs=rcfg["epochs"], lr=rcfg["lr"], batch_size=rcfg["batch_size"],
                                     weight_decay=rcfg["weight_decay"], schedule=rcfg["schedule"],
                                     random_state=int(seeds[2].generate_state(1)[0]), progress=progress)
-            readout.fit(feats["train"], splits["train"][1], n_classes=10)
+            readout.fit(feats["train"], splits["train"][1], n_classes=n_classes)
             for split in ("train", "test"):
                 if split in feats:
                     results[f"{prefix}_{split}_accuracy"] = readout.score(feats[split], splits[split][1])
@@ -591,7 +497,7 @@ def _execute(cfg, plan: _Plan, seeds, *, progress, log, resume) -> dict:
                 f"{s} accuracy {results[f'pixels_readout_{s}_accuracy']:.4f}"
                 for s in ("train", "test") if f"pixels_readout_{s}_accuracy" in results))
             log(_versus_pixels(results, model.kind))
-    if hasattr(model, "assign_labels") and "train" in features:
+    if cls.has_vote_readout and "train" in features:
         # the paper's readout of a spiking WTA layer: neuron labels from the training responses, then a vote
         model.assign_labels(None, splits["train"][1], counts=features["train"])
         for split in ("train", "test"):
