@@ -3,12 +3,16 @@ probe and the lock of an output folder. One home for these chores (STYLE.md).
 
 Temporary files
 ---------------
-A file is written to ``.{name}.tmp-{host}-{pid}-{token}{suffix}`` beside its target and renamed
-into place (:func:`temp_path`, :func:`write_text_atomic`; :class:`bioreps.io.Writer` uses the
-same name). A process killed with SIGKILL leaves its temporary behind; :func:`remove_stale_temps`
-deletes those of a given target whose writer is gone: the host in the name is this host and no
-process with that pid exists. Temporaries of another host, of a live pid (possibly reused) or
-in an unknown naming are left alone, so an in-use file is never removed.
+A file is written to ``.{name}.tmp-{host}-{pid}-{token}{suffix}`` beside its target (:func:`temp_path`)
+and renamed into place by :func:`commit` (fsync the file, ``os.replace``, fsync the folder). Every
+writer of the package goes through here: :func:`atomic_path` (a context manager for any writer that
+takes a file name: torch checkpoints, IDX files, figures through :func:`bioreps.plots.save_figure`),
+:func:`write_text_atomic`, :func:`write_json_atomic`; :class:`bioreps.io.Writer` and the dataset
+downloads (``.part``) use :func:`temp_path` and :func:`commit`. A process killed with SIGKILL leaves
+its temporary behind; :func:`remove_stale_temps` deletes those of a given target whose writer is
+gone: the host in the name is this host and no process with that pid exists (:func:`atomic_path`
+calls it for its target). Temporaries of another host, of a live pid (possibly reused) or in an
+unknown naming are left alone, so an in-use file is never removed.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import re
 import secrets
 import socket
 import tempfile
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -27,8 +32,8 @@ try:
 except ImportError:  # pragma: no cover - Windows: no advisory locks, the lock is a no-op
     fcntl = None
 
-__all__ = ["FolderLockedError", "FolderLock", "check_writable", "remove_stale_temps", "temp_path",
-           "write_text_atomic"]
+__all__ = ["FolderLockedError", "FolderLock", "atomic_path", "check_writable", "commit", "fsync",
+           "remove_stale_temps", "temp_path", "write_json_atomic", "write_text_atomic"]
 
 _TEMP_RE = re.compile(r"\.tmp-(?P<host>[^-/]+)-(?P<pid>\d+)-(?P<token>[0-9a-f]+)(?:\.[A-Za-z0-9]+)?")
 LOCK_NAME = ".bioreps.lock"
@@ -46,20 +51,71 @@ def temp_path(path, suffix: str = "") -> Path:
     return path.with_name(f".{path.name}.tmp-{_host()}-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
 
 
+def fsync(path, directory: bool = False) -> None:
+    """Flush ``path`` (a file, or with ``directory`` a folder's entries) to the disk."""
+    flags = os.O_RDONLY if directory else os.O_RDWR | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def commit(tmp, path, *, overwrite: bool = True) -> Path:
+    """Move the finished temporary file ``tmp`` to ``path``: fsync it, rename it into place
+    (``os.replace``, atomic within a folder), then fsync the folder where the platform can.
+
+    With ``overwrite=False`` an existing ``path`` raises ``FileExistsError`` and ``tmp`` stays
+    (the caller deletes it)."""
+    tmp, path = Path(tmp), Path(path)
+    fsync(tmp)
+    if not overwrite and path.exists():
+        raise FileExistsError(f"{path} appeared while writing; not replacing it (overwrite=False)")
+    os.replace(tmp, path)
+    try:   # make the rename durable too; not every platform can fsync a folder
+        fsync(path.parent, directory=True)
+    except OSError:
+        pass
+    return path
+
+
+@contextmanager
+def atomic_path(path, suffix: str = "", *, overwrite: bool = True):
+    """Yield a temporary name beside ``path`` to write to; on a normal exit :func:`commit` it to
+    ``path``, on any exception delete it and leave an existing ``path`` untouched.
+
+    ``suffix`` ends the temporary name (e.g. ``".png"``, for writers that choose the format by
+    the extension). Stale temporaries of ``path`` left by killed processes are removed first
+    (:func:`remove_stale_temps`)::
+
+        with atomic_path(ckpt) as tmp:
+            torch.save(state, tmp)
+    """
+    path = Path(path)
+    remove_stale_temps(path.parent, [path.name])
+    tmp = temp_path(path, suffix)
+    try:
+        yield tmp
+        commit(tmp, path, overwrite=overwrite)
+    finally:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+
+
 def write_text_atomic(path, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` through a temporary file renamed into place."""
     path = Path(path)
-    tmp = temp_path(path)
-    try:
+    with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
+
+
+def write_json_atomic(path, payload, *, indent: int = 2) -> Path:
+    """Write ``payload`` as JSON (``indent``, a final newline) to ``path`` atomically."""
+    return write_text_atomic(path, json.dumps(payload, indent=indent) + "\n")
 
 
 def _pid_alive(pid: int) -> bool:

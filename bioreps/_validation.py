@@ -66,15 +66,17 @@ def check_labels(y, *, n=None, n_classes=None, name="y"):
     return arr
 
 
-def check_random_state(seed) -> np.random.Generator:
-    """A NumPy ``Generator`` from ``None``, an int, a SeedSequence or a Generator."""
+def check_random_state(seed, *, name="random_state") -> np.random.Generator:
+    """A NumPy ``Generator`` from ``None``, an int, a SeedSequence or a Generator; errors name
+    the argument ``name``."""
     if isinstance(seed, np.random.Generator):
         return seed
     if seed is None or isinstance(seed, (int, np.integer, np.random.SeedSequence)):
         if isinstance(seed, (int, np.integer)) and seed < 0:
-            raise ValueError(f"random_state must be a non-negative int, got {seed}")
+            raise ValueError(f"{name} must be a non-negative int, got {plain(seed)}")
         return np.random.default_rng(seed)
-    raise TypeError(f"random_state must be None, an int or a numpy Generator, got {type(seed).__name__}")
+    raise TypeError(f"{name} must be None, an int, a SeedSequence or a numpy Generator, "
+                    f"got {type(seed).__name__}")
 
 
 def check_int(value, name, minimum=1) -> int:

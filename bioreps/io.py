@@ -482,15 +482,6 @@ def _discard(h5file, tmp_path: str) -> None:
         pass
 
 
-def _fsync_path(path: str, directory: bool = False) -> None:
-    flags = os.O_RDONLY if directory else os.O_RDWR | getattr(os, "O_BINARY", 0)
-    fd = os.open(path, flags)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class RepresentationWriter:
     """Streams one activation matrix into an open :class:`Writer`.
 
@@ -879,20 +870,12 @@ class Writer:
             self._write_provenance_group()
             self._h5.flush()
             self._h5.close()
-            _fsync_path(str(self.tmp_path))
-            if not self.overwrite and self.path.exists():
-                raise FileExistsError(f"{self.path} appeared while writing; not replacing it "
-                                      f"(overwrite=False)")
-            os.replace(self.tmp_path, self.path)
+            _files.commit(self.tmp_path, self.path, overwrite=self.overwrite)
         except BaseException:
             self.abort()
             raise
         self._closed = True
         self._finalizer.detach()
-        try:   # make the rename durable too; not every platform can fsync a folder
-            _fsync_path(str(self.path.parent), directory=True)
-        except OSError:
-            pass
 
     def abort(self) -> None:
         """Discard everything: close and delete the temporary file. Idempotent."""

@@ -1,13 +1,31 @@
-"""Figures written by experiments (matplotlib, Agg backend: no display needed)."""
+"""Figures: :func:`save_figure`, the one way the package writes a figure to disk (atomically),
+and the receptive-field grid of the experiments. Figures are ``matplotlib.figure.Figure``
+objects made without pyplot, so no display is needed and nothing global is left open."""
 
 from __future__ import annotations
 
-import os
+import re
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["receptive_fields"]
+from . import _files
+
+__all__ = ["receptive_fields", "save_figure"]
+
+
+def save_figure(fig, path, *, dpi=100) -> Path:
+    """Write ``fig`` (a matplotlib ``Figure``) to ``path`` atomically; return the path.
+
+    The format follows the extension (PNG when there is none). The figure is drawn into a
+    temporary file beside ``path`` and renamed into place, so a failure (or a kill) never leaves
+    a partial image under the final name and keeps an existing one.
+    """
+    path = Path(path)
+    ext = path.suffix if re.fullmatch(r"\.[A-Za-z0-9]+", path.suffix) else ""
+    with _files.atomic_path(path, ext) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=ext[1:].lower() or "png")
+    return path
 
 
 def _image_shape(n_features):
@@ -32,10 +50,7 @@ def receptive_fields(weights, path, *, n_units=100, columns=10, order="index", t
     order : "index" (the first units) or "norm" (the units whose L2 norm is closest to the
         median: typical units rather than outliers)
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     W = np.asarray(weights, dtype=np.float64)
     if W.ndim != 2 or W.shape[0] == 0:
@@ -49,8 +64,8 @@ def receptive_fields(weights, path, *, n_units=100, columns=10, order="index", t
         raise ValueError(f"order must be 'index' or 'norm', got {order!r}")
     idx = idx[: min(n_units, W.shape[0])]
     rows = -(-len(idx) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 0.9, rows * 0.9 + (0.4 if title else 0)),
-                             squeeze=False)
+    fig = Figure(figsize=(columns * 0.9, rows * 0.9 + (0.4 if title else 0)))
+    axes = fig.subplots(rows, columns, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, u in zip(axes.ravel(), idx):
@@ -65,15 +80,4 @@ def receptive_fields(weights, path, *, n_units=100, columns=10, order="index", t
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout(pad=0.1, rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()) if title else None)
-    from ._files import temp_path
-
-    path = Path(path)
-    tmp = temp_path(path, ".png")
-    try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return save_figure(fig, path)

@@ -575,8 +575,8 @@ def test_make_classes():
     ({"n_samples": 0}, ValueError, "n_samples must be >= 1, got 0"),
     ({"n_features": 0}, ValueError, "n_features must be >= 1, got 0"),
     ({"n_classes": 0}, ValueError, "n_classes must be >= 1, got 0"),
-    ({"noise": -0.1}, ValueError, "noise must be finite and >= 0.0, got -0.1"),
-    ({"noise": float("nan")}, ValueError, "noise must be finite and >= 0.0, got nan"),
+    ({"noise": -0.1}, ValueError, "noise must be a finite number >= 0, got -0.1"),
+    ({"noise": float("nan")}, ValueError, "noise must be a finite number >= 0, got nan"),
     ({"n_samples": 2.5}, TypeError, "n_samples must be an int, got float"),
 ])
 def test_make_classes_validates(kwargs, err, match):
@@ -592,7 +592,7 @@ def test_make_powerlaw():
     np.testing.assert_allclose(eig, np.arange(1, 9) ** -1.5, rtol=0.05)
     cov = np.cov(X, rowvar=False)
     assert np.abs(cov - np.diag(np.diag(cov))).max() > 0.05  # rotated: not axis-aligned
-    with pytest.raises(ValueError, match="alpha must be finite and >= 0.0, got -1.0"):
+    with pytest.raises(ValueError, match="alpha must be a finite number >= 0, got -1.0"):
         data.make_powerlaw(10, 5, alpha=-1)
     with pytest.raises(ValueError, match="n_samples must be >= 1, got 0"):
         data.make_powerlaw(0, 5)

@@ -188,7 +188,7 @@ def test_export_and_load(blobs, tmp_path):
     (dict(k=40), None, "k=40 is larger than n_units=30"),
     (dict(p=0.5), None, "p must be >= 1"),
     (dict(delta=-0.1), None, "delta must be >= 0"),
-    (dict(batch_size=0), None, "batch_size must be an integer >= 1"),
+    (dict(batch_size=0), None, "batch_size must be >= 1"),
     (dict(lr=0.0), None, "lr must be > 0"),
     (dict(init=np.zeros((30, 5))), None, r"init has shape \(30, 5\), expected"),
     (dict(init="uniform"), None, "init must be 'normal'"),

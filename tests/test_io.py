@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from bioreps import io
+from bioreps import _files, io
 from bioreps._version import __version__
 
 DATA = Path(__file__).parent / "data"
@@ -618,7 +618,7 @@ def test_failure_while_committing_keeps_the_old_file(tmp_path, monkeypatch, targ
     if target == "replace":
         monkeypatch.setattr(io.os, "replace", broken)
     else:
-        monkeypatch.setattr(io, "_fsync_path", broken)
+        monkeypatch.setattr(_files, "fsync", broken)
     with pytest.raises(OSError, match="simulated"):
         _save_simple(path, n=30)
     assert path.read_bytes() == before

@@ -219,7 +219,7 @@ def test_error_messages_show_plain_numbers():
     with pytest.raises(ValueError, match=r"X contains NaN or inf \(rows \[4\]; 1 rows in all\)"):
         check_array(X)
     V = np.random.default_rng(0).random((30, 5)).astype(np.float32)
-    with pytest.raises(ValueError, match=r"^n_units must be an integer >= 1, got 0$"):
+    with pytest.raises(ValueError, match=r"^n_units must be >= 1, got 0$"):
         HebbianWTA(n_units=np.int64(0)).fit(V, epochs=1)
     with pytest.raises(ValueError, match=r"^lr must be > 0, got -1\.0$"):
         HebbianWTA(n_units=3, lr=np.float32(-1)).fit(V, epochs=1)

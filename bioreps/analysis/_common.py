@@ -21,18 +21,21 @@ from contextlib import contextmanager
 
 import numpy as np
 
-__all__ = ["Rows", "open_rows", "as_matrix", "labels_of", "check_finite_block", "DEFAULT_BLOCK_BYTES"]
+__all__ = ["Rows", "open_rows", "as_matrix", "as_2d", "labels_of", "check_finite_block", "is_torch_tensor",
+           "torch_to_numpy", "DEFAULT_BLOCK_BYTES"]
 
 #: Target size (float64 bytes) of the row blocks that the blocked algorithms move at a time.
 DEFAULT_BLOCK_BYTES = 16 << 20
 
 
-def _is_torch_tensor(obj) -> bool:
+def is_torch_tensor(obj) -> bool:
+    """Whether ``obj`` is a torch tensor (without importing torch)."""
     torch = sys.modules.get("torch")
     return torch is not None and isinstance(obj, torch.Tensor)
 
 
-def _torch_to_numpy(obj) -> np.ndarray:
+def torch_to_numpy(obj) -> np.ndarray:
+    """A tensor's values as a NumPy array (detached, on the CPU)."""
     return obj.detach().cpu().numpy()
 
 
@@ -44,7 +47,8 @@ def check_finite_block(block: np.ndarray, name: str, offset: int = 0) -> None:
                          f"{' ...' if len(bad) > 10 else ''}; {len(bad)} rows in this block)")
 
 
-def _as_2d(arr, name: str, dtype) -> np.ndarray:
+def as_2d(arr, name: str, dtype) -> np.ndarray:
+    """``arr`` as a finite, real, non-empty C-contiguous 2-D array of ``dtype``; errors name ``name``."""
     arr = np.asarray(arr)
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
         raise TypeError(f"{name} must be a numeric array, got dtype {arr.dtype}")
@@ -180,9 +184,9 @@ def open_rows(X, *, name: str = "X", split: str | None = None):
     if split is not None:
         raise TypeError(f"split= applies to a bioreps file or path, but {name} is "
                         f"{type(X).__name__}")
-    if _is_torch_tensor(X):
-        X = _torch_to_numpy(X)
-    yield Rows(name, array=_as_2d(X, name, np.float64))
+    if is_torch_tensor(X):
+        X = torch_to_numpy(X)
+    yield Rows(name, array=as_2d(X, name, np.float64))
 
 
 def as_matrix(X, *, name: str = "X", split: str | None = None, dtype=np.float64) -> np.ndarray:
@@ -200,6 +204,6 @@ def labels_of(y, stored, *, n: int, name: str = "y") -> np.ndarray:
         if stored is None:
             raise ValueError(f"{name} is required: the data carry no stored labels")
         y = stored
-    if _is_torch_tensor(y):
-        y = _torch_to_numpy(y)
+    if is_torch_tensor(y):
+        y = torch_to_numpy(y)
     return check_labels(y, n=n, name=name)

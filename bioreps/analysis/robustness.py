@@ -48,7 +48,8 @@ import torch
 import torch.nn.functional as F
 
 from .._progress import progress_bar
-from .._validation import check_array, check_labels
+from .._validation import check_array, check_float, check_int, check_labels, check_random_state
+from ..plots import save_figure
 
 __all__ = ["AttackWarning", "GradientMaskingWarning", "RobustnessCurve", "TransferResult", "accuracy", "fgsm",
            "pgd", "pgd_batch", "square_attack", "robust_accuracy_curve", "plot_robust_accuracy",
@@ -95,28 +96,12 @@ def _model_device_dtype(model):
     return torch.device("cpu"), torch.float32
 
 
-def _check_eps(eps, name="eps"):
-    try:
-        val = float(eps)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number, got {type(eps).__name__}") from None
-    if not math.isfinite(val) or val < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {eps!r}")
-    return val
-
-
 def _check_norm(norm):
     key = str(norm).lower().replace("-", "").replace("_", "")
     key = {"inf": "linf", "linfinity": "linf", "2": "l2"}.get(key, key)
     if key not in _NORMS:
         raise ValueError(f"norm must be one of {_NORMS}, got {norm!r}")
     return key
-
-
-def _check_int(value, name, lo):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
-        raise ValueError(f"{name} must be an int >= {lo}, got {value!r}")
-    return int(value)
 
 
 def _prepare(model, X, y, *, name="X"):
@@ -207,16 +192,6 @@ def _torch_generator(seed):
     return torch.Generator().manual_seed(int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1)))
 
 
-def _numpy_rng(seed):
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if seed is not None and not isinstance(seed, (int, np.integer, np.random.SeedSequence)):
-        raise TypeError(f"seed must be None, an int, a SeedSequence or a numpy Generator, got {type(seed).__name__}")
-    if isinstance(seed, (int, np.integer)) and seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed}")
-    return np.random.default_rng(seed)
-
-
 def _predict(model, Xt, batch_size):
     out = torch.empty(Xt.shape[0], dtype=torch.int64, device=Xt.device)
     with _eval_mode(model), torch.no_grad():
@@ -228,7 +203,7 @@ def _predict(model, Xt, batch_size):
 # ---------------------------------------------------------------------------- accuracy
 def accuracy(model, X, y, batch_size=_DEFAULT_BATCH):
     """Fraction of rows of ``X`` whose argmax logit equals ``y`` (eval mode, no gradients)."""
-    batch_size = _check_int(batch_size, "batch_size", 1)
+    batch_size = check_int(batch_size, "batch_size", 1)
     Xt, yt, _ = _prepare(model, X, y)
     with _eval_mode(model), torch.no_grad():
         correct = 0
@@ -258,8 +233,8 @@ def fgsm(model, X, y, eps, *, batch_size=_DEFAULT_BATCH):
     -------
     Adversarial ``X`` of the same type (and, for tensors, dtype and device) as ``X``.
     """
-    eps = _check_eps(eps)
-    batch_size = _check_int(batch_size, "batch_size", 1)
+    eps = check_float(eps, "eps")
+    batch_size = check_int(batch_size, "batch_size", 1)
     Xt, yt, back = _prepare(model, X, y)
     _require_differentiable(model, "fgsm")
     out = torch.empty_like(Xt)
@@ -313,13 +288,13 @@ def pgd_batch(model, x0, t, eps, *, norm="linf", steps=40, step_size=None, rando
     ``2.5 * eps / steps``. ``keep_best`` as in :func:`pgd` (off here: adversarial training uses
     Madry's last iterate). Returns the adversarial batch, detached, of ``x0``'s dtype.
     """
-    eps = _check_eps(eps)
+    eps = check_float(eps, "eps")
     norm = _check_norm(norm)
-    steps = _check_int(steps, "steps", 0)
+    steps = check_int(steps, "steps", 0)
     if step_size is None:
         step_size = 2.5 * eps / steps if steps else 0.0
     else:
-        step_size = _check_eps(step_size, "step_size")
+        step_size = check_float(step_size, "step_size")
     x0 = x0.detach()
     with _eval_mode(model):
         x = _random_start(x0, eps, norm, generator) if random_start and eps > 0 else x0.clone()
@@ -411,12 +386,12 @@ def pgd(model, X, y, eps, norm="linf", steps=40, step_size=None, random_start=Tr
     -------
     Adversarial ``X`` of the same type as ``X``.
     """
-    eps = _check_eps(eps)
+    eps = check_float(eps, "eps")
     norm = _check_norm(norm)
-    steps = _check_int(steps, "steps", 0)
-    batch_size = _check_int(batch_size, "batch_size", 1)
+    steps = check_int(steps, "steps", 0)
+    batch_size = check_int(batch_size, "batch_size", 1)
     if step_size is not None:
-        step_size = _check_eps(step_size, "step_size")
+        step_size = check_float(step_size, "step_size")
     Xt, yt, back = _prepare(model, X, y)
     _require_differentiable(model, "pgd")
     gen = _torch_generator(seed)
@@ -526,9 +501,9 @@ def square_attack(model, X, y, eps, n_queries=5000, p_init=0.8, seed=None, batch
     Adversarial ``X`` (same type as ``X``); with ``return_n_queries`` a tuple ``(X_adv, n_queries)``.
     Samples misclassified from the start are returned unchanged.
     """
-    eps = _check_eps(eps)
-    n_queries = _check_int(n_queries, "n_queries", 1)
-    batch_size = _check_int(batch_size, "batch_size", 1)
+    eps = check_float(eps, "eps")
+    n_queries = check_int(n_queries, "n_queries", 1)
+    batch_size = check_int(batch_size, "batch_size", 1)
     try:
         p_init = float(p_init)
     except (TypeError, ValueError):
@@ -539,7 +514,7 @@ def square_attack(model, X, y, eps, n_queries=5000, p_init=0.8, seed=None, batch
     c, h, w = _image_shape(Xt.shape, image_shape)
     if min(h, w) < 2:
         raise ValueError(f"square_attack needs images at least 2 x 2, got image shape {(c, h, w)}")
-    rng = _numpy_rng(seed)
+    rng = check_random_state(seed, name="seed")
     n = Xt.shape[0]
     out = Xt.clone()
     used = np.zeros(n, np.int64)
@@ -829,7 +804,7 @@ def robust_accuracy_curve(model, X, y, eps_list, attacks=("fgsm", "pgd"), norm="
     kwargs = _route_kwargs(attacks, norm, attack_kwargs)
     kwargs = {a: _attack_call_kwargs(a, kw, seed, progress) for a, kw in kwargs.items()}
     batch_size = attack_kwargs.get("batch_size", _DEFAULT_BATCH)
-    batch_size = _check_int(batch_size, "batch_size", 1)
+    batch_size = check_int(batch_size, "batch_size", 1)
 
     clean_correct = (_predict(model, Xt, batch_size) == yt).cpu().numpy()
     n = Xt.shape[0]
@@ -892,7 +867,7 @@ def plot_robust_accuracy(result, path=None, *, title=None):
     ax.legend(frameon=False, fontsize=8)
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path, dpi=120)
+        save_figure(fig, path, dpi=120)
     return fig
 
 
@@ -951,7 +926,7 @@ def transfer_matrix(models, X, y, eps, attack="pgd", seed=None, *, batch_size=_D
         if not isinstance(m, torch.nn.Module):
             raise TypeError(f"models[{name!r}] must be a torch.nn.Module, got {type(m).__name__}")
     (attack,) = _check_attack_names(attack, name="attack")
-    eps = _check_eps(eps)
+    eps = check_float(eps, "eps")
     fn = _ATTACKS[attack]
     for key in kw:
         if key not in inspect.signature(fn).parameters or key in ("model", "X", "y", "eps", "seed", "progress"):

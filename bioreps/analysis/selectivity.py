@@ -10,6 +10,7 @@ generalization" (ICLR):
   equally, 1 when only one class does.
 - :func:`ablation_curve`: accuracy as more and more units of a representation are clamped
   (to 0 or to their mean), in random order or by selectivity (their Fig. 1 and 4).
+- :func:`plot_selectivity`: a histogram of the indices of all units.
 
 Models are ``torch.nn.Module`` objects returning logits, with the representation taken at the
 output of one of their submodules through a forward hook, or a pair ``(encode, readout)`` of
@@ -25,9 +26,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._validation import check_random_state
-from ._common import _as_2d, _is_torch_tensor, _torch_to_numpy, labels_of, open_rows
+from ..plots import save_figure
+from ._common import as_2d, is_torch_tensor, labels_of, open_rows, torch_to_numpy
 
-__all__ = ["AblationCurve", "ablation_curve", "class_selectivity"]
+__all__ = ["AblationCurve", "ablation_curve", "class_selectivity", "plot_selectivity"]
 
 _ORDERS = ("random", "selective", "unselective")
 _FILLS = ("zero", "mean")
@@ -103,6 +105,40 @@ def class_selectivity(R, y=None, eps=1e-7, *, return_preferred=False, split=None
     return index
 
 
+def plot_selectivity(sel, path=None, *, title=None):
+    """Histogram of class-selectivity indices (40 bins on [0, 1]), optionally written to a PNG.
+
+    Parameters
+    ----------
+    sel : 1-D array
+        One index per unit, e.g. from :func:`class_selectivity`.
+    path : str or PathLike, optional
+        Write a PNG there (atomically, 120 dpi).
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Made without pyplot, so nothing global is left open.
+    """
+    from matplotlib.figure import Figure
+
+    sel = np.asarray(sel, dtype=np.float64)
+    if sel.ndim != 1 or sel.size == 0:
+        raise ValueError(f"sel must be a non-empty 1-D array of selectivity indices, got shape {sel.shape}")
+    fig = Figure(figsize=(4.5, 3.2), dpi=120)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.hist(sel, bins=40, range=(0, 1), color="#4c72b0")
+    ax.set_xlabel("class selectivity index (Morcos et al. 2018)")
+    ax.set_ylabel("units")
+    if title:
+        ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path, dpi=120)
+    return fig
+
+
 # --------------------------------------------------------------------------------------------
 # Ablation
 # --------------------------------------------------------------------------------------------
@@ -166,7 +202,7 @@ def _resolve_layer(model, layer):
 
 
 def _predict(logits) -> np.ndarray:
-    out = _torch_to_numpy(logits) if _is_torch_tensor(logits) else np.asarray(logits)
+    out = torch_to_numpy(logits) if is_torch_tensor(logits) else np.asarray(logits)
     if out.ndim == 1:
         return out.astype(np.int64)
     if out.ndim != 2:
@@ -216,7 +252,7 @@ class _TorchRunner:
         preds = []
         for start in range(0, len(X), self.batch_size):
             xb = X[start:start + self.batch_size]
-            xb = (xb if _is_torch_tensor(xb) else torch.as_tensor(np.asarray(xb)))
+            xb = (xb if is_torch_tensor(xb) else torch.as_tensor(np.asarray(xb)))
             if xb.is_floating_point():
                 xb = xb.to(dtype=self.dtype)
             preds.append(_predict(self.model(xb.to(self.device))))
@@ -263,7 +299,7 @@ class _CallableRunner:
         preds = []
         for start in range(0, len(X), self.batch_size):
             rep = self.encode(X[start:start + self.batch_size])
-            rep = _torch_to_numpy(rep) if _is_torch_tensor(rep) else np.asarray(rep)
+            rep = torch_to_numpy(rep) if is_torch_tensor(rep) else np.asarray(rep)
             if rep.ndim != 2:
                 raise ValueError(f"encode must return (n, units), got shape {rep.shape}")
             if self.captured is not None:
@@ -288,7 +324,7 @@ class _CallableRunner:
 
 
 def _as_batchable(X):
-    if _is_torch_tensor(X):
+    if is_torch_tensor(X):
         return X
     arr = np.asarray(X)
     if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
@@ -377,14 +413,14 @@ def ablation_curve(model, X, y, order="random", layer=None, fill="zero", n_steps
             if selectivity is None:
                 sel = class_selectivity(rep, y)
             else:
-                sel = _as_2d(np.asarray(selectivity, dtype=np.float64)[None, :], "selectivity",
+                sel = as_2d(np.asarray(selectivity, dtype=np.float64)[None, :], "selectivity",
                              np.float64)[0]
                 if sel.shape != (d,):
                     raise ValueError(f"selectivity has {sel.shape[0]} values but the "
                                      f"representation has {d} units")
             perm = np.argsort(-sel if order == "selective" else sel, kind="stable")
         else:
-            perm = check_random_state(seed).permutation(d)
+            perm = check_random_state(seed, name="seed").permutation(d)
         fill_values = rep.mean(axis=0) if fill == "mean" else np.zeros(d)
         fractions = np.linspace(0.0, 1.0, int(n_steps))
         counts = np.rint(fractions * d).astype(np.int64)

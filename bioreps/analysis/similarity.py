@@ -51,6 +51,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from .._validation import check_random_state
+from ..plots import save_figure
 from ._common import as_matrix, open_rows
 
 __all__ = ["cka", "cka_matrix", "minibatch_cka", "plot_cka_matrix", "rsa"]
@@ -213,7 +214,7 @@ def cka(X, Y, kernel="linear", debiased=False, sigma_frac=0.5, *, batch_size=Non
                 raise ValueError(f"batch_size must give batches of at least 4 rows for the "
                                  f"unbiased HSIC; got batch_size={batch_size} for n={n}")
             if shuffle:
-                order = check_random_state(seed).permutation(n)
+                order = check_random_state(seed, name="seed").permutation(n)
                 xa, ya = a.to_numpy(), b.to_numpy()
                 batches = ((xa[idx], ya[idx]) for idx in np.array_split(order, k))
             else:
@@ -350,8 +351,6 @@ def plot_cka_matrix(M, names=None, path=None, *, ax=None, title=None, annotate=N
     """
     from matplotlib.figure import Figure
 
-    from .spectrum import _save_figure
-
     M = np.asarray(M, dtype=np.float64)
     if M.ndim != 2 or M.shape[0] != M.shape[1] or M.size == 0:
         raise ValueError(f"M must be a non-empty square matrix, got shape {M.shape}")
@@ -380,7 +379,7 @@ def plot_cka_matrix(M, names=None, path=None, *, ax=None, title=None, annotate=N
         ax.set_title(title)
     if path is not None:
         fig.tight_layout()
-        _save_figure(fig, path)
+        save_figure(fig, path)
     return fig
 
 

@@ -54,14 +54,13 @@ over the window). :func:`plot_spectrum` shades the ranks used and marks the clif
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from .._validation import check_random_state
+from ..plots import save_figure
 from ._common import open_rows
 
 __all__ = [
@@ -484,7 +483,7 @@ def cvpca(R1, R2, n_shuffles=10, seed=None, *, n_components=None, split=None) ->
     X2 -= mean
     if n_shuffles == 0:
         return _cvpca_once(X1, X2, n_components)
-    rng = check_random_state(seed)
+    rng = check_random_state(seed, name="seed")
     ss = np.zeros(n_components)
     for _ in range(int(n_shuffles)):
         flip = rng.random(n) > 0.5
@@ -566,7 +565,7 @@ def alpha_ci(R, ranks=None, n_boot=200, ci=0.95, seed=None, method="stringer", *
     # every resample is fitted over the full data's window (cut at its cliff, if any)
     first, last = full.ranks
     boot_ranks = (first, last) if method == "stringer" else (first, last + 1)
-    rng = check_random_state(seed)
+    rng = check_random_state(seed, name="seed")
     boots = np.empty(int(n_boot))
     for i in range(int(n_boot)):
         counts = rng.multinomial(n, np.full(n, 1.0 / n)).astype(np.float64)
@@ -592,20 +591,6 @@ def alpha_ci(R, ranks=None, n_boot=200, ci=0.95, seed=None, method="stringer", *
 # --------------------------------------------------------------------------------------------
 # Plot
 # --------------------------------------------------------------------------------------------
-
-def _save_figure(fig, path) -> Path:
-    from .._files import temp_path
-
-    path = Path(path)
-    tmp = temp_path(path, ".png")
-    try:
-        fig.savefig(tmp, dpi=100, format="png")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
 
 def plot_spectrum(eigs, fit=None, ax=None, path=None, *, label=None, title=None):
     """Log-log plot of a spectrum, with the fitted power law and its window shaded.
@@ -653,5 +638,5 @@ def plot_spectrum(eigs, fit=None, ax=None, path=None, *, label=None, title=None)
     ax.legend(fontsize=8, frameon=False)
     if path is not None:
         fig.tight_layout()
-        _save_figure(fig, path)
+        save_figure(fig, path)
     return fig

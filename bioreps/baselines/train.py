@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from .. import _files
 from .._progress import progress_bar
-from .._validation import check_labels
-from .._validation import check_float as _check_float
-from .._validation import check_int as _check_int
+from .._validation import check_float, check_int, check_labels
 from .models import BaselineModel, _check_inputs
 from .regularizers import Regularizer
 
@@ -37,13 +35,8 @@ class NonFiniteLossError(FloatingPointError, ValueError):
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with _files.atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _run_config(model, regularizer, batch_size, lr, seed, n_samples):
@@ -130,11 +123,11 @@ def train(model, X, y, regularizer=None, epochs=10, batch_size=128, lr=1e-3, see
                         f"{type(regularizer).__name__}")
     X = _check_inputs(X, model)
     y = check_labels(y, n=X.shape[0], n_classes=model.n_classes)
-    epochs = _check_int(epochs, "epochs")
-    batch_size = _check_int(batch_size, "batch_size")
-    lr = _check_float(lr, "lr", strict=True)
-    seed = _check_int(seed, "seed", minimum=0)
-    checkpoint_every = _check_int(checkpoint_every, "checkpoint_every")
+    epochs = check_int(epochs, "epochs")
+    batch_size = check_int(batch_size, "batch_size")
+    lr = check_float(lr, "lr", strict=True)
+    seed = check_int(seed, "seed", minimum=0)
+    checkpoint_every = check_int(checkpoint_every, "checkpoint_every")
     if callback is not None and not callable(callback):
         raise TypeError("callback must be callable")
     if (X_val is None) != (y_val is None):
