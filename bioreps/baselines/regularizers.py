@@ -21,8 +21,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .._validation import check_float as _check_float
-from .._validation import check_int as _check_int
+from .._validation import check_float, check_int
 
 __all__ = ["Regularizer", "WeightDecay", "JacobianReg", "SpectralReg", "AdversarialTraining",
            "jacobian_frobenius", "spectral_penalty", "pgd_attack", "REGULARIZERS", "from_dict"]
@@ -65,9 +64,10 @@ class WeightDecay(Regularizer):
     """
 
     name = "weight_decay"
+    kind = "weight-decay"  # its name in a study file ([models.regularizer] kind)
 
     def __init__(self, lam=1e-4, include_bias=False):
-        self.lam = _check_float(lam, "lam")
+        self.lam = check_float(lam, "lam")
         self.include_bias = bool(include_bias)
 
     def params(self):
@@ -102,12 +102,13 @@ class JacobianReg(Regularizer):
     """
 
     name = "jacobian"
+    kind = "jacobian"  # its name in a study file ([models.regularizer] kind)
     needs_input_grad = True
 
     def __init__(self, lam=0.01, n_proj=1):
-        self.lam = _check_float(lam, "lam")
+        self.lam = check_float(lam, "lam")
         if n_proj != -1:
-            n_proj = _check_int(n_proj, "n_proj")
+            n_proj = check_int(n_proj, "n_proj")
         self.n_proj = int(n_proj)
 
     def params(self):
@@ -213,13 +214,14 @@ class SpectralReg(Regularizer):
     """
 
     name = "spectral"
+    kind = "spectral"  # its name in a study file ([models.regularizer] kind)
     needs_hidden = True
 
     def __init__(self, beta=1.0, tau=10, slope=1.0, eig_batch_size=4096):
-        self.beta = _check_float(beta, "beta")
-        self.tau = _check_int(tau, "tau")
-        self.slope = _check_float(slope, "slope", strict=True)
-        self.eig_batch_size = _check_int(eig_batch_size, "eig_batch_size")
+        self.beta = check_float(beta, "beta")
+        self.tau = check_int(tau, "tau")
+        self.slope = check_float(slope, "slope", strict=True)
+        self.eig_batch_size = check_int(eig_batch_size, "eig_batch_size")
         self.eigvecs_ = None
 
     def params(self):
@@ -307,13 +309,14 @@ class AdversarialTraining(Regularizer):
     """
 
     name = "adversarial"
+    kind = "adversarial"  # its name in a study file ([models.regularizer] kind)
 
-    def __init__(self, eps=0.1, steps=7, step_size=None, clean_weight=0.0):
-        self.eps = _check_float(eps, "eps")
-        self.steps = _check_int(steps, "steps")
+    def __init__(self, eps=0.1, steps=7, step_size: float | None = None, clean_weight=0.0):
+        self.eps = check_float(eps, "eps")
+        self.steps = check_int(steps, "steps")
         self.step_size = (2.5 * self.eps / self.steps if step_size is None
-                          else _check_float(step_size, "step_size"))
-        self.clean_weight = _check_float(clean_weight, "clean_weight")
+                          else check_float(step_size, "step_size"))
+        self.clean_weight = check_float(clean_weight, "clean_weight")
         if self.clean_weight > 1:
             raise ValueError(f"clean_weight must lie in [0, 1], got {clean_weight}")
 

@@ -1,0 +1,82 @@
+"""Study files: every key is checked, with its path, before anything trains; model keys and types
+come from the classes' signatures (nothing retyped)."""
+
+import copy
+
+import pytest
+
+from bioreps.studies.run import ConfigError
+from bioreps.studies.study import is_study, load_study, validate_study
+
+BASE = {
+    "study": {"name": "s", "seeds": [0, 1]},
+    "data": {"dataset": "fashion-mnist", "n_train": 200, "n_test": 100},
+    "models": [
+        {"name": "hebb", "kind": "hebbian-wta", "n_units": 20, "k": 2, "epochs": 2,
+         "readout": {"epochs": 3, "schedule": "linear"}},
+        {"name": "mlp", "kind": "mlp", "sizes": [784, 20, 10], "epochs": 2, "lr": 1e-3, "batch_size": 50,
+         "regularizer": {"kind": "jacobian", "lam": 0.1}},
+        {"name": "pix", "kind": "pixels"},
+    ],
+}
+
+
+def with_(change):
+    raw = copy.deepcopy(BASE)
+    change(raw)
+    return raw
+
+
+def test_a_valid_study_gets_its_defaults():
+    cfg = validate_study(copy.deepcopy(BASE))
+    assert cfg["study"]["output"].endswith("s") and cfg["study"]["seeds"] == [0, 1]
+    assert [m["name"] for m in cfg["models"]] == ["hebb", "mlp", "pix"]
+    assert cfg["analysis"]["attacks"]["methods"] == ["fgsm", "pgd"] and cfg["analysis"]["cka"] == "linear"
+    assert is_study(BASE) and not is_study({"experiment": {}})
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda r: r["models"][1]["regularizer"].update(lam="big"),
+     r"models\[1\]\.regularizer\.lam must be int or float, got str 'big'"),
+    (lambda r: r["models"][1]["regularizer"].update(gamma=1),
+     r"unknown key models\[1\]\.regularizer\.gamma for regularizer 'jacobian'"),
+    (lambda r: r["models"][1]["regularizer"].update(kind="dropout"),
+     r"models\[1\]\.regularizer\.kind = 'dropout' is unknown; choose one of \['adversarial', 'jacobian', "
+     r"'spectral', 'weight-decay'\]"),
+    (lambda r: r["models"][0].update(n_units="many"), r"models\[0\]\.n_units must be int, got str 'many'"),
+    (lambda r: r["models"][0].update(colour=3), r"unknown key models\[0\]\.colour for kind 'hebbian-wta'"),
+    (lambda r: r["models"][2].update(kind="hopfield"), r"models\[2\]\.kind: .*'hopfield'"),
+    (lambda r: r["models"][0].update(regularizer={"kind": "jacobian"}),
+     r"models\[0\]\.regularizer: only backprop baselines take a \[regularizer\] table"),
+    (lambda r: r["models"][1].update(readout={"epochs": 2}),
+     r"models\[1\]\.readout: only local-learning models take a \[readout\] table"),
+    (lambda r: r["models"][0]["readout"].update(epoch=3), r"unknown key models\[0\]\.readout\.epoch"),
+    (lambda r: r["models"][2].update(name="hebb"), r"duplicate model names \['hebb'\]"),
+    (lambda r: r["models"][2].update(name="a/b"), r"models\[2\]\.name = 'a/b' must be letters"),
+    (lambda r: r["models"][2].pop("kind"), r"models\[2\]\.kind is required"),
+    (lambda r: r["study"].update(seeds=[]), r"study\.seeds is empty"),
+    (lambda r: r["study"].update(seeds=[0, 0]), r"study\.seeds has duplicates"),
+    (lambda r: r["study"].update(seeds=[0, "1"]), r"study\.seeds\[1\] must be int"),
+    (lambda r: r["study"].pop("seeds"), r"study\.seeds is required"),
+    (lambda r: r.pop("data"), r"\[data\] is required"),
+    (lambda r: r.update(models=[]), r"\[\[models\]\] must be a non-empty array"),
+    (lambda r: r.update(extra={}), r"unknown key .*extra"),
+    (lambda r: r.update(analysis={"attacks": {"methods": ["fgsm", "cw"]}}), r"analysis\.attacks\.methods"),
+    (lambda r: r.update(analysis={"attacks": {"eps": [0.1, 0.05]}}), r"analysis\.attacks\.eps must be .*increasing"),
+    (lambda r: r.update(analysis={"spectrum": {"ranks": [500, 11]}}), r"analysis\.spectrum\.ranks must be"),
+    (lambda r: r.update(analysis={"cka": "cosine"}), r"analysis\.cka must be one of"),
+    (lambda r: r.update(analysis={"spectrum": {"window": 3}}), r"unknown key .*analysis\.spectrum\.window"),
+])
+def test_bad_study_names_the_key(change, match):
+    with pytest.raises(ConfigError, match=match):
+        validate_study(with_(change), source="s.toml")
+
+
+def test_load_study_reads_toml(tmp_path):
+    p = tmp_path / "s.toml"
+    p.write_text('[study]\nname = "t"\nseeds = [3]\n[data]\ndataset = "fashion-mnist"\n'
+                 '[[models]]\nname = "p"\nkind = "pixels"\n')
+    cfg = load_study(p)
+    assert cfg["study"]["seeds"] == [3] and cfg["models"] == [{"name": "p", "kind": "pixels"}]
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_study(tmp_path / "missing.toml")
