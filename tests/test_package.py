@@ -99,7 +99,7 @@ def test_ci_lowest_environment_pins_the_declared_floors():
             name, version = line.split("==")
             pins[name.strip().lower()] = version.strip()
     floors = _floors()
-    for name in ("numpy", "numba", "scipy", "h5py", "tqdm", "matplotlib", "numba-cuda", "cuda-bindings", "pytest", "hypothesis",
+    for name in ("numpy", "numba", "scipy", "h5py", "tqdm", "threadpoolctl", "matplotlib", "numba-cuda", "cuda-bindings", "pytest", "hypothesis",
                  "xarray", "h5netcdf"):
         assert name in pins, f".ci/lowest.txt does not pin {name}"
         floor = floors[name].split(".")

@@ -1,0 +1,49 @@
+"""Mean and Student-t confidence interval across seeds (bioreps.studies.stats.mean_ci), against
+hand-computed values."""
+
+import math
+
+import numpy as np
+import pytest
+
+from bioreps.studies.stats import mean_ci
+
+
+def test_three_values_hand_computed():
+    # mean 2, s = 1, half-width t_{0.975, 2} * 1 / sqrt(3) = 4.302653 / 1.732051 = 2.484138
+    out = mean_ci([1, 2, 3])
+    assert out["mean"] == 2.0 and out["std"] == 1.0 and out["n"] == 3 and out["method"] == "t"
+    assert out["ci_low"] == pytest.approx(2 - 2.484138, abs=1e-6)
+    assert out["ci_high"] == pytest.approx(2 + 2.484138, abs=1e-6)
+    assert "note" not in out
+
+
+def test_other_confidence_and_sample():
+    # [0.80, 0.84, 0.82, 0.86]: mean 0.83, s = sqrt(0.002/3) = 0.0258199, 90%: t_{0.95, 3} = 2.353363
+    out = mean_ci(np.array([0.80, 0.84, 0.82, 0.86]), confidence=0.90)
+    half = 2.353363 * math.sqrt(0.002 / 3) / 2
+    assert out["mean"] == pytest.approx(0.83)
+    assert out["std"] == pytest.approx(0.0258199, abs=1e-7)
+    assert (out["ci_low"], out["ci_high"]) == pytest.approx((0.83 - half, 0.83 + half), abs=1e-6)
+    assert out["confidence"] == 0.90
+
+
+def test_one_value_has_a_point_interval_and_a_note():
+    out = mean_ci([0.87])
+    assert (out["mean"], out["ci_low"], out["ci_high"], out["std"], out["n"]) == (0.87, 0.87, 0.87, 0.0, 1)
+    assert "one value" in out["note"]
+
+
+def test_bad_values_are_refused_by_name():
+    with pytest.raises(ValueError, match=r"non-finite values: value 1 is NaN \(non-finite at positions \[1\]"):
+        mean_ci([1.0, float("nan"), 2.0])
+    with pytest.raises(ValueError, match=r"value 0 is infinite"):
+        mean_ci([float("inf"), 2.0])
+    with pytest.raises(ValueError, match="at least one value, got none"):
+        mean_ci([])
+    with pytest.raises(ValueError, match=r"confidence must be strictly between 0 and 1, got 1.0"):
+        mean_ci([1, 2], confidence=1.0)
+    with pytest.raises(ValueError, match=r"one-dimensional .* got shape \(2, 2\)"):
+        mean_ci([[1, 2], [3, 4]])
+    with pytest.raises(TypeError, match="needs numeric values"):
+        mean_ci(["a", "b"])
