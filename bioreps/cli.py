@@ -4,7 +4,9 @@ Subcommands::
 
     bioreps datasets [--data-dir DIR]     known datasets, where each was found, sizes
     bioreps inspect FILE.h5               summary of a bioreps HDF5 file
-    bioreps run CONFIG.toml [--output D]  run an experiment (fit, export, readout, report)
+    bioreps run CONFIG.toml [--output D]  run an experiment (fit, export, readout, report) or a
+                                          study ([study] + [[models]]: many models x seeds,
+                                          --workers N / --scheduler ADDRESS for Dask)
     bioreps train CONFIG.toml [--resume]  the same, named for training runs; resumes from checkpoint
     bioreps version                       versions of bioreps and its main dependencies
 
@@ -57,7 +59,17 @@ def _cmd_inspect(args) -> int:
 
 def _cmd_run(args) -> int:
     from .studies import run as study
+    from .studies import study as studies
 
+    if studies.is_study(study.read_toml(args.config)):
+        if args.seed is not None:
+            raise ValueError("--seed is for single experiments; a study lists its seeds in [study] seeds")
+        studies.run_study(args.config, output=args.output, workers=args.workers, scheduler=args.scheduler,
+                          resume=args.resume, progress=False if args.no_progress else None)
+        return 0
+    if args.workers is not None or args.scheduler is not None:
+        raise ValueError("--workers/--scheduler run the units of a study ([study] + [[models]]); "
+                         f"{args.config} is a single experiment")
     cfg = study.load_config(args.config)
     if args.output:
         cfg["experiment"]["output"] = args.output
@@ -206,8 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("config", metavar="CONFIG.toml", help="experiment file (see experiments/)")
         p.add_argument("--output", default=None, help="output folder (overrides [experiment] output)")
         p.add_argument("--seed", type=int, default=None, help="override [experiment] seed")
-        p.add_argument("--resume", action="store_true", help="continue from <output>/checkpoint.h5")
+        p.add_argument("--resume", action="store_true",
+                       help="continue from <output>/checkpoint.h5 (a study: keep its finished units)")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
+        where = p.add_mutually_exclusive_group()
+        where.add_argument("--workers", type=int, default=None, metavar="N",
+                           help="a study only: run its units on a local Dask cluster of N worker processes")
+        where.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                           help="a study only: run its units on an existing Dask scheduler (tcp://host:port)")
         p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("analyze", help="eigenspectrum power law (alpha) and class selectivity of bioreps files")

@@ -57,7 +57,7 @@ from .. import _files
 from .._files import FolderLockedError
 from . import kinds
 
-__all__ = ["ConfigError", "FolderLockedError", "OutputError", "RESUME_NEUTRAL", "load_config",
+__all__ = ["ConfigError", "FolderLockedError", "OutputError", "RESUME_NEUTRAL", "load_config", "read_toml",
            "validate_config", "run"]
 
 
@@ -168,16 +168,24 @@ def validate_config(raw: dict, source: str = "<config>") -> dict:
     return cfg
 
 
-def load_config(path) -> dict:
-    """Read and validate a TOML experiment file."""
+def read_toml(path) -> dict:
+    """The parsed TOML file ``path`` (a missing or malformed file is a :class:`ConfigError`)."""
     path = Path(path)
     try:
         with open(path, "rb") as fh:
-            raw = tomllib.load(fh)
+            return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"experiment file {str(path)!r} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+
+
+def load_config(path) -> dict:
+    """Read and validate a TOML experiment file."""
+    raw = read_toml(path)
+    if "study" in raw:
+        raise ConfigError(f"{path} is a study ([study] + [[models]]): run it with `bioreps run {path}` "
+                          "or bioreps.studies.study.run_study")
     return validate_config(raw, source=str(path))
 
 

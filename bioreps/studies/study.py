@@ -27,13 +27,7 @@ from __future__ import annotations
 
 import copy
 import re
-import sys
 from pathlib import Path
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 from .run import ConfigError
 
@@ -279,12 +273,380 @@ def validate_study(raw: dict, source: str = "<study>") -> dict:
 
 def load_study(path) -> dict:
     """Read and validate a study TOML file."""
-    path = Path(path)
+    from .run import read_toml
+
+    return validate_study(read_toml(path), source=str(path))
+
+
+# =========================================================================== running a study
+#
+# Units of work (bioreps.studies.execute): ("train", model, seed) fits one model and writes its
+# HDF5 file (train and test representations), its readout and its figures; ("analyze", model,
+# seed) measures that file (spectrum, clean and robust accuracy); ("compare", seed) compares the
+# models of one seed (CKA of their test representations). Each unit records the hash of the
+# configuration it depends on, so a rerun skips finished units and redoes changed ones.
+
+RESULTS_FORMAT = "bioreps-study-results"
+_STUDY_RECORD = "study.json"
+
+
+def _splits(data_cfg, seed):
+    """The train and test rows of the study for ``seed``: ``{split: (X, y, index)}``. The
+    subsets (``n_train``/``n_test``) are drawn from the seed, the same for every model."""
+    import numpy as np
+
+    from .. import data as bdata
+
+    out = {}
+    streams = dict(zip(("train", "test"), np.random.SeedSequence(seed).spawn(2)))
+    for split, n_key in (("train", "n_train"), ("test", "n_test")):
+        X, y = bdata.load(data_cfg["dataset"], split, data_dir=data_cfg.get("data_dir"))
+        n = data_cfg.get(n_key)
+        if n is None or n >= len(X):
+            idx = np.arange(len(X), dtype=np.int64)
+        else:
+            idx = np.sort(np.random.default_rng(streams[split]).choice(len(X), size=n, replace=False))
+            X, y = X[idx], y[idx]
+        out[split] = (X, y, idx.astype(np.int64))
+    return out
+
+
+def _model_seed(seed, name):
+    """The seed a model's own randomness gets: from the study seed and the model's name."""
+    import hashlib
+
+    import numpy as np
+
+    salt = int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little")
+    return int(np.random.SeedSequence([seed, salt]).generate_state(1)[0])
+
+
+def _save_readout(ctx, readout):
+    import numpy as np
+
+    with ctx.atomic("readout.npz", ".npz") as tmp:
+        np.savez(tmp, coef=readout.coef_, intercept=readout.intercept_, mean=readout.mean_,
+                 scale=readout.scale_, n_classes=np.int64(readout.n_classes_))
+
+
+def _load_readout(path):
+    import numpy as np
+
+    from ..readout import LinearReadout
+
+    ro = LinearReadout()
+    with np.load(path) as f:
+        ro.coef_, ro.intercept_ = f["coef"], f["intercept"]
+        ro.mean_, ro.scale_, ro.n_classes_ = f["mean"], f["scale"], int(f["n_classes"])
+    return ro
+
+
+def train_unit(ctx, data_cfg, model_cfg, seed):
+    """Unit ("train", model, seed): fit the model, export ``model.h5`` (train and test
+    representations), fit and save the readout of a local-learning model, write ``train.json``."""
+    import time
+
+    from .. import data as bdata
+    from ..readout import LinearReadout
+    from . import kinds
+
+    splits = _splits(data_cfg, seed)
+    (Xtr, ytr, itr), (Xte, yte, ite) = splits["train"], splits["test"]
+    n_classes = bdata.spec(data_cfg["dataset"]).n_classes
+    name, kind = model_cfg["name"], model_cfg["kind"]
+    cls = kinds.get(kind)
+    mseed = _model_seed(seed, name)
+    ctor = {k: v for k, v in model_cfg.items() if k in kinds.params(kind)}
+    model = kinds.build(kind, ctor, seed=mseed, progress=False)
+    info = {"model": name, "kind": kind, "seed": seed, "model_seed": mseed, "n_train": int(len(Xtr)),
+            "n_test": int(len(Xte))}
+    t0 = time.perf_counter()
+    if cls.supervised:
+        from ..baselines import train as train_fn
+
+        reg_cfg = dict(model_cfg.get("regularizer") or {})
+        regularizer = None
+        if reg_cfg:
+            reg_cls = _regularizers()[reg_cfg.pop("kind")]
+            regularizer = reg_cls(**reg_cfg)
+        fit_kw = {k: model_cfg[k] for k in TRAIN_KEYS if k in model_cfg}
+        train_fn(model, Xtr, ytr, regularizer, seed=mseed, progress=False, **fit_kw)
+        info["test_accuracy"] = float(model.score(Xte, yte))
+        info["train_accuracy"] = float(model.score(Xtr, ytr))
+    else:
+        fit_kw = {k: model_cfg[k] for k in kinds.fit_params(kind) if k in model_cfg}
+        if kinds.accepts(cls.fit, "X_val"):
+            fit_kw["X_val"] = Xte  # held-out diagnostics only (no learning from it)
+        model.fit(Xtr, **fit_kw)
+    info["fit_seconds"] = round(time.perf_counter() - t0, 3)
+    prov = {"seed": seed, "config": {"data": data_cfg, "model": model_cfg}, "dataset": data_cfg["dataset"]}
+    with ctx.atomic("model.h5", ".h5") as tmp:
+        if cls.supervised:
+            model.export(tmp, {"train": (Xtr, ytr), "test": (Xte, yte)}, dataset=data_cfg["dataset"],
+                         provenance=prov)
+        else:
+            model.export(tmp, {"train": (Xtr, ytr, itr), "test": (Xte, yte, ite)}, dataset=data_cfg["dataset"],
+                         provenance=prov)
+    if not cls.supervised:
+        from .. import io as bio
+
+        with bio.load(ctx.path("model.h5")) as f:  # the readout sees exactly what was stored
+            Htr, Hte = f.representations["train"].to_numpy(), f.representations["test"].to_numpy()
+        ro_cfg = dict(model_cfg.get("readout") or {})
+        readout = LinearReadout(**ro_cfg, random_state=mseed, progress=False).fit(Htr, ytr, n_classes=n_classes)
+        _save_readout(ctx, readout)
+        info["train_accuracy"] = float(readout.score(Htr, ytr))
+        info["test_accuracy"] = float(readout.score(Hte, yte))
+        if cls.has_vote_readout:
+            model.assign_labels(None, ytr, counts=Htr)
+            info["vote_test_accuracy"] = float((model.predict(None, counts=Hte) == yte).mean())
+        info.update({k: v for k, v in model.fit_summary().items() if isinstance(v, (int, float))})
+    ctx.write_json("train.json", info)
+
+
+def _classifier(cls, model_path, readout_path):
+    """(torch module to attack, why) for a trained model's file: the baseline itself, a
+    differentiable layer + readout, or a non-differentiable view (black-box attacks only)."""
+    from ..torch_views import classifier, spiking_classifier
+
+    if cls.supervised:
+        return cls.load(model_path), "the trained network"
+    readout = _load_readout(readout_path)
+    if getattr(cls, "represents_input", False):
+        return readout.to_torch(), "the readout on the pixels"
+    layer = cls.load(model_path)
+    if cls.torch_view:
+        return classifier(layer, readout), "layer + readout (differentiable)"
+    return spiking_classifier(layer, readout), "layer + readout (not differentiable: black-box attacks only)"
+
+
+def analyze_unit(ctx, analysis_cfg, data_cfg, model_cfg, seed):
+    """Unit ("analyze", model, seed): spectrum of the test representation (Stringer and Nassar
+    fits), clean accuracy and robust accuracy curves on the first ``n_images`` test images."""
+    import warnings
+
+    import numpy as np
+    import torch
+
+    from .. import io as bio
+    from ..analysis import robustness, spectrum
+    from . import kinds
+
+    files = ctx.inputs[("train", model_cfg["name"], seed)]
+    cls = kinds.get(model_cfg["kind"])
+    out = {"model": model_cfg["name"], "kind": model_cfg["kind"], "seed": seed}
+    spec_cfg = analysis_cfg["spectrum"]
+    with bio.load(files["model.h5"]) as f:
+        test = f.representations["test"]
+        H, y = test.to_numpy(), test.labels
+        index = test.inputs_index
+    if spec_cfg["enabled"]:
+        eigs = spectrum.eigenspectrum(H)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fit = spectrum.powerlaw_alpha(eigs, ranks=tuple(spec_cfg["ranks"]))
+            nas = spectrum.powerlaw_alpha(eigs, ranks=tuple(spec_cfg["ranks"]), method="nassar")
+        out["spectrum"] = {"alpha": float(fit.alpha), "alpha_nassar": float(nas.alpha),
+                           "ranks": [int(r) for r in fit.ranks], "residual": float(fit.residual),
+                           "warnings": [str(w.message) for w in caught]}
+        spectrum.plot_spectrum(eigs, fit=fit, path=ctx.path("spectrum.png"),
+                               title=f"{model_cfg['name']} (seed {seed}): alpha {fit.alpha:.2f}")
+        ctx.add_output("spectrum.png")
+    att = analysis_cfg["attacks"]
+    if att["methods"]:
+        from .. import data as bdata
+
+        X = bdata.load(data_cfg["dataset"], "test", data_dir=data_cfg.get("data_dir"))[0][index][:att["n_images"]]
+        yy = y[:att["n_images"]]
+        module, how = _classifier(cls, files["model.h5"], files.get("readout.npz"))
+        torch.manual_seed(seed)
+        curve_attacks = tuple(m for m in att["methods"] if m in ("fgsm", "pgd", "square"))
+        result = {"how": how, "n_images": int(len(X))}
+        if curve_attacks:
+            differentiable = getattr(module, "differentiable", True)
+            run = curve_attacks if differentiable else tuple(m for m in curve_attacks if m == "square")
+            result["skipped"] = [m for m in curve_attacks if m not in run]
+            if run:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    curve = robustness.robust_accuracy_curve(module, X, yy, att["eps"], attacks=run, seed=seed,
+                                                             progress=False, pgd={"steps": att["steps"]}
+                                                             if "pgd" in run else {})
+                result.update(curve.to_dict())
+        if "noise" in att["methods"]:
+            rng = np.random.default_rng(seed)
+            sign = np.sign(rng.standard_normal(X.shape)).astype(np.float32)
+            result.setdefault("accuracy", {})["noise"] = [
+                float(robustness.accuracy(module, np.clip(X + e * sign, 0, 1).astype(np.float32), yy))
+                for e in att["eps"]]
+            result.setdefault("eps", list(att["eps"]))
+        out["robustness"] = result
+    ctx.write_json("analysis.json", _jsonable(out))
+
+
+def compare_unit(ctx, analysis_cfg, names, seed):
+    """Unit ("compare", seed): linear (or the configured) CKA between the test representations
+    of every pair of the study's models for one seed."""
+    from .. import io as bio
+    from ..analysis import similarity
+
+    if analysis_cfg["cka"] == "none":
+        ctx.write_json("compare.json", {"seed": seed, "cka": None})
+        return
+    reps = []
+    for name in names:
+        with bio.load(ctx.inputs[("train", name, seed)]["model.h5"]) as f:
+            reps.append(f.representations["test"].to_numpy())
+    kernel = "rbf" if analysis_cfg["cka"] == "rbf" else "linear"
+    M = similarity.cka_matrix(reps, kernel=kernel, debiased=analysis_cfg["cka"] == "debiased")
+    ctx.write_json("compare.json", {"seed": seed, "models": list(names), "cka": analysis_cfg["cka"],
+                                    "matrix": [[float(v) for v in row] for row in M]})
+
+
+def _jsonable(obj):
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def plan(cfg, root) -> list:
+    """The study's units of work (see above), each with the hash of the configuration it uses."""
+    from .execute import Unit, config_hash, unit_folder
+
+    root = Path(root)
+    data_cfg, analysis = cfg["data"], cfg["analysis"]
+    units = []
+    names = [m["name"] for m in cfg["models"]]
+    data_key = {k: v for k, v in data_cfg.items() if k != "data_dir"}
+    for seed in cfg["study"]["seeds"]:
+        for m in cfg["models"]:
+            key = ("train", m["name"], seed)
+            units.append(Unit(key, train_unit, unit_folder(root, key), args=(data_cfg, m, seed),
+                              config_hash=config_hash({"data": data_key, "model": m, "seed": seed})))
+            akey = ("analyze", m["name"], seed)
+            units.append(Unit(akey, analyze_unit, unit_folder(root, akey), args=(analysis, data_cfg, m, seed), deps=(key,),
+                              config_hash=config_hash({"analysis": {k: analysis[k] for k in ("spectrum", "attacks")}})))
+        ckey = ("compare", seed)
+        units.append(Unit(ckey, compare_unit, unit_folder(root, ckey), args=(analysis, names, seed),
+                          deps=tuple(("train", n, seed) for n in names),
+                          config_hash=config_hash({"cka": analysis["cka"], "models": names})))
+    return units
+
+
+def _metrics(train, analysis) -> dict:
+    """The scalar figures of one (model, seed)."""
+    out = {k: train[k] for k in ("test_accuracy", "train_accuracy", "vote_test_accuracy", "fit_seconds")
+           if k in train}
+    spec = analysis.get("spectrum") or {}
+    for k in ("alpha", "alpha_nassar"):
+        if spec.get(k) is not None:
+            out[k] = spec[k]
+    rob = analysis.get("robustness") or {}
+    for attack, accs in (rob.get("accuracy") or {}).items():
+        for e, a in zip(rob.get("eps", []), accs):
+            if a is not None:
+                out[f"{attack}_accuracy@{e:g}"] = a
+    return out
+
+
+def aggregate(cfg, results) -> dict:
+    """``results.json``: every figure per (model, seed), and per model the mean and a 95%
+    Student-t confidence interval across seeds (:func:`bioreps.studies.stats.mean_ci`)."""
+    import json
+
+    from .stats import mean_ci
+
+    def read(key, name):
+        return json.loads(Path(results[key]["files"][name]).read_text())
+
+    per_seed, summary = {}, {}
+    for m in cfg["models"]:
+        name = m["name"]
+        per_seed[name] = {}
+        for seed in cfg["study"]["seeds"]:
+            per_seed[name][str(seed)] = _metrics(read(("train", name, seed), "train.json"),
+                                                 read(("analyze", name, seed), "analysis.json"))
+        keys = sorted({k for v in per_seed[name].values() for k in v})
+        summary[name] = {k: mean_ci([v[k] for v in per_seed[name].values() if k in v]) for k in keys
+                         if all(k in v for v in per_seed[name].values())}
+    cka = {str(seed): read(("compare", seed), "compare.json") for seed in cfg["study"]["seeds"]}
+    return {"format": RESULTS_FORMAT, "study": cfg["study"]["name"], "seeds": cfg["study"]["seeds"],
+            "intervals": "mean over seeds with a two-sided 95% Student-t confidence interval "
+                         "(t quantile with n_seeds - 1 degrees of freedom; one seed: no interval)",
+            "models": {m["name"]: {"kind": m["kind"]} for m in cfg["models"]},
+            "summary": summary, "per_seed": per_seed, "cka": cka, "config": cfg}
+
+
+def summary_table(results) -> str:
+    """A plain-text table of the main figures (mean ± CI half-width across seeds)."""
+    cols = ["test_accuracy", "alpha"]
+    extra = sorted({k for s in results["summary"].values() for k in s if k.startswith("pgd_accuracy@")})
+    cols += extra[-2:]
+    rows = [["model", "kind"] + cols]
+    for name, s in results["summary"].items():
+        cells = [name, results["models"][name]["kind"]]
+        for c in cols:
+            v = s.get(c)
+            cells.append("-" if v is None else (f"{v['mean']:.4f}" if v["n"] == 1 else
+                                                f"{v['mean']:.4f} ± {(v['ci_high'] - v['ci_low']) / 2:.4f}"))
+        rows.append(cells)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
+
+
+def run_study(config, *, output=None, workers=None, scheduler=None, threads=None, resume=False, progress=None,
+              log=print, source=None) -> dict:
+    """Run a study (a path to its TOML file or a validated config) and return ``results.json``'s
+    content. Units run in this process by default, on a local Dask cluster with ``workers=N``, or
+    on an existing scheduler (``scheduler="tcp://host:port"``). An output folder that holds
+    another study's files is refused; one that holds this study's is refused too unless
+    ``resume=True``, which skips every finished unit (after verifying its files). ``threads``:
+    compute threads per unit (default: every core in this process; cores // workers on Dask)."""
+    import json
+
+    from .. import _files
+    from .execute import config_hash, execute
+
+    if isinstance(config, (str, Path)):
+        source = source or str(config)
+        cfg = load_study(config)
+    else:
+        cfg = validate_study(config, source=source or "<study>")
+    out = Path(output or cfg["study"]["output"])
+    out.mkdir(parents=True, exist_ok=True)
+    _files.check_writable(out)
+    lock = _files.FolderLock(out, config=source).acquire()
     try:
-        with open(path, "rb") as fh:
-            raw = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"study file {str(path)!r} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    return validate_study(raw, source=str(path))
+        record = out / _STUDY_RECORD
+        ident = {"study": cfg["study"]["name"], "config_hash": config_hash(cfg)}
+        if record.exists():
+            old = json.loads(record.read_text())
+            if old.get("study") != cfg["study"]["name"]:
+                raise ConfigError(f"{out} holds the files of another study ({old.get('study')!r}); "
+                                  "choose another output folder")
+            if not resume:
+                raise ConfigError(f"{out} already holds study {cfg['study']['name']!r}; pass --resume to "
+                                  "continue it (finished units are kept, changed ones rerun) or choose "
+                                  "another output folder")
+        elif any(p.name != _files.LOCK_NAME for p in out.iterdir()):
+            raise ConfigError(f"{out} is not empty and holds no bioreps study; choose another output folder")
+        _files.write_text_atomic(record, json.dumps(ident, indent=2) + "\n")
+        results = execute(plan(cfg, out / "units"), workers=workers, scheduler=scheduler,
+                          threads_per_worker=threads, progress=progress, log=log)
+        summary = aggregate(cfg, results)
+        _files.write_json_atomic(out / "results.json", summary)
+        log(summary_table(summary))
+        log(f"results: {out / 'results.json'}")
+        return summary
+    finally:
+        lock.release()

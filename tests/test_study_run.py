@@ -1,0 +1,122 @@
+"""A study end to end on a small slice of Fashion-MNIST: local-learning and backprop models over
+seeds, results with per-seed figures and intervals across seeds, reruns that skip finished work."""
+
+import json
+
+import numpy as np
+import pytest
+
+from bioreps.studies.run import ConfigError
+from bioreps.studies.study import run_study
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_study(tmp_path, **study):
+    return {
+        "study": {"name": "tiny", "seeds": [0, 1], "output": str(tmp_path / "out"), **study},
+        "data": {"dataset": "fashion-mnist", "n_train": 400, "n_test": 120},
+        "models": [
+            {"name": "hebb", "kind": "hebbian-wta", "n_units": 24, "k": 2, "center": True, "input_norm": 2,
+             "epochs": 3, "readout": {"epochs": 40, "lr": 0.01, "batch_size": 64}},
+            {"name": "mlp", "kind": "mlp", "sizes": [784, 24, 10], "epochs": 3, "lr": 3e-3, "batch_size": 50,
+             "regularizer": {"kind": "weight-decay", "lam": 1e-4}},
+            {"name": "pix", "kind": "pixels", "readout": {"epochs": 40, "lr": 0.01, "batch_size": 64}},
+        ],
+        "analysis": {"attacks": {"methods": ["noise", "fgsm", "pgd"], "eps": [0.0, 0.1], "steps": 3,
+                                 "n_images": 60}},
+    }
+
+
+def test_study_runs_models_over_seeds_and_reruns_nothing(tmp_path, fashion_mnist_available):
+    logs = []
+    res = run_study(tiny_study(tmp_path), progress=False, log=logs.append)
+    out = tmp_path / "out"
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk["summary"] == json.loads(json.dumps(res["summary"]))
+    assert set(res["per_seed"]) == {"hebb", "mlp", "pix"}
+    for name in ("hebb", "mlp", "pix"):
+        for seed in ("0", "1"):
+            m = res["per_seed"][name][seed]
+            assert 0.3 < m["test_accuracy"] <= 1.0, (name, seed, m)
+            assert m["fgsm_accuracy@0"] == pytest.approx(m["pgd_accuracy@0"])
+            assert m["pgd_accuracy@0.1"] <= m["noise_accuracy@0.1"] + 1e-9  # PGD beats random noise
+        s = res["summary"][name]["test_accuracy"]
+        vals = [res["per_seed"][name][k]["test_accuracy"] for k in ("0", "1")]
+        assert s["n"] == 2 and s["mean"] == pytest.approx(np.mean(vals)) and s["method"] == "t"
+        assert s["ci_low"] <= s["mean"] <= s["ci_high"]
+    assert "alpha" in res["summary"]["hebb"] and "alpha" in res["summary"]["mlp"]
+    cka = res["cka"]["0"]
+    assert cka["models"] == ["hebb", "mlp", "pix"] and np.allclose(np.diag(cka["matrix"]), 1.0)
+    assert any("test_accuracy" in line for line in logs)  # the summary table was printed
+    # the same seeds give the same figures; a rerun (resume) skips every unit
+    logs.clear()
+    again = run_study(tiny_study(tmp_path), progress=False, resume=True, log=logs.append)
+    assert again["per_seed"] == res["per_seed"]
+    assert sum("skipped: finished before" in line for line in logs) == 3 * 2 * 2 + 2
+    # without --resume an existing study folder is refused; another study's folder too
+    with pytest.raises(ConfigError, match="already holds study 'tiny'; pass --resume"):
+        run_study(tiny_study(tmp_path), progress=False, log=logs.append)
+    other = tiny_study(tmp_path)
+    other["study"]["name"] = "other"
+    with pytest.raises(ConfigError, match="holds the files of another study \\('tiny'\\)"):
+        run_study(other, progress=False, resume=True, log=logs.append)
+
+
+def test_a_changed_model_reruns_only_its_units(tmp_path, fashion_mnist_available):
+    cfg = tiny_study(tmp_path, seeds=[0])
+    cfg["analysis"]["attacks"]["methods"] = ["fgsm"]
+    run_study(cfg, progress=False, log=lambda *a: None)
+    cfg["models"][1]["epochs"] = 4
+    logs = []
+    run_study(cfg, progress=False, resume=True, log=logs.append)
+    ran = [line for line in logs if " done in " in line]
+    assert sorted(line.split("unit ")[1].split(")")[0] + ")" for line in ran) == sorted(
+        ["('train', 'mlp', 0)", "('analyze', 'mlp', 0)", "('compare', 0)"])
+
+
+def _figures(res):
+    """The per-seed figures without the timings."""
+    return {name: {seed: {k: v for k, v in m.items() if k != "fit_seconds"} for seed, m in seeds.items()}
+            for name, seeds in res["per_seed"].items()}
+
+
+def test_a_local_dask_cluster_gives_the_in_process_results(tmp_path, fashion_mnist_available):
+    cfg = tiny_study(tmp_path)
+    cfg["models"] = cfg["models"][:2]
+    cfg["analysis"]["attacks"]["methods"] = ["fgsm"]
+    # one compute thread per unit in both runs (2 workers on 2 cores get 1 each): the same
+    # summation order in every kernel
+    here = run_study(cfg, threads=1, progress=False, log=lambda *a: None)
+    cfg["study"]["output"] = str(tmp_path / "dask")
+    there = run_study(cfg, workers=2, progress=False, log=lambda *a: None)
+    assert _figures(there) == _figures(here)
+    assert there["cka"] == here["cka"]
+
+
+def test_bioreps_run_takes_a_study_file(tmp_path, fashion_mnist_available, capsys):
+    from bioreps import cli
+
+    study = tmp_path / "s.toml"
+    study.write_text(f'''[study]
+name = "cli"
+seeds = [0]
+output = "{tmp_path / 'out'}"
+[data]
+dataset = "fashion-mnist"
+n_train = 300
+n_test = 80
+[[models]]
+name = "pix"
+kind = "pixels"
+[models.readout]
+epochs = 2
+[analysis]
+attacks = {{ methods = ["fgsm"], eps = [0.0, 0.05], n_images = 40 }}
+''')
+    assert cli.main(["run", str(study), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "test_accuracy" in out and "results:" in out
+    assert (tmp_path / "out" / "results.json").exists()
+    assert cli.main(["run", str(study), "--seed", "3"]) == 2
+    assert "--seed is for single experiments" in capsys.readouterr().err
