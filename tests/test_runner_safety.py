@@ -335,6 +335,19 @@ def test_the_fit_window_ends_at_the_cliff_with_a_warning():
         assert S.powerlaw_alpha(eigs, method="nassar").ranks == (10, 300)
 
 
+def test_directions_without_variance_end_the_window():
+    """Dead units (or fewer samples than units) give zero, or numerically slightly negative,
+    eigenvalues: the window ends before them (a study of a small ReLU net hit this)."""
+    eigs = np.arange(1, 31.0) ** -1.0
+    eigs[25:] = [0.0, -1e-17, 0.0, -3e-18, 0.0]
+    assert S.find_cliff(eigs, 11) == 25
+    with pytest.warns(S.SpectrumFitWarning, match=r"cut to \[11, 25\].*rank 26 has no variance"):
+        fit = S.powerlaw_alpha(eigs)
+    assert fit.ranks == (11, 25) and fit.alpha == pytest.approx(1.0, abs=1e-8)
+    with pytest.raises(ValueError, match=r"non-positive values at ranks \[26, 27, 28\] inside the fit window \[11, 28\]"):
+        S.powerlaw_alpha(eigs, cliff=False)  # asked not to cut: refused, naming the ranks
+
+
 def test_no_cliff_on_power_laws_and_sample_spectra(rng):
     for alpha in (0.5, 1.0, 2.0, 3.0):
         assert S.find_cliff(np.arange(1, 1001.0) ** -alpha, 1) is None

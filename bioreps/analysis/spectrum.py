@@ -286,8 +286,13 @@ def find_cliff(eigs, first=1, last=None) -> int | None:
       ``2 * max(alpha, 0.5)``, where ``alpha`` is the (Stringer-weighted) fit over
       ``[first, m]`` (``m >= max(2 * first, 20)``, so an octave spans at least 10 ranks);
 
-    the window then ends at ``m - 1``. An exact power law never has a cliff; non-positive
-    eigenvalues are not judged here (:func:`powerlaw_alpha` refuses them in its window).
+    - the eigenvalues from ``m`` to ``last`` are all non-positive (directions without variance:
+      dead units, or fewer samples than units; numerically they may come out as tiny negative
+      numbers);
+
+    the window then ends at ``m - 1``. An exact power law never has a cliff. (A non-positive
+    eigenvalue followed by positive ones is no cliff but a malformed spectrum:
+    :func:`powerlaw_alpha` refuses it, naming the ranks.)
     """
     return _cliff(_check_eigs(eigs), first, last)[0]
 
@@ -305,7 +310,12 @@ def _cliff(eigs, first, last):
     win = slice(first - 1, last)
     sw, sx, sxx = (np.cumsum(v[win]) for v in (w, w * x, w * x * x))
     sy, sxy = np.cumsum((w * logs)[win]), np.cumsum((w * x * logs)[win])
+    positive = eigs[:last] > 0
+    # ranks from which every eigenvalue up to `last` is non-positive: a tail without variance
+    dead_from = last + 1 - int(np.argmax(positive[::-1])) if positive.any() else 1
     for m in range(first + 1, last + 1):
+        if m >= dead_from:
+            return m - 1, f"rank {m} has no variance (eigenvalue {eigs[m - 1]:.3g}: dead units, or fewer samples than units)"
         if logs[m - 1] < logs[m - 2] - np.log(_CLIFF_DROP):
             return m - 1, f"the eigenvalue falls {np.exp(logs[m - 2] - logs[m - 1]):.3g}x from rank {m - 1} to {m}"
         if m < max(2 * first, _CLIFF_MIN_OCTAVE):
