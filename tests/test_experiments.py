@@ -23,10 +23,25 @@ def _write(tmp_path, text):
     return p
 
 
-def test_quickstart_config_is_valid():
-    cfg = experiments.load_config(EXPERIMENTS / "quickstart.toml")
+def test_quickstart_study_is_valid():
+    """The README's main command runs experiments/quickstart.toml: a study of a Hebbian layer, a
+    backprop MLP of the same width and the pixels control."""
+    from bioreps.studies.study import load_study
+
+    cfg = load_study(EXPERIMENTS / "quickstart.toml")
+    kinds_ = {m["name"]: m["kind"] for m in cfg["models"]}
+    assert kinds_ == {"hebbian": "hebbian-wta", "mlp": "mlp", "pixels": "pixels"}
+    hebb, mlp = cfg["models"][0], cfg["models"][1]
+    assert mlp["sizes"][1] == hebb["n_units"]  # the same width
+    assert cfg["study"]["output"].endswith("quickstart")
+    with pytest.raises(experiments.ConfigError, match="is a study"):
+        experiments.load_config(EXPERIMENTS / "quickstart.toml")
+
+
+def test_single_model_quickstart_config_is_valid():
+    cfg = experiments.load_config(EXPERIMENTS / "hebbian_quickstart.toml")
     assert cfg["model"]["kind"] == "hebbian-wta" and cfg["model"]["center"] is True
-    assert cfg["experiment"]["output"].endswith("quickstart")
+    assert cfg["experiment"]["output"].endswith("hebbian_quickstart")
 
 
 @pytest.mark.parametrize("text, message", [
@@ -163,7 +178,7 @@ def test_resume_without_checkpoint_is_refused(tmp_path, fashion_mnist_available)
         experiments.run(cfg, resume=True, progress=False, log=lambda *a: None)
 
 
-@pytest.mark.parametrize("name", ["quickstart", "hebbian_fmnist", "softhebb_fmnist", "spiking_fmnist"])
+@pytest.mark.parametrize("name", ["hebbian_quickstart", "hebbian_fmnist", "softhebb_fmnist", "spiking_fmnist"])
 def test_shipped_experiments_are_valid(name):
     cfg = experiments.load_config(EXPERIMENTS / f"{name}.toml")
     assert cfg["model"]["kind"] in kinds.names() and cfg["model"]["epochs"] >= 1
