@@ -88,7 +88,7 @@ from typing import Any, Callable
 from .. import _files
 from .._progress import progress_bar, progress_enabled
 
-__all__ = ["RECORD_NAME", "Unit", "UnitContext", "UnitError", "config_hash", "execute", "unit_folder"]
+__all__ = ["RECORD_NAME", "Unit", "UnitContext", "UnitError", "config_hash", "execute", "threads", "unit_folder"]
 
 RECORD_NAME = "unit.json"
 RECORD_TYPE = "bioreps-unit"
@@ -376,14 +376,15 @@ def _cores() -> int:
 
 
 @contextlib.contextmanager
-def _threads(n):
+def threads(n=None):
     """Numba's, torch's and the BLAS libraries' thread counts at ``n`` while the block runs
-    (BLAS through threadpoolctl, which also reaches a BLAS already loaded)."""
+    (BLAS through threadpoolctl, which also reaches a BLAS already loaded); ``None``: all cores.
+    Numba's count is capped at ``NUMBA_NUM_THREADS``. The previous counts are restored after."""
     import numba
     import torch
     from threadpoolctl import threadpool_limits
 
-    n = max(1, int(n))
+    n = max(1, int(_cores() if n is None else n))
     old_numba, old_torch = numba.get_num_threads(), torch.get_num_threads()
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     torch.set_num_threads(n)
@@ -393,6 +394,9 @@ def _threads(n):
     finally:
         numba.set_num_threads(old_numba)
         torch.set_num_threads(old_torch)
+
+
+_threads = threads  # for _run_unit, whose argument ``threads`` shadows the function
 
 
 # ---------------------------------------------------------------------------------------------
