@@ -102,7 +102,9 @@ def _progress_env(no_progress: bool):
 
 
 def _cmd_analyze(args) -> int:
-    with _progress_env(args.no_progress):
+    from .studies.execute import threads
+
+    with _progress_env(args.no_progress), threads(args.threads):
         return _analyze(args)
 
 
@@ -127,7 +129,9 @@ def _analyze(args) -> int:
 
 
 def _cmd_compare(args) -> int:
-    with _progress_env(args.no_progress):
+    from .studies.execute import threads
+
+    with _progress_env(args.no_progress), threads(args.threads):
         return _compare(args)
 
 
@@ -151,6 +155,8 @@ def _compare(args) -> int:
             print(f"  {label}: {pts}")
         for label, why in rob["skipped"].items():
             print(f"  {label}: skipped ({why})")
+        for label, how in rob.get("retrained", {}).items():
+            print(f"  {label}: classifier retrained, not the file's ({how})")
         if "transfer" in rob:
             t = rob["transfer"]
             print(f"transfer (PGD eps {t['eps']:g}; row = source, column = target accuracy)")
@@ -197,6 +203,21 @@ def _cmd_version(args) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
+def _add_threads(p) -> None:
+    p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                   help="numba, torch and BLAS threads for the command (default: all cores)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bioreps", description="Local-learning representations: train, export, analyse.")
     parser.add_argument("--version", action="version", version=f"bioreps {__version__}")
@@ -239,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default: beside each file)")
     p.add_argument("--no-plots", action="store_true", help="write the JSON results only, no PNG figures")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_threads(p)
     p.set_defaults(func=_cmd_analyze)
 
     p = sub.add_parser("compare", help="CKA and RSA between the representations of several bioreps files")
@@ -254,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default: beside the first file)")
     p.add_argument("--no-plots", action="store_true", help="write the JSON results only, no PNG figures")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_threads(p)
     p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("version", help="versions of bioreps, its dependencies and the CUDA status")

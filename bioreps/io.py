@@ -1,6 +1,6 @@
 """One HDF5 file per trained model: learned arrays, representations and provenance.
 
-The layout (schema ``1.1.0``) is documented in ``docs/hdf5-schema.md`` and readable with plain
+The layout (schema ``1.2.0``) is documented in ``docs/hdf5-schema.md`` and readable with plain
 ``h5py``. Following anndata, every group and dataset carries ``encoding-type`` and
 ``encoding-version`` attributes; the reader dispatches on them and refuses what it does not
 know. Writing goes to a temporary file in the destination folder that is renamed into place only
@@ -53,10 +53,12 @@ __all__ = [
     "BiorepsFile",
     "ModelRecord",
     "NonFiniteError",
+    "ReadoutRecord",
     "Representation",
     "RepresentationWriter",
     "SchemaError",
     "Writer",
+    "add_readout",
     "collect_provenance",
     "load",
     "save",
@@ -64,8 +66,9 @@ __all__ = [
 
 #: Version of the file layout; stored as the root ``encoding-version``. 1.1.0 added HDF5
 #: dimension scales (``sample``, ``unit``, ...), so netCDF readers (xarray) see named dimensions;
-#: files of schema 1.0.0 are read as before.
-SCHEMA_VERSION = "1.1.0"
+#: files of schema 1.0.0 are read as before. 1.2.0 added the optional ``/readout`` group (the
+#: linear classifier trained on the file's representations); older files have none.
+SCHEMA_VERSION = "1.2.0"
 
 #: The newest version of each encoding this module reads and writes.
 ENCODING_VERSIONS = MappingProxyType({
@@ -80,7 +83,13 @@ ENCODING_VERSIONS = MappingProxyType({
     "index": "1.0.0",
     "provenance": "1.0.0",
     "dimension": "1.0.0",         # new in schema 1.1.0: an HDF5 dimension scale (0..n-1)
+    "readout": "1.0.0",           # new in schema 1.2.0: the linear readout of the model
 })
+
+#: The arrays of a ``/readout`` group, in order.
+READOUT_ARRAYS = ("coef", "intercept", "mean", "scale")
+#: What a readout reads, unless the writer says otherwise.
+DEFAULT_READOUT_REPRESENTATION = "activations of /representations/*"
 
 #: Arrays larger than this are stored chunked with gzip + shuffle; smaller ones (and scalars)
 #: are stored contiguous and uncompressed.
@@ -482,6 +491,47 @@ def _discard(h5file, tmp_path: str) -> None:
         pass
 
 
+def _prepare_readout(arrays, hyperparameters, representation) -> tuple:
+    """Check a readout's arrays: ``coef`` (n_classes, n_features), ``intercept`` (n_classes,),
+    ``mean`` and ``scale`` (n_features,), finite; return them as float32, the hyperparameters'
+    JSON text and the representation text."""
+    if not isinstance(arrays, Mapping):
+        raise TypeError(f"readout arrays must be a dict, got {type(arrays).__name__}")
+    if set(arrays) != set(READOUT_ARRAYS):
+        raise ValueError(f"readout arrays must be exactly {list(READOUT_ARRAYS)}, got {sorted(arrays)}")
+    out = {}
+    for name in READOUT_ARRAYS:
+        arr = np.asarray(arrays[name])
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"readout array {name!r} must be real numbers, got dtype {arr.dtype}")
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+        if not np.isfinite(arr).all():
+            raise ValueError(f"readout array {name!r} holds NaN or inf")
+        out[name] = arr
+    coef = out["coef"]
+    if coef.ndim != 2 or coef.shape[0] < 1 or coef.shape[1] < 1:
+        raise ValueError(f"readout array 'coef' must have shape (n_classes, n_features), got {coef.shape}")
+    k, d = coef.shape
+    for name, shape in (("intercept", (k,)), ("mean", (d,)), ("scale", (d,))):
+        if out[name].shape != shape:
+            raise ValueError(f"readout array {name!r} must have shape {shape} to match coef {coef.shape}, "
+                             f"got {out[name].shape}")
+    if not isinstance(representation, str) or not representation:
+        raise TypeError(f"the readout's representation must be a non-empty str, got {representation!r}")
+    return out, _encode_dict(hyperparameters, "readout hyperparameter"), representation
+
+
+def _write_readout_group(h5: h5py.File, prepared: tuple) -> None:
+    """Create ``/readout`` from :func:`_prepare_readout`'s result."""
+    arrays, hyper_json, representation = prepared
+    group = h5.create_group("readout")
+    _set_encoding(group, "readout")
+    group.attrs["n_classes"] = np.int64(arrays["coef"].shape[0])
+    group.attrs["hyperparameters"] = hyper_json
+    group.attrs["representation"] = representation
+    _write_arrays(group, arrays)
+
+
 class RepresentationWriter:
     """Streams one activation matrix into an open :class:`Writer`.
 
@@ -834,6 +884,27 @@ class Writer:
             raise
         return rep
 
+    def write_readout(self, arrays, hyperparameters=None, *,
+                      representation: str = DEFAULT_READOUT_REPRESENTATION) -> None:
+        """Write the ``/readout`` group (once): the linear classifier read out of the file's
+        representations, ``logits = ((h - mean) / scale) @ coef.T + intercept``.
+
+        Parameters
+        ----------
+        arrays : dict
+            ``coef`` (n_classes, n_features), ``intercept`` (n_classes,), ``mean`` and ``scale``
+            (n_features,); stored as float32 (see
+            :meth:`bioreps.readout.LinearReadout.to_arrays`).
+        hyperparameters : dict, optional
+            How it was trained (epochs, lr, ...); stored as JSON.
+        representation : str
+            Which representation it reads, e.g. ``"activations of /representations/*"``.
+        """
+        self._check_open()
+        if "readout" in self._h5:
+            raise ValueError("write_readout() was already called for this file")
+        _write_readout_group(self._h5, _prepare_readout(arrays, hyperparameters, representation))
+
     # -- finishing --------------------------------------------------------------------------
     def _write_provenance_group(self) -> None:
         record = collect_provenance(**self._provenance)
@@ -936,6 +1007,35 @@ def save(path, *, model_kind: str, model_arrays=None, hyperparameters=None,
             spec = dict(spec)
             writer.write_representation(split, spec.pop("activations"), **spec)
     return writer.path
+
+
+def add_readout(path, arrays, hyperparameters=None, *,
+                representation: str = DEFAULT_READOUT_REPRESENTATION) -> Path:
+    """Add a ``/readout`` group (see :meth:`Writer.write_readout`) to the existing bioreps file
+    ``path``, in place.
+
+    The file is modified where it lies: call it on a file that is not yet under its final name
+    (a temporary file that is then committed, as the study and the experiment runner do). The
+    root ``encoding-version`` of an older file is raised to :data:`SCHEMA_VERSION`, the first
+    schema with readouts; its other groups keep their own versions.
+
+    Raises
+    ------
+    SchemaError
+        ``path`` is not a bioreps file this version reads.
+    ValueError
+        The file already holds a readout, or the arrays are inconsistent.
+    """
+    path = Path(os.fspath(path))
+    prepared = _prepare_readout(arrays, hyperparameters, representation)
+    with load(path):   # the same checks as reading it
+        pass
+    with h5py.File(path, "r+") as h5:
+        if "readout" in h5:
+            raise ValueError(f"{path} already holds a /readout")
+        _write_readout_group(h5, prepared)
+        h5.attrs["encoding-version"] = SCHEMA_VERSION
+    return path
 
 
 # --------------------------------------------------------------------------------------------
@@ -1048,6 +1148,48 @@ class ModelRecord:
     hyperparameters: dict = field(default_factory=dict)
     arrays: dict = field(default_factory=dict)
     dims: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReadoutRecord:
+    """The ``/readout`` group (schema >= 1.2.0), loaded eagerly.
+
+    Attributes
+    ----------
+    arrays : dict
+        ``coef`` (n_classes, n_features), ``intercept`` (n_classes,), ``mean``, ``scale``
+        (n_features,), float32; logits are ``((h - mean) / scale) @ coef.T + intercept``.
+    n_classes : int
+    hyperparameters : dict
+        How it was trained (decoded from JSON).
+    representation : str
+        Which representation it reads.
+    """
+
+    arrays: dict
+    n_classes: int
+    hyperparameters: dict = field(default_factory=dict)
+    representation: str = DEFAULT_READOUT_REPRESENTATION
+
+
+def _read_readout(group: h5py.Group, file: Path) -> ReadoutRecord:
+    _check_element(group, ("readout",), file)
+    arrays = {}
+    for name in READOUT_ARRAYS:
+        dset = _require(group, name, file, kind=h5py.Dataset)
+        _check_element(dset, ("array",), file)
+        arrays[name] = np.asarray(dset[()])
+    hyper = _decode_json(_attr_str(group, "hyperparameters", "/readout", file),
+                         "/readout hyperparameters", file)
+    if not isinstance(hyper, dict):
+        raise SchemaError(f"{file}: /readout hyperparameters must be a JSON object")
+    if "n_classes" not in group.attrs:
+        raise SchemaError(f"{file}: /readout has no 'n_classes' attribute")
+    n_classes = int(_py_scalar(group.attrs["n_classes"]))
+    if arrays["coef"].ndim != 2 or arrays["coef"].shape[0] != n_classes:
+        raise SchemaError(f"{file}: /readout/coef has shape {arrays['coef'].shape}, expected "
+                          f"({n_classes}, n_features) for n_classes {n_classes}")
+    return ReadoutRecord(arrays, n_classes, hyper, _attr_str(group, "representation", "/readout", file))
 
 
 def _axis_names(group: h5py.Group, prefix: str = "") -> dict:
@@ -1281,6 +1423,9 @@ class BiorepsFile:
         Loaded eagerly; ``config``, ``dataset_checksum`` and other JSON fields are decoded.
     representations : Mapping[str, Representation]
         Read-only mapping split -> lazy :class:`Representation`.
+    readout : ReadoutRecord or None
+        The stored linear readout (schema >= 1.2.0); ``None`` for files without one (every file
+        of schema 1.0.0 and 1.1.0).
     """
 
     def __init__(self, path: Path, h5: h5py.File):
@@ -1310,6 +1455,11 @@ class BiorepsFile:
                 raise SchemaError(f"{path}: {group.name} should be a group")
             loaded[split] = Representation(self, split, group)
         self.representations: Mapping[str, Representation] = MappingProxyType(loaded)
+
+        readout = h5.get("readout")
+        if readout is not None and not isinstance(readout, h5py.Group):
+            raise SchemaError(f"{path}: /readout should be a group")
+        self.readout = None if readout is None else _read_readout(readout, path)
 
     def _decode_provenance(self, group: h5py.Group) -> dict:
         if _JSON_FIELDS_ATTR in group.attrs:
@@ -1406,6 +1556,10 @@ class BiorepsFile:
                     f"{rep.dataset}/{rep.dataset_split}")
             lines.append(text + (f" -- {rep.description}" if rep.description else ""))
 
+        if self.readout is not None:
+            coef = self.readout.arrays["coef"]
+            lines.append(f"readout: linear, {coef.shape[1]} features -> {self.readout.n_classes} classes, "
+                         f"reads {self.readout.representation}")
         p = self.provenance
         lines.append("provenance:")
         lines.append(f"  created {p.get('created', '?')} by bioreps {p.get('bioreps_version', '?')}"

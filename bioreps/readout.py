@@ -133,6 +133,44 @@ class LinearReadout:
 
         return ReadoutModule(self.coef_, self.intercept_, mean=self.mean_, scale=self.scale_)
 
+    #: Constructor parameters stored with a saved readout (``progress`` only shows a bar).
+    _SAVED_PARAMS = ("epochs", "lr", "batch_size", "weight_decay", "standardize", "random_state",
+                     "schedule")
+
+    def hyperparameters(self) -> dict:
+        """The constructor parameters that shaped the fit, as a dict (what a file stores)."""
+        return {name: getattr(self, name) for name in self._SAVED_PARAMS}
+
+    def to_arrays(self) -> dict:
+        """The learned state, ``{"coef", "intercept", "mean", "scale"}`` (float32 copies), as
+        :meth:`bioreps.io.Writer.write_readout` stores it; :meth:`from_arrays` inverts it."""
+        if not hasattr(self, "coef_"):
+            raise RuntimeError("this LinearReadout is not fitted yet; call fit(X, y) first")
+        return {name: np.array(getattr(self, f"{name}_"), dtype=np.float32)
+                for name in ("coef", "intercept", "mean", "scale")}
+
+    @classmethod
+    def from_arrays(cls, arrays, hyperparameters=None):
+        """A fitted readout from :meth:`to_arrays`'s arrays (and :meth:`hyperparameters`); its
+        :meth:`decision_function` equals the original's exactly. ``n_classes_`` is the number of
+        rows of ``coef``."""
+        missing = [k for k in ("coef", "intercept", "mean", "scale") if k not in arrays]
+        if missing:
+            raise KeyError(f"readout arrays lack {missing}; expected coef, intercept, mean and scale")
+        hyper = dict(hyperparameters or {})
+        unknown = set(hyper) - set(cls._SAVED_PARAMS)
+        if unknown:
+            raise ValueError(f"unknown readout hyperparameters {sorted(unknown)}; known: {list(cls._SAVED_PARAMS)}")
+        ro = cls(**hyper, progress=False)
+        ro.coef_, ro.intercept_, ro.mean_, ro.scale_ = (
+            np.array(arrays[k], dtype=np.float32) for k in ("coef", "intercept", "mean", "scale"))
+        if ro.coef_.ndim != 2 or ro.intercept_.shape != (ro.coef_.shape[0],) \
+                or ro.mean_.shape != (ro.coef_.shape[1],) or ro.scale_.shape != (ro.coef_.shape[1],):
+            raise ValueError(f"readout arrays disagree: coef {ro.coef_.shape}, intercept {ro.intercept_.shape}, "
+                             f"mean {ro.mean_.shape}, scale {ro.scale_.shape}")
+        ro.n_classes_ = int(ro.coef_.shape[0])
+        return ro
+
     def predict(self, X):
         """Predicted class of each row of ``X``, int64."""
         return np.argmax(self.decision_function(X), axis=1).astype(np.int64)

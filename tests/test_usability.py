@@ -123,11 +123,11 @@ def test_xarray_opens_named_dimensions_without_phony_dims(tmp_path):
         tree.close()
 
 
-def test_reader_reads_schema_1_1_and_the_frozen_1_0_file(tmp_path):
+def test_reader_reads_the_current_schema_and_the_frozen_1_0_file(tmp_path):
     path = tmp_path / "m.h5"
     _file_with_dims(path)
     with io.load(path) as f:
-        assert f.schema_version == io.SCHEMA_VERSION == "1.1.0"
+        assert f.schema_version == io.SCHEMA_VERSION == "1.2.0"  # 1.1.0 added dimensions, 1.2.0 /readout
         assert sorted(f.model.arrays) == ["classes", "mean", "state", "weights"]  # scales skipped
         assert sorted(f.model.arrays["state"]) == ["n", "v"]
         assert f.model.dims["weights"] == ("unit", "feature")

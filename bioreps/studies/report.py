@@ -137,7 +137,9 @@ def compare_files(paths, *, split=None, max_samples=5000, seed=0, out_dir=None, 
     With ``robustness=True``, every file that holds a classifier is also attacked (see
     :func:`file_classifier`): a robust-accuracy curve (FGSM and PGD, L-inf, radii ``eps``) per
     model on the first ``n_attack`` images of the split's dataset, and a transfer matrix at the
-    largest radius. Files without a classifier are listed with the reason.
+    largest radius. Files without a classifier are listed with the reason; files without a
+    stored readout (older files), whose readout was retrained here, are listed under
+    ``robustness["retrained"]``.
     """
     from .. import io
     from ..analysis import similarity
@@ -167,16 +169,13 @@ def compare_files(paths, *, split=None, max_samples=5000, seed=0, out_dir=None, 
         names.append(_unique_name(path, names))
     linear = similarity.cka_matrix(reps)
     debiased = similarity.cka_matrix(reps, debiased=True)
-    k = len(reps)
-    rsa = np.eye(k)
-    # RDMs are O(n^2): the first 2000 rows of the subset, leaving out rows that are constant in
-    # some representation (a silent spiking sample), whose correlation distance is undefined
+    # RDMs are O(n^2): the first 2000 rows of the subset (16 MB per file's RDM), leaving out rows
+    # that are constant in some representation (a silent spiking sample), whose correlation
+    # distance is undefined; each file's RDM is computed once (rsa_matrix)
     rows = np.arange(min(reps[0].shape[0], 2000))
     varying = np.all([R[rows].std(axis=1) > 0 for R in reps], axis=0)
     rsa_rows = rows[varying]
-    for i in range(k):
-        for j in range(i + 1, k):
-            rsa[i, j] = rsa[j, i] = float(similarity.rsa(reps[i][rsa_rows], reps[j][rsa_rows]))
+    rsa = similarity.rsa_matrix([R[rsa_rows] for R in reps])
     result = {"files": [str(p) for p in paths], "names": names, "split": split,
               "n_samples_used": int(reps[0].shape[0]),
               "cka_linear": np.asarray(linear).tolist(), "cka_linear_debiased": np.asarray(debiased).tolist(),
@@ -203,10 +202,12 @@ def file_classifier(path, *, readout_epochs=20, seed=0):
     Which kinds qualify is read from their classes (:mod:`bioreps.studies.kinds`): a kind
     without ``gradient_attacks`` holds no classifier that can be attacked here. A ``supervised``
     model (the baselines) is rebuilt as saved. Any other (the Hebbian layers) is rebuilt from the
-    file (with the power it was exported at) and gets a softmax
-    :class:`~bioreps.readout.LinearReadout` trained on the file's labelled ``train``
-    representation, for as many classes as the file's dataset has; the two are wrapped with
-    :func:`bioreps.torch_views.classifier` (differentiable). Returns ``(module, description)``.
+    file (with the power it was exported at) and wrapped with its readout by
+    :func:`bioreps.torch_views.classifier` (differentiable): the readout stored in the file
+    (``/readout``, schema >= 1.2.0) when there is one. Only a file without one (older files) gets
+    a softmax :class:`~bioreps.readout.LinearReadout` retrained for ``readout_epochs`` epochs on
+    its labelled ``train`` representation, for as many classes as the file's dataset has, and the
+    description says so (it contains ``"retrained"``). Returns ``(module, description)``.
     """
     from .. import data, io
     from . import kinds
@@ -220,7 +221,8 @@ def file_classifier(path, *, readout_epochs=20, seed=0):
             return None, f"model kind {kind!r} is not known to this bioreps"
         if not cls.gradient_attacks:
             return None, f"model kind {kind!r} holds no classifier that can be attacked here"
-        if not cls.supervised:
+        stored = f.readout
+        if not cls.supervised and stored is None:
             if train is None or not train.has_labels:
                 return None, f"{kind} file without a labelled 'train' representation to fit a readout on"
             dataset = train.dataset or f.provenance.get("dataset")
@@ -230,13 +232,17 @@ def file_classifier(path, *, readout_epochs=20, seed=0):
     from ..readout import LinearReadout
     from ..torch_views import classifier
 
+    layer = cls.load(path)  # with the power the file was exported at
+    if stored is not None:
+        readout = LinearReadout.from_arrays(stored.arrays, stored.hyperparameters)
+        return classifier(layer, readout), f"{kind} layer + the file's readout"
     try:  # the dataset's own class count (labels of the train split may not show every class)
         n_classes = data.spec(dataset).n_classes
     except (TypeError, ValueError):  # no dataset recorded, or one bioreps does not know
         n_classes = int(y.max()) + 1
-    layer = cls.load(path)  # with the power the file was exported at
     readout = LinearReadout(epochs=readout_epochs, random_state=seed, progress=False).fit(H, y, n_classes=n_classes)
-    return classifier(layer, readout), f"{kind} + softmax readout ({readout_epochs} epochs on the file's train split)"
+    return classifier(layer, readout), (f"{kind} layer + no readout stored in the file: retrained a "
+                                        f"{readout_epochs}-epoch readout on its train split")
 
 
 def _robustness(paths, names, split, eps, n_attack, pgd_steps, seed, out_dir, stem, plots, outputs):
@@ -254,12 +260,14 @@ def _robustness(paths, names, split, eps, n_attack, pgd_steps, seed, out_dir, st
     X, y = data.load(dataset, source_split)
     rows = (index if index is not None else np.arange(X.shape[0]))[:int(n_attack)]
     X, y = X[rows], y[rows]
-    models, skipped, curves = {}, {}, {}
+    models, skipped, curves, retrained = {}, {}, {}, {}
     for path, label in zip(paths, names):
         module, how = file_classifier(path, seed=seed)
         if module is None:
             skipped[label] = how
             continue
+        if "retrained" in how:   # an older file without a stored readout
+            retrained[label] = how
         models[label] = module
         curve = rob.robust_accuracy_curve(module, X, y, [0.0, *eps], attacks=("fgsm", "pgd"), seed=seed,
                                           pgd={"steps": int(pgd_steps)}, progress=False)
@@ -269,7 +277,7 @@ def _robustness(paths, names, split, eps, n_attack, pgd_steps, seed, out_dir, st
             rob.plot_robust_accuracy(curve, path=png)
             outputs[f"robustness_png_{label}"] = str(png)
     out = {"dataset": dataset, "split": source_split, "n_samples": int(len(rows)), "eps": eps,
-           "pgd_steps": int(pgd_steps), "curves": curves, "skipped": skipped}
+           "pgd_steps": int(pgd_steps), "curves": curves, "skipped": skipped, "retrained": retrained}
     if len(models) >= 2:
         tr = rob.transfer_matrix(models, X, y, eps[-1], attack="pgd", seed=seed, steps=int(pgd_steps),
                                  progress=False)

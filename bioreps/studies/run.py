@@ -1,5 +1,5 @@
 """Experiments described by TOML files: one command loads data, fits a model, exports its
-representations to HDF5, trains a readout and writes a report.
+representations to HDF5, trains a readout (stored in the same file) and writes a report.
 
 A configuration has these tables (every key is checked: an unknown one is an error that names it)::
 
@@ -451,15 +451,28 @@ def _execute(cfg, plan: _Plan, seeds, *, progress, log, resume) -> dict:
     fingerprints = {s: bdata.fingerprint(dcfg["dataset"], s, data_dir=dcfg.get("data_dir"))
                     for s in ecfg["splits"]}
     h5_path = out / "model.h5"
-    model.export(h5_path, {s: splits[s] for s in ecfg["splits"]}, dataset=dcfg["dataset"],
-                 block_rows=ecfg["block_rows"], progress=progress,
-                 provenance={"seed": seed, "config": cfg, "dataset": dcfg["dataset"],
-                             "dataset_checksum": fingerprints})
-    features = {}
-    if rcfg["enabled"] or cls.has_vote_readout:
-        # read back: the readouts see exactly what was stored
-        with bio.load(h5_path) as f:
-            features = {s: f.representations[s].to_numpy() for s in ecfg["splits"]}
+
+    def fit_readout(feats):
+        # the same settings and seed for the layer and for the pixels control
+        return LinearReadout(epochs=rcfg["epochs"], lr=rcfg["lr"], batch_size=rcfg["batch_size"],
+                             weight_decay=rcfg["weight_decay"], schedule=rcfg["schedule"],
+                             random_state=int(seeds[2].generate_state(1)[0]),
+                             progress=progress).fit(feats["train"], splits["train"][1], n_classes=n_classes)
+
+    features, readout = {}, None
+    with _files.atomic_path(h5_path, ".h5") as tmp:
+        model.export(tmp, {s: splits[s] for s in ecfg["splits"]}, dataset=dcfg["dataset"],
+                     block_rows=ecfg["block_rows"], progress=progress,
+                     provenance={"seed": seed, "config": cfg, "dataset": dcfg["dataset"],
+                                 "dataset_checksum": fingerprints})
+        if rcfg["enabled"] or cls.has_vote_readout:
+            # read back: the readouts see exactly what was stored
+            with bio.load(tmp) as f:
+                features = {s: f.representations[s].to_numpy() for s in ecfg["splits"]}
+        if rcfg["enabled"] and "train" in features:
+            # the readout is part of the model: stored in its file (/readout) before it is committed
+            readout = fit_readout(features)
+            bio.add_readout(tmp, readout.to_arrays(), readout.hyperparameters())
     log(f"export: {h5_path}")
 
     figures = []
@@ -484,23 +497,19 @@ def _execute(cfg, plan: _Plan, seeds, *, progress, log, resume) -> dict:
             if wanted:
                 results[name] = why
                 log(f"{name}: {why}")
-    if rcfg["enabled"] and "train" in features:
-        def fit_readout(feats, prefix):
-            # the same settings and seed for the layer and for the pixels control
-            readout = LinearReadout(epochs=rcfg["epochs"], lr=rcfg["lr"], batch_size=rcfg["batch_size"],
-                                    weight_decay=rcfg["weight_decay"], schedule=rcfg["schedule"],
-                                    random_state=int(seeds[2].generate_state(1)[0]), progress=progress)
-            readout.fit(feats["train"], splits["train"][1], n_classes=n_classes)
+    if readout is not None:
+        def score(ro, feats, prefix):
             for split in ("train", "test"):
                 if split in feats:
-                    results[f"{prefix}_{split}_accuracy"] = readout.score(feats[split], splits[split][1])
+                    results[f"{prefix}_{split}_accuracy"] = ro.score(feats[split], splits[split][1])
 
-        fit_readout(features, "readout")
+        score(readout, features, "readout")
         log("readout: " + ", ".join(f"{s} accuracy {results[f'readout_{s}_accuracy']:.4f}"
                                      for s in ("train", "test") if f"readout_{s}_accuracy" in results))
         if rcfg["pixels_control"] and not model.represents_input:
             # what the layer adds: the same readout on the raw pixels of the same samples
-            fit_readout({s: splits[s][0] for s in features}, "pixels_readout")
+            pixels = {s: splits[s][0] for s in features}
+            score(fit_readout(pixels), pixels, "pixels_readout")
             log("pixels control: " + ", ".join(
                 f"{s} accuracy {results[f'pixels_readout_{s}_accuracy']:.4f}"
                 for s in ("train", "test") if f"pixels_readout_{s}_accuracy" in results))

@@ -321,29 +321,23 @@ def _model_seed(seed, name):
     return int(np.random.SeedSequence([seed, salt]).generate_state(1)[0])
 
 
-def _save_readout(ctx, readout):
-    import numpy as np
-
-    with ctx.atomic("readout.npz", ".npz") as tmp:
-        np.savez(tmp, coef=readout.coef_, intercept=readout.intercept_, mean=readout.mean_,
-                 scale=readout.scale_, n_classes=np.int64(readout.n_classes_))
-
-
-def _load_readout(path):
-    import numpy as np
-
+def _load_readout(model_path):
+    """The readout stored in the model's file (``/readout``)."""
+    from .. import io as bio
     from ..readout import LinearReadout
 
-    ro = LinearReadout()
-    with np.load(path) as f:
-        ro.coef_, ro.intercept_ = f["coef"], f["intercept"]
-        ro.mean_, ro.scale_, ro.n_classes_ = f["mean"], f["scale"], int(f["n_classes"])
-    return ro
+    with bio.load(model_path) as f:
+        stored = f.readout
+    if stored is None:
+        raise ValueError(f"{model_path} holds no readout (/readout): it was written by an older bioreps; "
+                         f"delete the study's train output of this model and run the study again")
+    return LinearReadout.from_arrays(stored.arrays, stored.hyperparameters)
 
 
 def train_unit(ctx, data_cfg, model_cfg, seed):
     """Unit ("train", model, seed): fit the model, export ``model.h5`` (train and test
-    representations), fit and save the readout of a local-learning model, write ``train.json``."""
+    representations); for a local-learning model fit the readout on the representations read
+    back from that file and store it there (``/readout``); write ``train.json``."""
     import time
 
     from .. import data as bdata
@@ -385,16 +379,17 @@ def train_unit(ctx, data_cfg, model_cfg, seed):
             model.export(tmp, {"train": (Xtr, ytr), "test": (Xte, yte)}, dataset=data_cfg["dataset"],
                          provenance=prov)
         else:
+            from .. import io as bio
+
             model.export(tmp, {"train": (Xtr, ytr, itr), "test": (Xte, yte, ite)}, dataset=data_cfg["dataset"],
                          provenance=prov)
+            with bio.load(tmp) as f:  # the readout sees exactly what was stored
+                Htr, Hte = f.representations["train"].to_numpy(), f.representations["test"].to_numpy()
+            ro_cfg = dict(model_cfg.get("readout") or {})
+            readout = LinearReadout(**ro_cfg, random_state=mseed, progress=False).fit(Htr, ytr, n_classes=n_classes)
+            # the readout is part of the model: stored in its file before the file is committed
+            bio.add_readout(tmp, readout.to_arrays(), readout.hyperparameters())
     if not cls.supervised:
-        from .. import io as bio
-
-        with bio.load(ctx.path("model.h5")) as f:  # the readout sees exactly what was stored
-            Htr, Hte = f.representations["train"].to_numpy(), f.representations["test"].to_numpy()
-        ro_cfg = dict(model_cfg.get("readout") or {})
-        readout = LinearReadout(**ro_cfg, random_state=mseed, progress=False).fit(Htr, ytr, n_classes=n_classes)
-        _save_readout(ctx, readout)
         info["train_accuracy"] = float(readout.score(Htr, ytr))
         info["test_accuracy"] = float(readout.score(Hte, yte))
         if cls.has_vote_readout:
@@ -404,20 +399,21 @@ def train_unit(ctx, data_cfg, model_cfg, seed):
     ctx.write_json("train.json", info)
 
 
-def _classifier(cls, model_path, readout_path):
+def _classifier(cls, model_path):
     """(torch module to attack, why) for a trained model's file: the baseline itself, a
-    differentiable layer + readout, or a non-differentiable view (black-box attacks only)."""
+    differentiable layer + the file's readout, or a non-differentiable view (black-box attacks
+    only). The readout is always the one stored in the file, never a retrained one."""
     from ..torch_views import classifier, spiking_classifier
 
     if cls.supervised:
         return cls.load(model_path), "the trained network"
-    readout = _load_readout(readout_path)
+    readout = _load_readout(model_path)
     if getattr(cls, "represents_input", False):
-        return readout.to_torch(), "the readout on the pixels"
+        return readout.to_torch(), "the file's readout on the pixels"
     layer = cls.load(model_path)
     if cls.torch_view:
-        return classifier(layer, readout), "layer + readout (differentiable)"
-    return spiking_classifier(layer, readout), "layer + readout (not differentiable: black-box attacks only)"
+        return classifier(layer, readout), "layer + the file's readout (differentiable)"
+    return spiking_classifier(layer, readout), "layer + the file's readout (not differentiable: black-box attacks only)"
 
 
 def analyze_unit(ctx, analysis_cfg, data_cfg, model_cfg, seed):
@@ -458,7 +454,7 @@ def analyze_unit(ctx, analysis_cfg, data_cfg, model_cfg, seed):
 
         X = bdata.load(data_cfg["dataset"], "test", data_dir=data_cfg.get("data_dir"))[0][index][:att["n_images"]]
         yy = y[:att["n_images"]]
-        module, how = _classifier(cls, files["model.h5"], files.get("readout.npz"))
+        module, how = _classifier(cls, files["model.h5"])
         torch.manual_seed(seed)
         curve_attacks = tuple(m for m in att["methods"] if m in ("fgsm", "pgd", "square"))
         result = {"how": how, "n_images": int(len(X))}
