@@ -189,11 +189,27 @@ def load_config(path) -> dict:
     return validate_config(raw, source=str(path))
 
 
-def _subset(X, y, n, rng):
-    if n is None or n >= len(X):
-        return X, y, np.arange(len(X), dtype=np.int64)
-    idx = np.sort(rng.choice(len(X), size=n, replace=False)).astype(np.int64)
-    return X[idx], y[idx], idx
+def load_splits(data_cfg, subset_seed, log=None) -> dict:
+    """``{split: (X, y, index)}`` for "train" and "test" of a ``[data]`` table: the whole split,
+    or ``n_train``/``n_test`` rows drawn without replacement (sorted) from ``subset_seed`` (a
+    ``numpy.random.SeedSequence``, one child stream per split). ``index`` is each row's number in
+    the dataset split. Used by experiments and studies alike."""
+    from .. import data as bdata
+
+    out = {}
+    streams = dict(zip(("train", "test"), subset_seed.spawn(2)))
+    for split, n_key in (("train", "n_train"), ("test", "n_test")):
+        X, y = bdata.load(data_cfg["dataset"], split, data_dir=data_cfg.get("data_dir"))
+        n = data_cfg.get(n_key)
+        if n is None or n >= len(X):
+            idx = np.arange(len(X), dtype=np.int64)
+        else:
+            idx = np.sort(np.random.default_rng(streams[split]).choice(len(X), size=n, replace=False)).astype(np.int64)
+            X, y = X[idx], y[idx]
+        out[split] = (X, y, idx)
+        if log is not None:
+            log(f"data: {data_cfg['dataset']} {split}: {X.shape[0]} x {X.shape[1]}")
+    return out
 
 
 # Keys that may differ between a checkpoint and the configuration that resumes it (they do not
@@ -415,13 +431,7 @@ def _execute(cfg, plan: _Plan, seeds, *, progress, log, resume) -> dict:
     out = Path(exp["output"])
     t0 = time.perf_counter()
 
-    splits = {}
-    subset_seeds = dict(zip(("train", "test"), seeds[0].spawn(2)))
-    for split, n_key in (("train", "n_train"), ("test", "n_test")):
-        X, y = bdata.load(dcfg["dataset"], split, data_dir=dcfg.get("data_dir"))
-        X, y, idx = _subset(X, y, dcfg.get(n_key), np.random.default_rng(subset_seeds[split]))
-        splits[split] = (X, y, idx)
-        log(f"data: {dcfg['dataset']} {split}: {X.shape[0]} x {X.shape[1]}")
+    splits = load_splits(dcfg, seeds[0], log)
 
     model = plan.model
     cls = type(model)

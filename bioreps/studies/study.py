@@ -290,27 +290,6 @@ RESULTS_FORMAT = "bioreps-study-results"
 _STUDY_RECORD = "study.json"
 
 
-def _splits(data_cfg, seed):
-    """The train and test rows of the study for ``seed``: ``{split: (X, y, index)}``. The
-    subsets (``n_train``/``n_test``) are drawn from the seed, the same for every model."""
-    import numpy as np
-
-    from .. import data as bdata
-
-    out = {}
-    streams = dict(zip(("train", "test"), np.random.SeedSequence(seed).spawn(2)))
-    for split, n_key in (("train", "n_train"), ("test", "n_test")):
-        X, y = bdata.load(data_cfg["dataset"], split, data_dir=data_cfg.get("data_dir"))
-        n = data_cfg.get(n_key)
-        if n is None or n >= len(X):
-            idx = np.arange(len(X), dtype=np.int64)
-        else:
-            idx = np.sort(np.random.default_rng(streams[split]).choice(len(X), size=n, replace=False))
-            X, y = X[idx], y[idx]
-        out[split] = (X, y, idx.astype(np.int64))
-    return out
-
-
 def _model_seed(seed, name):
     """The seed a model's own randomness gets: from the study seed and the model's name."""
     import hashlib
@@ -340,11 +319,15 @@ def train_unit(ctx, data_cfg, model_cfg, seed):
     back from that file and store it there (``/readout``); write ``train.json``."""
     import time
 
+    import numpy as np
+
     from .. import data as bdata
     from ..readout import LinearReadout
     from . import kinds
+    from .run import load_splits
 
-    splits = _splits(data_cfg, seed)
+    # the subsets are drawn from the study seed: the same rows for every model of that seed
+    splits = load_splits(data_cfg, np.random.SeedSequence(seed))
     (Xtr, ytr, itr), (Xte, yte, ite) = splits["train"], splits["test"]
     n_classes = bdata.spec(data_cfg["dataset"]).n_classes
     name, kind = model_cfg["name"], model_cfg["kind"]
