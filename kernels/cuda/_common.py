@@ -9,7 +9,9 @@
 * the host side both drivers share: :func:`_device_array`, :class:`_DeviceSamples` (the cached
   device copy of ``X``, ``x_uploads``, the uploaded ``order``), :func:`_check_float32`,
   :func:`_check_epoch`, :func:`_host_order`, :func:`_stage_weights`, :func:`_run_batches` (the
-  batch loop and its callback) and :func:`_unstage_weights`.
+  batch loop and its callback) and :func:`_unstage_weights`;
+* under the CUDA simulator only, :func:`_lock_simulator_shared_arrays` (a fix for a race in
+  numba-cuda's simulator, applied on import).
 
 It imports only numba and numpy (never ``bioreps`` outside the kernels package) and touches no
 device on import (kernels compile lazily on first use).
@@ -18,10 +20,60 @@ device on import (kernels compile lazily on first use).
 from __future__ import annotations
 
 import numpy as np
-from numba import cuda
+from numba import config, cuda
 
 MAX_BLOCK = 1024  # most threads per block (the size of the reduction kernels' shared arrays)
 MAX_GRID = 4096  # most blocks of the row-strided kernels
+
+
+# --------------------------------------------------------------------------- the simulator's shared arrays
+
+def _lock_simulator_shared_arrays():
+    """Make the CUDA simulator's ``cuda.shared.array`` safe for the threads of a block.
+
+    numba-cuda's simulator runs every CUDA thread as a Python thread and looks a block's shared
+    array up by its source line; on a miss it creates the array, with no lock between the lookup
+    and the store (``FakeCUDAShared.array``, numba-cuda 0.29-0.30). Two threads that miss at once
+    each get their own uninitialised array, so one thread's partial sums or loaded tiles never
+    reach the others: a block reduction or a GEMM tile silently reads garbage. Measured here: 4 of
+    about 40 repeated simulator runs of the same SoftHebb epoch gave different weights (by up to
+    3.3) with the simulator as shipped, 0 of 160 with this lock; the CI flakes of the Hebbian
+    tie-break and in-place checks had the same cause. Idempotent; never called outside the
+    simulator (real kernels have real shared memory). Dynamic (``shape == 0``) and aligned
+    requests go to the simulator's own code unchanged.
+    """
+    import sys
+    import threading
+
+    from numba.cuda.simulator import kernelapi
+
+    cls = kernelapi.FakeCUDAShared
+    if getattr(cls.array, "_bioreps_locked", False):
+        return
+    original = cls.array
+    lock = threading.Lock()
+
+    def array(self, shape, dtype, alignment=None):
+        if alignment is not None or (not isinstance(shape, tuple) and shape == 0):
+            return original(self, shape, dtype, alignment)
+        frame = sys._getframe(1)  # the kernel line that asks: the simulator's own key
+        caller = (frame.f_code.co_filename, frame.f_lineno)
+        with lock:
+            res = self._allocations.get(caller)
+            if res is None:
+                if isinstance(dtype, kernelapi.types.Type):
+                    dtype = kernelapi.numpy_support.as_dtype(dtype)
+                res = np.empty(shape, dtype)
+                self._allocations[caller] = res
+        return res
+
+    array._bioreps_locked = True
+    array._original = original
+    cls.array = array
+
+
+if config.ENABLE_CUDASIM:
+    _lock_simulator_shared_arrays()
 
 
 # --------------------------------------------------------------------------- device functions
