@@ -11,7 +11,7 @@ import numpy as np
 
 from . import _files
 
-__all__ = ["receptive_fields", "save_figure"]
+__all__ = ["figure_data_uri", "receptive_fields", "save_figure"]
 
 
 def save_figure(fig, path, *, dpi=100) -> Path:
@@ -26,6 +26,16 @@ def save_figure(fig, path, *, dpi=100) -> Path:
     with _files.atomic_path(path, ext) as tmp:
         fig.savefig(tmp, dpi=dpi, format=ext[1:].lower() or "png")
     return path
+
+
+def figure_data_uri(fig, *, dpi=100) -> str:
+    """``fig`` as a PNG ``data:`` URI (for self-contained HTML pages: nothing written to disk)."""
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _image_shape(n_features):

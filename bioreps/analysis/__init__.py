@@ -2,8 +2,8 @@
 
 - :mod:`bioreps.analysis.spectrum`: PCA eigenspectra, the Stringer et al. (2019) power-law fit,
   cross-validated PCA and a bootstrap interval for the exponent.
-- :mod:`bioreps.analysis.robustness`: FGSM, PGD, the Square attack, robust-accuracy curves and
-  transfer matrices.
+- :mod:`bioreps.analysis.robustness`: FGSM, PGD, the Square attack, robust-accuracy curves,
+  transfer matrices and per-image critical perturbations.
 - :mod:`bioreps.analysis.similarity`: CKA (linear/RBF, debiased, minibatch) and RSA.
 - :mod:`bioreps.analysis.selectivity`: class selectivity and ablation curves.
 

@@ -33,6 +33,10 @@ Analyses
   Carlini & Wagner 2018 and Carlini et al. 2019 "On evaluating adversarial robustness").
 - :func:`transfer_matrix`: accuracy of every model on adversarial examples crafted on every other
   one (the transfer finding of Szegedy et al. 2013).
+- :func:`critical_perturbation`: per correctly classified image, the first eps of a grid at which
+  an attack (FGSM, PGD, Square or random noise) flips it and the L2 norm of that critical
+  perturbation; its relative-accuracy curve and :func:`eps_at_level`, the eps where such a curve
+  falls to 50% (the protocol of Holzhausen et al. 2024, arXiv:2405.00679).
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ from ..plots import save_figure
 
 __all__ = ["AttackWarning", "GradientMaskingWarning", "RobustnessCurve", "TransferResult", "accuracy", "fgsm",
            "pgd", "pgd_batch", "square_attack", "robust_accuracy_curve", "plot_robust_accuracy",
-           "transfer_matrix"]
+           "transfer_matrix", "CriticalPerturbation", "critical_perturbation", "eps_at_level"]
 
 _NORMS = ("linf", "l2")
 _DEFAULT_BATCH = 256
@@ -946,3 +950,291 @@ def transfer_matrix(models, X, y, eps, attack="pgd", seed=None, *, batch_size=_D
         for j, dst in enumerate(mods):
             matrix[i, j] = accuracy(dst, X_adv, y, batch_size)
     return TransferResult(names=names, matrix=matrix, clean_accuracy=clean, eps=eps, attack=attack)
+
+
+# ---------------------------------------------------------------------------- critical perturbations
+_CRITICAL_ATTACKS = ("fgsm", "pgd", "square", "noise")
+
+
+def _noise(model, X, y, eps, *, seed=None, batch_size=_DEFAULT_BATCH):
+    """The random-noise baseline of :func:`critical_perturbation`: every feature moved by +eps or
+    -eps (a fair coin per feature), then clipped to [0, 1]. ``X`` is a float tensor on the model's
+    device; signs come from a private CPU ``torch.Generator`` (``seed``), drawn batch by batch."""
+    gen = _torch_generator(seed)
+    out = torch.empty_like(X)
+    for sl in _batches(X.shape[0], batch_size):
+        signs = torch.randint(0, 2, X[sl].shape, generator=gen).to(device=X.device, dtype=X.dtype) * 2 - 1
+        out[sl] = torch.clamp(X[sl] + eps * signs, 0.0, 1.0)
+    return out
+
+
+def _critical_grid(eps_list, name="eps_list"):
+    """``eps_list`` as a float64 array: non-empty, finite, >= 0, strictly ascending, with at
+    least one eps > 0 (ValueError naming the offending value otherwise)."""
+    try:
+        arr = np.asarray(eps_list, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a sequence of numbers, got {type(eps_list).__name__}") from None
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty")
+    values = arr.tolist()
+    for i, e in enumerate(values):
+        if not math.isfinite(e) or e < 0:
+            raise ValueError(f"{name} must hold finite numbers >= 0; {name}[{i}] is {e!r}")
+        if i and e <= values[i - 1]:
+            what = "a duplicate" if e == values[i - 1] else "smaller than the one before it"
+            raise ValueError(f"{name} must be strictly ascending; {name}[{i}] = {e!r} is {what} "
+                             f"({name}[{i - 1}] = {values[i - 1]!r})")
+    return arr
+
+
+def _jsonable(a):
+    """A list of floats for JSON: inf as the string "inf" (or "-inf"), NaN as None."""
+    return [None if math.isnan(v) else (("inf" if v > 0 else "-inf") if math.isinf(v) else float(v))
+            for v in np.asarray(a, dtype=np.float64).tolist()]
+
+
+@dataclass
+class CriticalPerturbation:
+    """Result of :func:`critical_perturbation`: the smallest flipping eps of each image.
+
+    Attributes
+    ----------
+    eps : ndarray (n_eps,)
+        The grid as given (strictly ascending; an eps of 0 is kept here but never attacked).
+    attack : str
+        "fgsm", "pgd", "square" or "noise".
+    norm : str
+        The norm of the eps-balls ("linf" or "l2"; only PGD runs in L2).
+    indices : ndarray int64 (n_kept,)
+        Rows of ``X`` that were attacked: the correctly classified ones (with ``only_correct``),
+        else all rows.
+    critical_eps : ndarray float64 (n_kept,)
+        Per kept image, the first grid eps at which the attack misclassified it; ``inf`` if no
+        grid eps did; ``0`` for an image misclassified clean (only with ``only_correct=False``).
+    l2 : ndarray float64 (n_kept,)
+        ``||x_adv - x||_2`` over all features of the flipping adversarial example (the critical
+        perturbation); ``inf`` where ``critical_eps`` is inf, ``0`` where it is 0.
+    n_images : int
+        Rows of ``X`` before filtering.
+    clean_accuracy : float
+        Accuracy on all ``n_images`` rows.
+    """
+
+    eps: np.ndarray
+    attack: str
+    norm: str
+    indices: np.ndarray
+    critical_eps: np.ndarray
+    l2: np.ndarray
+    n_images: int
+    clean_accuracy: float
+
+    def relative_accuracy(self):
+        """Per eps of the grid, the fraction of kept images with ``critical_eps > eps``.
+
+        An image counts as flipped from its first flipping eps on, so this is the accuracy under
+        the strongest of the attacks run at radii up to eps (the best attack within each budget),
+        non-increasing in eps. With ``only_correct`` (the paper's relative accuracy) it is 1.0 at
+        eps 0; with ``only_correct=False`` it is the plain robust accuracy (the clean accuracy at
+        eps 0). NaN everywhere when no image was kept.
+        """
+        if self.critical_eps.size == 0:
+            return np.full(self.eps.shape, np.nan)
+        return (self.critical_eps[None, :] > self.eps[:, None]).mean(axis=1)
+
+    def median_l2(self):
+        """Median of ``l2`` over the kept images: ``inf`` when at least half of them were never
+        flipped on the grid; NaN when no image was kept."""
+        return float(np.median(self.l2)) if self.l2.size else math.nan
+
+    def eps_at_level(self, level=0.5):
+        """:func:`eps_at_level` of :meth:`relative_accuracy` over :attr:`eps` (the paper's summary:
+        the eps where the relative accuracy falls to 50%)."""
+        return eps_at_level(self.eps, self.relative_accuracy(), level)
+
+    def to_dict(self):
+        """A JSON-able dict of every field plus ``relative_accuracy`` and ``median_l2``. Infinite
+        values (never-flipped images) are written as the string ``"inf"`` (``float("inf")`` reads
+        it back), NaN as ``None``; the result passes ``json.dumps(..., allow_nan=False)``."""
+        median = self.median_l2()
+        return {"eps": _jsonable(self.eps), "attack": self.attack, "norm": self.norm,
+                "indices": [int(i) for i in self.indices], "critical_eps": _jsonable(self.critical_eps),
+                "l2": _jsonable(self.l2), "n_images": int(self.n_images),
+                "clean_accuracy": float(self.clean_accuracy),
+                "relative_accuracy": _jsonable(self.relative_accuracy()), "median_l2": _jsonable([median])[0]}
+
+
+def critical_perturbation(model, X, y, eps_list, attack="pgd", *, norm="linf", seed=None, steps=20,
+                          batch_size=_DEFAULT_BATCH, n_queries=1000, only_correct=True, image_shape=None,
+                          progress=None):
+    """Per image, the smallest eps of a grid at which an attack flips it, and the L2 norm of that
+    critical perturbation (the protocol of Holzhausen et al. 2024, arXiv:2405.00679).
+
+    Only the images the model classifies correctly are attacked (``only_correct``; their rows are
+    :attr:`CriticalPerturbation.indices`), so the curve :meth:`CriticalPerturbation.relative_accuracy`
+    starts at 1.0. For each eps > 0 of the ascending grid, the attack runs on the kept images not
+    flipped yet; those it misclassifies get ``critical_eps = eps`` and ``l2 = ||x_adv - x||_2``
+    (float64, over all features; for L-inf attacks at most ``eps * sqrt(d)``). Images never
+    flipped get ``inf`` for both. Since an image counts as flipped from its first flipping eps
+    on, ``relative_accuracy()[i]`` (fraction with ``critical_eps > eps[i]``) is the accuracy under
+    the best attack within each budget, non-increasing in eps, even where a single attack run at
+    a larger eps would miss an image a smaller one fooled (a random start, the noise baseline).
+
+    Parameters
+    ----------
+    model : torch.nn.Module returning logits
+    X, y : inputs in [0, 1] and integer labels
+    eps_list : sequence of float >= 0
+        Strictly ascending radii (ValueError naming an unsorted, duplicate, negative or non-finite
+        value; unlike :func:`robust_accuracy_curve` the grid is not sorted for you, since the
+        order defines "first"). An eps of 0 may be listed (its relative accuracy is 1.0) but is
+        not attacked; at least one eps must be > 0.
+    attack : {"pgd", "fgsm", "square", "noise"}
+        "pgd": :func:`pgd` with ``steps`` and its other defaults (``keep_best``, random start),
+        so never weaker than FGSM. "fgsm": :func:`fgsm`. "square": the gradient-free
+        :func:`square_attack` with ``n_queries``, for models marked ``differentiable = False``.
+        "noise": the random-noise baseline, every feature moved by +eps or -eps with a fair
+        coin, clipped to [0, 1] (no model gradients; applies to any model). Gradient attacks on a
+        non-differentiable model raise the ``TypeError`` of :func:`fgsm` / :func:`pgd`.
+    norm : {"linf", "l2"}
+        "l2" only for "pgd"; the other attacks are L-inf.
+    seed : None, int or SeedSequence
+        The attack at grid position ``i`` gets child ``i`` of ``SeedSequence(seed).spawn(len(eps))``
+        (PGD's random start, the Square attack's search, the noise signs), so a fixed seed gives
+        identical results (a SeedSequence is not advanced: passing it again repeats the run);
+        they also depend on the grid and ``batch_size``. "fgsm" uses no seed.
+    steps : int >= 0
+        PGD iterations (the paper uses 20).
+    batch_size : int
+        Samples per forward/backward pass (and per Square-attack search).
+    n_queries : int >= 1
+        Square-attack queries per image and eps.
+    only_correct : bool
+        Attack only the correctly classified images (default, the paper's relative accuracy).
+        With False every row is kept; those misclassified clean get ``critical_eps = l2 = 0``.
+    image_shape : (c, h, w) or (h, w), optional
+        For "square" when the image shape cannot be inferred from ``X``.
+    progress : bool or None
+
+    Returns
+    -------
+    CriticalPerturbation
+    """
+    attack_name = str(attack).lower()
+    if attack_name not in _CRITICAL_ATTACKS:
+        raise ValueError(f"unknown attack {attack!r}; choose from {_CRITICAL_ATTACKS}")
+    norm = _check_norm(norm)
+    if norm == "l2" and attack_name != "pgd":
+        raise ValueError(f"attack {attack_name!r} is an L-inf attack; with norm='l2' use attack='pgd'")
+    eps_arr = _critical_grid(eps_list)
+    if not np.any(eps_arr > 0):
+        raise ValueError(f"eps_list has no eps > 0 to attack with: {eps_arr.tolist()}")
+    steps = check_int(steps, "steps", 0)
+    batch_size = check_int(batch_size, "batch_size", 1)
+    n_queries = check_int(n_queries, "n_queries", 1)
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {int(seed)}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer, np.random.SeedSequence))):
+        raise TypeError(f"seed must be None, an int or a SeedSequence, got {type(seed).__name__}")
+    Xt, yt, _ = _prepare(model, X, y)
+    if attack_name in _GRADIENT_ATTACKS:
+        _require_differentiable(model, attack_name)
+    # the children of `seed` without spawning from it (spawn would change a caller's SeedSequence)
+    root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    children = [np.random.SeedSequence(root.entropy, spawn_key=tuple(root.spawn_key) + (i,),
+                                       pool_size=root.pool_size) for i in range(eps_arr.size)]
+
+    n = Xt.shape[0]
+    pred = torch.empty(n, dtype=torch.int64, device=Xt.device)
+    with _eval_mode(model), torch.no_grad():
+        for sl in _batches(n, batch_size):
+            logits = _logits(model, Xt[sl])
+            _check_label_range(logits, yt[sl])
+            pred[sl] = logits.argmax(dim=1).to(Xt.device)
+    correct = (pred == yt).cpu().numpy()
+    indices = np.flatnonzero(correct) if only_correct else np.arange(n)
+    crit = np.where(correct[indices], math.inf, 0.0)
+    l2 = crit.copy()
+
+    def run(Xs, ys, e, child):
+        if attack_name == "noise":
+            return _noise(model, Xs, ys, e, seed=child, batch_size=batch_size)
+        if attack_name == "fgsm":
+            return fgsm(model, Xs, ys, e, batch_size=batch_size)
+        if attack_name == "pgd":
+            return pgd(model, Xs, ys, e, norm=norm, steps=steps, seed=child, batch_size=batch_size)
+        return square_attack(model, Xs, ys, e, n_queries=n_queries, seed=child, batch_size=batch_size,
+                             image_shape=image_shape, progress=progress)
+
+    positions = [i for i, e in enumerate(eps_arr) if e > 0]
+    bar = progress_bar(positions, progress=progress, desc=f"critical eps ({attack_name})")
+    for i in bar:
+        alive = np.flatnonzero(np.isinf(crit))  # positions in `indices` not flipped yet
+        if alive.size == 0:
+            break
+        rows = torch.as_tensor(indices[alive], device=Xt.device)
+        Xs, ys = Xt[rows], yt[rows]
+        X_adv = run(Xs, ys, float(eps_arr[i]), children[i])
+        flipped = (_predict(model, X_adv, batch_size) != ys).cpu().numpy()
+        if flipped.any():
+            hit = torch.as_tensor(np.flatnonzero(flipped), device=Xt.device)
+            delta = (X_adv[hit].to(torch.float64) - Xs[hit].to(torch.float64)).reshape(hit.numel(), -1)
+            crit[alive[flipped]] = eps_arr[i]
+            l2[alive[flipped]] = delta.norm(dim=1).cpu().numpy()
+        bar.set_postfix(unflipped=int(np.isinf(crit).sum()))
+    bar.close()
+    return CriticalPerturbation(eps=eps_arr, attack=attack_name, norm=norm, indices=indices.astype(np.int64),
+                                critical_eps=crit, l2=l2, n_images=n, clean_accuracy=float(correct.mean()))
+
+
+def eps_at_level(eps, accuracy, level=0.5):
+    """The eps at which an accuracy curve first falls to ``level`` or below, with its bracket.
+
+    Let ``i`` be the first grid point with ``accuracy[i] <= level``. Between the bracketing grid
+    points ``lo = eps[i-1]`` (accuracy above ``level``) and ``hi = eps[i]`` the crossing is
+    interpolated linearly in ``log(eps)`` (the grids of robustness curves are roughly geometric),
+    or linearly in eps when ``lo`` is 0. A curve that rises again after falling is judged by its
+    first crossing.
+
+    Returns
+    -------
+    dict with
+        ``eps``: the interpolated crossing (float; ``inf`` when censored "above");
+        ``lo``, ``hi``: the grid points bracketing the crossing (the resolution of ``eps``);
+        ``censored``: ``None`` when two grid points > 0 bracket the crossing; ``"below"`` when the
+        first grid point > 0 is already at or below ``level`` (the crossing lies in
+        ``[0, hi]``, ``lo = 0``, which a log-scale grid cannot resolve; ``eps`` is then the linear
+        interpolation from an eps-0 point above ``level`` if the grid has one, else ``hi``; if
+        the curve is at or below ``level`` at eps 0 itself, ``eps = lo = hi = 0``); ``"above"``
+        when no grid point reaches ``level`` (``eps = hi = inf``, ``lo = eps[-1]``).
+
+    Raises ``ValueError`` for curves of different lengths, an eps grid that is empty, negative,
+    non-finite or not strictly ascending, non-finite accuracies, or ``level`` outside (0, 1).
+    """
+    eps_arr = _critical_grid(eps, name="eps")
+    try:
+        acc = np.asarray(accuracy, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise TypeError(f"accuracy must be a sequence of numbers, got {type(accuracy).__name__}") from None
+    if acc.size != eps_arr.size:
+        raise ValueError(f"accuracy has {acc.size} values but eps has {eps_arr.size}")
+    bad = np.flatnonzero(~np.isfinite(acc))
+    if bad.size:
+        raise ValueError(f"accuracy must be finite; accuracy[{bad[0]}] is {float(acc[bad[0]])!r}")
+    level = check_float(level, "level")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    below = np.flatnonzero(acc <= level)
+    if below.size == 0:
+        return {"eps": math.inf, "lo": float(eps_arr[-1]), "hi": math.inf, "censored": "above"}
+    i = int(below[0])
+    hi = float(eps_arr[i])
+    if i == 0:
+        return {"eps": hi, "lo": 0.0, "hi": hi, "censored": "below"}
+    lo = float(eps_arr[i - 1])
+    t = (acc[i - 1] - level) / (acc[i - 1] - acc[i])  # in (0, 1]: acc[i-1] > level >= acc[i]
+    if lo == 0:
+        return {"eps": float(t * hi), "lo": 0.0, "hi": hi, "censored": "below"}
+    return {"eps": float(math.exp(math.log(lo) + t * (math.log(hi) - math.log(lo)))), "lo": lo, "hi": hi,
+            "censored": None}

@@ -213,6 +213,9 @@ def _analysis(raw, source):
     for key in ("steps", "n_images"):
         if att[key] < 1:
             raise ConfigError(f"{source}: analysis.attacks.{key} must be >= 1, got {att[key]}")
+    if cfg["ablation"]:
+        raise ConfigError(f"{source}: analysis.ablation is not available in studies yet; run "
+                          f"bioreps.analysis.selectivity.ablation_curve on a model's file instead, or remove the key")
     if cfg["cka"] not in _CKA:
         raise ConfigError(f"{source}: analysis.cka must be one of {list(_CKA)}, got {cfg['cka']!r}")
     return cfg
@@ -372,6 +375,10 @@ def train_unit(ctx, data_cfg, model_cfg, seed):
             readout = LinearReadout(**ro_cfg, random_state=mseed, progress=False).fit(Htr, ytr, n_classes=n_classes)
             # the readout is part of the model: stored in its file before the file is committed
             bio.add_readout(tmp, readout.to_arrays(), readout.hyperparameters())
+    from .. import io as bio
+
+    with bio.load(ctx.path("model.h5")) as f:  # the backend the model says it ran on
+        info["backend"] = str(f.provenance.get("backend", "unknown"))
     if not cls.supervised:
         info["train_accuracy"] = float(readout.score(Htr, ytr))
         info["test_accuracy"] = float(readout.score(Hte, yte))
@@ -399,14 +406,56 @@ def _classifier(cls, model_path):
     return spiking_classifier(layer, readout), "layer + the file's readout (not differentiable: black-box attacks only)"
 
 
+def _spectrum_entry(R, ranks, bootstrap=0, seed=0):
+    """alpha of a representation's PCA spectrum by both fits, the normalised spectrum clipped to the
+    ranks that carry variance (for the page's figure) and any fit warnings."""
+    import warnings
+
+    import numpy as np
+
+    from ..analysis import spectrum
+
+    eigs = spectrum.eigenspectrum(R)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = spectrum.powerlaw_alpha(eigs, ranks=tuple(ranks))
+        nas = spectrum.powerlaw_alpha(eigs, ranks=(ranks[0], ranks[1] + 1), method="nassar")  # the same ranks
+        ci = spectrum.alpha_ci(R, ranks=tuple(ranks), n_boot=bootstrap, seed=seed) if bootstrap else None
+    top = float(eigs[0]) if len(eigs) and eigs[0] > 0 else 1.0
+    norm = np.asarray(eigs, float) / top
+    carried = norm[norm > 1e-12][:2000]
+    out = {"alpha": float(fit.alpha), "alpha_nassar": float(nas.alpha), "ranks": [int(r) for r in fit.ranks],
+           "nassar_ranks": [int(nas.ranks[0]), int(nas.ranks[1]) + 1], "nassar_intercept": float(nas.intercept),
+           "residual": float(fit.residual), "cliff": fit.cliff, "eigs": [float(v) for v in carried],
+           "warnings": sorted({str(w.message) for w in caught})}
+    if ci is not None:
+        out["alpha_ci"] = [float(ci.low), float(ci.high)]
+        out["bootstrap"] = int(bootstrap)
+    return fit, eigs, out
+
+
+def _noise_probes(X, seed):
+    """Gaussian images with each pixel's test-set mean and standard deviation, clipped to [0, 1] (the
+    models' input range): as many as ``X`` has rows, from the seed."""
+    import numpy as np
+
+    rng = np.random.default_rng([seed, 0x6E6F6973])  # "nois"
+    mu, sd = X.mean(axis=0), X.std(axis=0)
+    return np.clip(mu + sd * rng.standard_normal(X.shape), 0.0, 1.0).astype(np.float32)
+
+
 def analyze_unit(ctx, analysis_cfg, data_cfg, model_cfg, seed):
-    """Unit ("analyze", model, seed): spectrum of the test representation (Stringer and Nassar
-    fits), clean accuracy and robust accuracy curves on the first ``n_images`` test images."""
+    """Unit ("analyze", model, seed): the spectrum of the test representation (Stringer and
+    unweighted fits; on Gaussian-noise probes too when asked), class selectivity when asked, and
+    the attacks on the correctly classified images among the first ``n_images`` test images: per
+    attack the relative accuracy curve, each image's critical perturbation and the eps at 50%
+    relative accuracy (:func:`bioreps.analysis.robustness.critical_perturbation`)."""
     import warnings
 
     import numpy as np
     import torch
 
+    from .. import data as bdata
     from .. import io as bio
     from ..analysis import robustness, spectrum
     from . import kinds
@@ -419,67 +468,137 @@ def analyze_unit(ctx, analysis_cfg, data_cfg, model_cfg, seed):
         test = f.representations["test"]
         H, y = test.to_numpy(), test.labels
         index = test.inputs_index
+    need_images = analysis_cfg["attacks"]["methods"] or (spec_cfg["enabled"] and spec_cfg["noise_probes"])
+    X_test = (bdata.load(data_cfg["dataset"], "test", data_dir=data_cfg.get("data_dir"))[0][index]
+              if need_images else None)
     if spec_cfg["enabled"]:
-        eigs = spectrum.eigenspectrum(H)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            fit = spectrum.powerlaw_alpha(eigs, ranks=tuple(spec_cfg["ranks"]))
-            nas = spectrum.powerlaw_alpha(eigs, ranks=tuple(spec_cfg["ranks"]), method="nassar")
-        out["spectrum"] = {"alpha": float(fit.alpha), "alpha_nassar": float(nas.alpha),
-                           "ranks": [int(r) for r in fit.ranks], "residual": float(fit.residual),
-                           "warnings": [str(w.message) for w in caught]}
+        fit, eigs, out["spectrum"] = _spectrum_entry(H, spec_cfg["ranks"], spec_cfg["bootstrap"], seed)
         spectrum.plot_spectrum(eigs, fit=fit, path=ctx.path("spectrum.png"),
                                title=f"{model_cfg['name']} (seed {seed}): alpha {fit.alpha:.2f}")
         ctx.add_output("spectrum.png")
+        if spec_cfg["noise_probes"]:
+            model = cls.load(files["model.h5"])
+            R = np.asarray(model.transform(_noise_probes(X_test, seed)), dtype=np.float32)
+            out["noise_spectrum"] = _spectrum_entry(R, spec_cfg["ranks"], 0, seed)[2]
+    if analysis_cfg["selectivity"]:
+        from ..analysis import selectivity
+
+        sel = selectivity.class_selectivity(H, y)
+        out["selectivity"] = {"values": [float(v) if np.isfinite(v) else None for v in sel],
+                              "mean": float(np.nanmean(sel)) if np.isfinite(sel).any() else None}
     att = analysis_cfg["attacks"]
     if att["methods"]:
-        from .. import data as bdata
-
-        X = bdata.load(data_cfg["dataset"], "test", data_dir=data_cfg.get("data_dir"))[0][index][:att["n_images"]]
-        yy = y[:att["n_images"]]
-        module, how = _classifier(cls, files["model.h5"])
-        torch.manual_seed(seed)
-        curve_attacks = tuple(m for m in att["methods"] if m in ("fgsm", "pgd", "square"))
-        result = {"how": how, "n_images": int(len(X))}
-        if curve_attacks:
+        X, yy = X_test[:att["n_images"]], y[:att["n_images"]]
+        result = {"n_images": int(len(X)), "eps": list(att["eps"]), "attacks": {}, "skipped": {}}
+        try:
+            module, how = _classifier(cls, files["model.h5"])
+        except ValueError as exc:  # no classifier (no readout in the file): nothing to attack
+            result["not_attacked"] = str(exc)
+            module = None
+        if module is not None:
+            result["how"] = how
             differentiable = getattr(module, "differentiable", True)
-            run = curve_attacks if differentiable else tuple(m for m in curve_attacks if m == "square")
-            result["skipped"] = [m for m in curve_attacks if m not in run]
-            if run:
+            torch.manual_seed(seed)
+            for attack in att["methods"]:
+                if attack in ("fgsm", "pgd") and not differentiable:
+                    result["skipped"][attack] = ("the model is not differentiable (a spiking layer): gradient "
+                                                 "attacks do not apply; see the gradient-free attacks")
+                    continue
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    curve = robustness.robust_accuracy_curve(module, X, yy, att["eps"], attacks=run, seed=seed,
-                                                             progress=False, pgd={"steps": att["steps"]}
-                                                             if "pgd" in run else {})
-                result.update(curve.to_dict())
-        if "noise" in att["methods"]:
-            rng = np.random.default_rng(seed)
-            sign = np.sign(rng.standard_normal(X.shape)).astype(np.float32)
-            result.setdefault("accuracy", {})["noise"] = [
-                float(robustness.accuracy(module, np.clip(X + e * sign, 0, 1).astype(np.float32), yy))
-                for e in att["eps"]]
-            result.setdefault("eps", list(att["eps"]))
+                    crit = robustness.critical_perturbation(module, X, yy, att["eps"], attack, seed=seed,
+                                                            steps=att["steps"])
+                rel = crit.relative_accuracy()
+                if len(crit.l2) == 0:  # no image classified correctly: no relative accuracy to measure
+                    result["attacks"][attack] = {"relative_accuracy": [None] * len(rel), "accuracy": [0.0] * len(rel),
+                                                 "l2": [], "critical_eps": [], "median_l2": None, "n_correct": 0,
+                                                 "eps50": {"eps": None, "lo": None, "hi": None,
+                                                           "censored": "no test image classified correctly"}}
+                    result["clean_accuracy"] = float(crit.clean_accuracy)
+                    continue
+                entry = {"relative_accuracy": [float(v) for v in rel],
+                         "accuracy": [float(v) * crit.clean_accuracy for v in rel],
+                         "l2": [float(v) if np.isfinite(v) else None for v in crit.l2],
+                         "critical_eps": [float(v) if np.isfinite(v) else None for v in crit.critical_eps],
+                         "median_l2": float(crit.median_l2()) if np.isfinite(crit.median_l2()) else None,
+                         "eps50": _jsonable(robustness.eps_at_level(att["eps"], rel, 0.5)),
+                         "n_correct": int(len(crit.l2))}
+                result["attacks"][attack] = entry
+                result["clean_accuracy"] = float(crit.clean_accuracy)
         out["robustness"] = result
     ctx.write_json("analysis.json", _jsonable(out))
 
 
-def compare_unit(ctx, analysis_cfg, names, seed):
-    """Unit ("compare", seed): linear (or the configured) CKA between the test representations
-    of every pair of the study's models for one seed."""
-    from .. import io as bio
-    from ..analysis import similarity
+def _transfer_eps(analyses, grid, attack):
+    """The eps of the grid nearest (in log) to the median of the models' eps at 50% relative
+    accuracy under ``attack``: the budget where the source models are near 50%, so the transfer
+    matrix is informative (at the largest eps every entry is ~0)."""
+    import numpy as np
 
-    if analysis_cfg["cka"] == "none":
-        ctx.write_json("compare.json", {"seed": seed, "cka": None})
-        return
-    reps = []
+    vals = [a["robustness"]["attacks"][attack]["eps50"]["eps"] for a in analyses
+            if attack in ((a.get("robustness") or {}).get("attacks") or {})
+            and (a["robustness"]["attacks"][attack].get("eps50") or {}).get("eps") is not None
+            and np.isfinite(a["robustness"]["attacks"][attack]["eps50"]["eps"])]
+    positive = [e for e in grid if e > 0]
+    if not positive:
+        return None
+    if not vals:
+        return positive[-1]
+    target = float(np.median(vals))
+    return min(positive, key=lambda e: abs(np.log(e) - np.log(target)))
+
+
+def compare_unit(ctx, analysis_cfg, data_cfg, models, seed):
+    """Unit ("compare", seed): linear (or the configured) CKA between the test representations
+    of every pair of the study's models for one seed; with ``analysis.transfer``, the transfer
+    matrix of adversarial examples between the models (Szegedy et al. 2013) at the grid eps
+    nearest the models' median eps at 50% relative accuracy. ``models``: ``[name, kind]`` pairs."""
+    import json
+    import warnings
+
+    import numpy as np
+
+    from .. import io as bio
+    from ..analysis import robustness, similarity
+
+    names = [name for name, _ in models]
+    kind_of = dict((name, kind) for name, kind in models)
+    out = {"seed": seed, "models": names, "cka": analysis_cfg["cka"], "matrix": None}
+    reps, ys, index = [], None, None
     for name in names:
         with bio.load(ctx.inputs[("train", name, seed)]["model.h5"]) as f:
-            reps.append(f.representations["test"].to_numpy())
-    kernel = "rbf" if analysis_cfg["cka"] == "rbf" else "linear"
-    M = similarity.cka_matrix(reps, kernel=kernel, debiased=analysis_cfg["cka"] == "debiased")
-    ctx.write_json("compare.json", {"seed": seed, "models": list(names), "cka": analysis_cfg["cka"],
-                                    "matrix": [[float(v) for v in row] for row in M]})
+            test = f.representations["test"]
+            reps.append(test.to_numpy())
+            ys, index = test.labels, test.inputs_index
+    if analysis_cfg["cka"] != "none":
+        kernel = "rbf" if analysis_cfg["cka"] == "rbf" else "linear"
+        M = similarity.cka_matrix(reps, kernel=kernel, debiased=analysis_cfg["cka"] == "debiased")
+        out["matrix"] = [[float(v) for v in row] for row in M]
+    att = analysis_cfg["attacks"]
+    attack = next((a for a in ("pgd", "fgsm") if a in att["methods"]), None)
+    if analysis_cfg["transfer"] and attack is not None:
+        from .. import data as bdata
+        from . import kinds
+
+        analyses = [json.loads(Path(ctx.inputs[("analyze", n, seed)]["analysis.json"]).read_text()) for n in names]
+        eps = _transfer_eps(analyses, att["eps"], attack)
+        X = bdata.load(data_cfg["dataset"], "test", data_dir=data_cfg.get("data_dir"))[0][index][:att["n_images"]]
+        yy = ys[:att["n_images"]]
+        modules, left_out = {}, {}
+        for name in names:
+            try:
+                modules[name] = _classifier(kinds.get(kind_of[name]), ctx.inputs[("train", name, seed)]["model.h5"])[0]
+            except ValueError as exc:
+                left_out[name] = str(exc)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            kw = {"steps": att["steps"]} if attack == "pgd" else {}
+            tr = robustness.transfer_matrix(modules, X, yy, eps, attack=attack, seed=seed, progress=False, **kw)
+        out["transfer"] = {"attack": attack, "eps": float(eps), "names": tr.names,
+                           "matrix": _jsonable(tr.matrix), "clean_accuracy": _jsonable(tr.clean_accuracy),
+                           "n_images": int(len(X)), "left_out": left_out,
+                           "rows_not_crafted": [n for n, row in zip(tr.names, tr.matrix) if np.isnan(row).all()]}
+    ctx.write_json("compare.json", out)
 
 
 def _jsonable(obj):
@@ -514,11 +633,17 @@ def plan(cfg, root) -> list:
                               config_hash=config_hash({"data": data_key, "model": m, "seed": seed})))
             akey = ("analyze", m["name"], seed)
             units.append(Unit(akey, analyze_unit, unit_folder(root, akey), args=(analysis, data_cfg, m, seed), deps=(key,),
-                              config_hash=config_hash({"analysis": {k: analysis[k] for k in ("spectrum", "attacks")}})))
+                              config_hash=config_hash({"analysis": {k: analysis[k] for k in ("spectrum", "attacks", "selectivity")}})))
         ckey = ("compare", seed)
-        units.append(Unit(ckey, compare_unit, unit_folder(root, ckey), args=(analysis, names, seed),
-                          deps=tuple(("train", n, seed) for n in names),
-                          config_hash=config_hash({"cka": analysis["cka"], "models": names})))
+        transfer = bool(analysis["transfer"]) and any(a in analysis["attacks"]["methods"] for a in ("pgd", "fgsm"))
+        deps = tuple(("train", n, seed) for n in names)
+        if transfer:
+            deps += tuple(("analyze", n, seed) for n in names)
+        kinds_of = [[m["name"], m["kind"]] for m in cfg["models"]]
+        units.append(Unit(ckey, compare_unit, unit_folder(root, ckey), args=(analysis, data_cfg, kinds_of, seed),
+                          deps=deps,
+                          config_hash=config_hash({"cka": analysis["cka"], "models": names,
+                                                   "transfer": analysis["attacks"] if transfer else None})))
     return units
 
 
@@ -530,11 +655,23 @@ def _metrics(train, analysis) -> dict:
     for k in ("alpha", "alpha_nassar"):
         if spec.get(k) is not None:
             out[k] = spec[k]
+    noise = analysis.get("noise_spectrum") or {}
+    for k in ("alpha", "alpha_nassar"):
+        if noise.get(k) is not None:
+            out[f"noise_{k}"] = noise[k]
     rob = analysis.get("robustness") or {}
-    for attack, accs in (rob.get("accuracy") or {}).items():
-        for e, a in zip(rob.get("eps", []), accs):
-            if a is not None:
-                out[f"{attack}_accuracy@{e:g}"] = a
+    if rob.get("clean_accuracy") is not None:
+        out["attacked_clean_accuracy"] = rob["clean_accuracy"]
+    for attack, entry in (rob.get("attacks") or {}).items():
+        for e, a, r in zip(rob.get("eps", []), entry["accuracy"], entry["relative_accuracy"]):
+            out[f"{attack}_accuracy@{e:g}"] = a
+            if r is not None:
+                out[f"{attack}_relative_accuracy@{e:g}"] = r
+        if entry.get("median_l2") is not None:
+            out[f"{attack}_median_l2"] = entry["median_l2"]
+        e50 = entry.get("eps50") or {}
+        if e50.get("eps") is not None and e50.get("censored") is None:
+            out[f"{attack}_eps50"] = e50["eps"]
     return out
 
 
@@ -592,9 +729,11 @@ def run_study(config, *, output=None, workers=None, scheduler=None, threads=None
     ``resume=True``, which skips every finished unit (after verifying its files). ``threads``:
     compute threads per unit (default: every core in this process; cores // workers on Dask)."""
     import json
+    import time
 
     from .. import _files
-    from .execute import config_hash, execute
+    from .execute import UnitError, config_hash, execute
+    from .page import write_report
 
     if isinstance(config, (str, Path)):
         source = source or str(config)
@@ -619,13 +758,21 @@ def run_study(config, *, output=None, workers=None, scheduler=None, threads=None
                                   "another output folder")
         elif any(p.name != _files.LOCK_NAME for p in out.iterdir()):
             raise ConfigError(f"{out} is not empty and holds no bioreps study; choose another output folder")
-        _files.write_text_atomic(record, json.dumps(ident, indent=2) + "\n")
-        results = execute(plan(cfg, out / "units"), workers=workers, scheduler=scheduler,
-                          threads_per_worker=threads, progress=progress, log=log)
+        _files.write_text_atomic(record, json.dumps({**ident, "config": cfg}, indent=2) + "\n")
+        start = time.perf_counter()
+        try:
+            results = execute(plan(cfg, out / "units"), workers=workers, scheduler=scheduler,
+                              threads_per_worker=threads, progress=progress, log=log)
+        except UnitError as exc:  # the page shows what finished and lists what is missing
+            page = write_report(out, cfg, error=exc, wall_seconds=time.perf_counter() - start)
+            log(f"report (partial): {page}")
+            raise
         summary = aggregate(cfg, results)
         _files.write_json_atomic(out / "results.json", summary)
+        page = write_report(out, cfg, wall_seconds=time.perf_counter() - start)
         log(summary_table(summary))
         log(f"results: {out / 'results.json'}")
+        log(f"report: {page}")
         return summary
     finally:
         lock.release()

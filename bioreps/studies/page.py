@@ -1,0 +1,644 @@
+"""``report.html``: a study's comparison as one self-contained page.
+
+Every study writes it (also when some units failed: the page then shows what exists and lists
+what is missing). It reads only the units' files (``train.json``, ``analysis.json``,
+``compare.json`` and each ``unit.json`` record), so it can be rebuilt at any time with
+:func:`write_report` (``bioreps report RUN_DIR`` on the command line).
+
+What the page holds (the figures of Holzhausen et al. 2024, arXiv:2405.00679, and of the other
+papers whose measures a study computes; each caption says what was measured, on what, and over
+how many seeds):
+
+* a table: model | clean accuracy | alpha of the test representation (Stringer fit and the
+  unweighted fit of lambda_n / lambda_1) | alpha on Gaussian-noise probes | eps at 50% relative
+  accuracy per attack | median critical perturbation; each as the mean and a 95% Student-t
+  interval across seeds (:func:`bioreps.studies.stats.mean_ci`);
+* relative accuracy vs eps (log axis), one axes per attack, one line per model with its
+  interval band;
+* the spectra, lambda_n / lambda_1 vs n on log-log axes, one line per model, clipped to the
+  ranks that carry variance, with the fitted line over the fit window;
+* boxplots of each image's critical perturbation per model, and the median critical
+  perturbation vs clean accuracy (one point per model and seed);
+* the linear CKA matrix across the models (Kornblith et al. 2019) averaged over seeds, and the
+  CKA to the vanilla backprop model vs robustness (Jones et al. 2022);
+* class-selectivity histograms (Morcos et al. 2018) when the study measured them;
+* provenance: versions, the git commit of bioreps, the study's configuration, each unit's wall
+  time and host.
+
+Self-contained: images are PNGs embedded as ``data:`` URIs and the style sheet is inline, so
+the file makes no request when opened (tested in headless Chromium).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import platform
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["write_report", "collect"]
+
+REPORT_NAME = "report.html"
+_LEVEL = 0.5  # the relative accuracy whose eps the table reports
+
+
+# =========================================================================== reading the units
+
+def collect(cfg, root) -> dict:
+    """What the study's unit folders under ``root`` (the study's output folder) hold.
+
+    Returns ``{"train": {(model, seed): dict}, "analysis": {...}, "compare": {seed: dict},
+    "records": {key: unit.json}, "missing": [(key, reason)]}``. A unit counts when its record
+    says it finished with the configuration the study has now; otherwise it is listed as missing
+    with the reason (not run, failed, stale)."""
+    from .execute import _read_record
+    from .study import plan
+
+    root = Path(root)
+    out = {"train": {}, "analysis": {}, "compare": {}, "records": {}, "missing": []}
+    names = {"train": "train.json", "analyze": "analysis.json", "compare": "compare.json"}
+    for unit in plan(cfg, root / "units"):
+        record = _read_record(unit.folder)
+        if not record:
+            out["missing"].append((unit.key, "not run" if record is None else "unit.json unreadable"))
+            continue
+        if record.get("status") != "done" or record.get("config_hash") != unit.config_hash:
+            out["missing"].append((unit.key, "stale: run with another configuration"))
+            continue
+        try:
+            data = json.loads((unit.folder / names[unit.key[0]]).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            out["missing"].append((unit.key, f"{names[unit.key[0]]} unreadable ({exc})"))
+            continue
+        out["records"][unit.key] = record
+        if unit.key[0] == "train":
+            out["train"][unit.key[1:]] = data
+        elif unit.key[0] == "analyze":
+            out["analysis"][unit.key[1:]] = data
+        else:
+            out["compare"][unit.key[1]] = data
+    return out
+
+
+# =========================================================================== numbers
+
+def _ci(values):
+    from .stats import mean_ci
+
+    vals = [float(v) for v in values if v is not None and np.isfinite(v)]
+    return mean_ci(vals) if vals else None
+
+
+def _fmt(s, digits=3, *, sci=False, bounds=(-math.inf, math.inf)):
+    """Mean and interval as HTML; the interval is clipped to the quantity's range (``bounds``,
+    e.g. [0, 1] for an accuracy: a t interval over two seeds can reach past it)."""
+    if s is None:
+        return "&ndash;"
+    f = (lambda v: f"{v:.{digits - 1}e}") if sci else (lambda v: f"{v:.{digits}f}")
+    if s["n"] == 1:
+        return f"{f(s['mean'])}<br><span class=n>1 seed</span>"
+    lo, hi = max(s["ci_low"], bounds[0]), min(s["ci_high"], bounds[1])
+    return f"{f(s['mean'])}<br><span class=ci>[{f(lo)}, {f(hi)}]</span>"
+
+
+def _eps50_cell(entries):
+    """Mean and CI of eps at 50% over seeds; seeds whose curve never fell to 50% on the grid
+    are counted and said (their eps is only a lower bound)."""
+    if not entries:
+        return "&ndash;"
+    finite = [e["eps"] for e in entries if e.get("eps") is not None and np.isfinite(e["eps"])]
+    above = [e for e in entries if e.get("censored") == "above"]
+    cell = _fmt(_ci(finite), 3, sci=True, bounds=(0.0, math.inf)) if finite else ""
+    if above:
+        top = max(e["lo"] for e in above)
+        note = f"&gt; {top:.3g} in {len(above)} of {len(entries)} seeds"
+        cell = f"{cell}<br><span class=n>{note}</span>" if cell else note
+    return cell
+
+
+def _model_names(cfg):
+    return [m["name"] for m in cfg["models"]]
+
+
+def _seeds(cfg):
+    return list(cfg["study"]["seeds"])
+
+
+def _attacks(cfg, data):
+    """The attacks measured, in the study's order."""
+    seen = {name for a in data["analysis"].values() for name in ((a.get("robustness") or {}).get("attacks") or {})}
+    return [m for m in cfg["analysis"]["attacks"]["methods"] if m in seen]
+
+
+# =========================================================================== figures
+
+def _figure(width=7.0, height=4.2, ncols=1):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    axes = fig.subplots(1, ncols, squeeze=False)[0]
+    return fig, axes
+
+
+def _png(fig) -> str:
+    from ..plots import figure_data_uri
+
+    return figure_data_uri(fig)
+
+
+def _colors(names):
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if len(names) <= 10 else "tab20"]
+    return {n: cmap(i % cmap.N) for i, n in enumerate(names)}
+
+
+def _fig_relative_accuracy(cfg, data, colors):
+    attacks = _attacks(cfg, data)
+    if not attacks:
+        return None
+    fig, axes = _figure(4.2 * len(attacks), 3.8, len(attacks))
+    n_seeds = set()
+    for ax, attack in zip(axes, attacks):
+        for name in _model_names(cfg):
+            curves, eps = [], None
+            for seed in _seeds(cfg):
+                rob = (data["analysis"].get((name, seed)) or {}).get("robustness") or {}
+                a = (rob.get("attacks") or {}).get(attack)
+                if a:
+                    eps = np.asarray(rob["eps"], float)
+                    curves.append(np.asarray(a["relative_accuracy"], float))
+            if not curves:
+                continue
+            n_seeds.add(len(curves))
+            C = np.vstack(curves)
+            keep = eps > 0  # a log axis: eps = 0 is the clean point (relative accuracy 1)
+            mean = C.mean(axis=0)
+            ax.plot(eps[keep], mean[keep], marker="o", ms=3, color=colors[name], label=name)
+            if len(curves) > 1:
+                stats = [_ci(C[:, j]) for j in range(C.shape[1])]
+                lo = np.array([s["ci_low"] for s in stats])
+                hi = np.array([s["ci_high"] for s in stats])
+                ax.fill_between(eps[keep], np.clip(lo[keep], 0, 1), np.clip(hi[keep], 0, 1),
+                                color=colors[name], alpha=0.18, lw=0)
+        ax.set_xscale("log")
+        ax.set_ylim(-0.02, 1.02)
+        ax.axhline(_LEVEL, color="0.6", lw=0.8, ls=":")
+        ax.set_xlabel("eps (L-inf)")
+        ax.set_ylabel("relative accuracy")
+        ax.set_title(attack.upper() if attack != "noise" else "random noise")
+        ax.grid(True, which="both", alpha=0.25)
+    axes[0].legend(fontsize=8, loc="lower left")
+    seeds = "/".join(str(s) for s in sorted(n_seeds)) or "0"
+    caption = (f"Relative accuracy (the fraction of each model's correctly classified test images still "
+               f"classified correctly) against the L-inf budget eps, per attack; mean over {seeds} seeds "
+               f"with the 95% interval as a band. An image counts as fooled from the first eps of the "
+               f"grid that fools it on (the best attack within each budget). Dotted: 50%.")
+    return _png(fig), caption
+
+
+def _fig_spectra(cfg, data, colors, which="test"):
+    key = "spectrum" if which == "test" else "noise_spectrum"
+    fig, axes = _figure(6.4, 4.4)
+    ax = axes[0]
+    drawn = 0
+    for name in _model_names(cfg):
+        for seed in _seeds(cfg):
+            spec = (data["analysis"].get((name, seed)) or {}).get(key)
+            if spec and spec.get("eigs"):
+                eigs = np.asarray(spec["eigs"], float)
+                n = np.arange(1, len(eigs) + 1)
+                ax.loglog(n, eigs, color=colors[name], lw=1.3,
+                          label=f"{name}: alpha {spec['alpha']:.2f} / {spec['alpha_nassar']:.2f}")
+                lo, hi = spec["nassar_ranks"]
+                r = np.arange(lo, min(hi, len(eigs) + 1))
+                if len(r):
+                    ax.loglog(r, np.exp(spec["nassar_intercept"]) * r ** (-spec["alpha_nassar"]),
+                              color=colors[name], lw=0.9, ls="--")
+                drawn += 1
+                break  # the first seed that has it
+    if not drawn:
+        return None
+    ax.set_xlabel("rank n")
+    ax.set_ylabel("lambda_n / lambda_1")
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=7, loc="lower left", title="alpha: Stringer / unweighted", title_fontsize=7)
+    probes = "the test images" if which == "test" else "Gaussian-noise probes"
+    caption = (f"PCA spectra of each model's representation of {probes} (one seed per model, the "
+               f"first available), lambda_n / lambda_1 against rank, clipped to the ranks that carry "
+               f"variance (above 1e-12 of lambda_1). Dashed: the unweighted least-squares power law "
+               f"over its fit window (Nassar et al. 2020's convention, as the seed paper).")
+    return _png(fig), caption
+
+
+def _critical(data, name, seeds, attack):
+    l2 = []
+    for seed in seeds:
+        a = ((data["analysis"].get((name, seed)) or {}).get("robustness") or {}).get("attacks", {}).get(attack)
+        if a:
+            l2 += [np.inf if v is None else float(v) for v in a["l2"]]
+    return np.asarray(l2, float)
+
+
+def _fig_critical(cfg, data, colors, attack):
+    vals, labels = [], []
+    for name in _model_names(cfg):
+        v = _critical(data, name, _seeds(cfg), attack)
+        if v.size:
+            vals.append(v[np.isfinite(v)])
+            labels.append(name)
+    if not labels or not any(v.size for v in vals):
+        return None
+    fig, axes = _figure(max(5.0, 0.9 * len(labels) + 2), 4.0)
+    ax = axes[0]
+    bp = ax.boxplot([v if v.size else [np.nan] for v in vals], patch_artist=True, showfliers=True)
+    for patch, name in zip(bp["boxes"], labels):
+        patch.set_facecolor(colors[name])
+        patch.set_alpha(0.5)
+    ax.set_xticks(range(1, len(labels) + 1), labels, rotation=30, ha="right")
+    ax.set_ylabel("critical perturbation ||x - x_adv||_2")
+    ax.grid(True, axis="y", alpha=0.25)
+    caption = (f"Critical perturbation of each correctly classified test image under {attack.upper()}: the "
+               f"L2 norm of x - x_adv at the first eps of the grid that flips its class, pooled over "
+               f"seeds. Images never flipped on the grid are left out of the boxes (their share is the "
+               f"last point of the relative-accuracy curve).")
+    return _png(fig), caption
+
+
+def _fig_median_vs_accuracy(cfg, data, colors, attack):
+    fig, axes = _figure(5.6, 4.0)
+    ax = axes[0]
+    drawn = 0
+    for name in _model_names(cfg):
+        xs, ys = [], []
+        for seed in _seeds(cfg):
+            a = ((data["analysis"].get((name, seed)) or {}).get("robustness") or {}).get("attacks", {}).get(attack)
+            t = data["train"].get((name, seed))
+            if a and t and a.get("median_l2") is not None:
+                xs.append(t["test_accuracy"])
+                ys.append(a["median_l2"])
+        if xs:
+            ax.scatter(xs, ys, color=colors[name], label=name, s=28)
+            drawn += 1
+    if not drawn:
+        return None
+    ax.set_xlabel("clean test accuracy")
+    ax.set_ylabel(f"median critical perturbation ({attack.upper()})")
+    ax.grid(True, alpha=0.25)
+    ax.legend(fontsize=8)
+    caption = (f"Median critical perturbation ({attack.upper()}, L2) against clean test accuracy, one point "
+               f"per model and seed: robustness bought with accuracy lies to the upper left.")
+    return _png(fig), caption
+
+
+def _mean_cka(cfg, data):
+    names = _model_names(cfg)
+    mats = []
+    for seed in _seeds(cfg):
+        c = data["compare"].get(seed)
+        if c and c.get("matrix") is not None and c.get("models") == names:
+            mats.append(np.asarray(c["matrix"], float))
+    return (np.mean(mats, axis=0), len(mats)) if mats else (None, 0)
+
+
+def _fig_cka(cfg, data):
+    M, n = _mean_cka(cfg, data)
+    if M is None:
+        return None
+    from matplotlib.colors import Normalize
+
+    names = _model_names(cfg)
+    k = len(names)
+    fig, axes = _figure(1.0 + 0.75 * k + 1.5, 0.75 * k + 1.2)
+    ax = axes[0]
+    off = M[~np.eye(k, dtype=bool)] if k > 1 else M.ravel()
+    lo = float(np.nanmin(off)) if off.size else 0.0
+    norm = Normalize(vmin=max(0.0, lo - 0.02), vmax=1.0)  # the scale spans the values present
+    im = ax.imshow(M, cmap="viridis", norm=norm)
+    ax.set_xticks(range(k), names, rotation=35, ha="right")
+    ax.set_yticks(range(k), names)
+    for i in range(k):
+        for j in range(k):
+            v = M[i, j]
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8,
+                    color="black" if norm(v) > 0.6 else "white")
+    fig.colorbar(im, ax=ax, shrink=0.8, label="linear CKA")
+    kind = (data["compare"].get(_seeds(cfg)[0]) or {}).get("cka", "linear")
+    caption = (f"{kind.capitalize()} CKA (Kornblith et al. 2019) between the models' test representations, the "
+               f"same images for every model, averaged over {n} seed(s). The colour scale runs from just "
+               f"below the smallest value to 1 so that close values stay apart.")
+    return _png(fig), caption
+
+
+def vanilla_model(cfg):
+    """The study's vanilla backprop model: the first supervised model without a regulariser."""
+    from . import kinds
+
+    for m in cfg["models"]:
+        if kinds.get(m["kind"]).supervised and not m.get("regularizer"):
+            return m["name"]
+    return None
+
+
+def _fig_cka_vs_robustness(cfg, data, colors, attack):
+    ref = vanilla_model(cfg)
+    names = _model_names(cfg)
+    if ref is None:
+        return None
+    fig, axes = _figure(5.6, 4.0)
+    ax = axes[0]
+    drawn = 0
+    j = names.index(ref)
+    for seed in _seeds(cfg):
+        c = data["compare"].get(seed)
+        if not c or c.get("matrix") is None or c.get("models") != names:
+            continue
+        for i, name in enumerate(names):
+            a = ((data["analysis"].get((name, seed)) or {}).get("robustness") or {}).get("attacks", {}).get(attack)
+            if a and a.get("median_l2") is not None:
+                ax.scatter(c["matrix"][i][j], a["median_l2"], color=colors[name], s=28,
+                           label=name if seed == _seeds(cfg)[0] or not drawn else None)
+                drawn += 1
+    if not drawn:
+        return None
+    handles, labels = ax.get_legend_handles_labels()
+    uniq = dict(zip(labels, handles))
+    ax.legend(uniq.values(), uniq.keys(), fontsize=8)
+    ax.set_xlabel(f"CKA to {ref}")
+    ax.set_ylabel(f"median critical perturbation ({attack.upper()})")
+    ax.grid(True, alpha=0.25)
+    caption = (f"Similarity to the vanilla backprop model ({ref}) against robustness, one point per model "
+               f"and seed (Jones et al. 2022 relate the two).")
+    return _png(fig), caption
+
+
+def _fig_transfer(cfg, data):
+    mats, eps, attack, n_img = [], set(), None, 0
+    names = None
+    for seed in _seeds(cfg):
+        t = (data["compare"].get(seed) or {}).get("transfer")
+        if t:
+            names = names or t["names"]
+            if t["names"] != names:
+                continue
+            mats.append(np.array([[np.nan if v is None else v for v in row] for row in t["matrix"]], float))
+            eps.add(t["eps"])
+            attack, n_img = t["attack"], t["n_images"]
+    if not mats:
+        return None
+    M = np.nanmean(np.stack(mats), axis=0) if len(mats) > 1 else mats[0]
+    k = len(names)
+    fig, axes = _figure(1.0 + 0.75 * k + 1.5, 0.75 * k + 1.4)
+    ax = axes[0]
+    im = ax.imshow(M, cmap="magma", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(k), names, rotation=35, ha="right")
+    ax.set_yticks(range(k), names)
+    ax.set_xlabel("evaluated on (target)")
+    ax.set_ylabel("crafted on (source)")
+    for i in range(k):
+        for j in range(k):
+            v = M[i, j]
+            ax.text(j, i, "n/a" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=8,
+                    color="white" if np.isnan(v) or v < 0.55 else "black")
+    fig.colorbar(im, ax=ax, shrink=0.8, label="accuracy")
+    eps_txt = ", ".join(f"{e:g}" for e in sorted(eps))
+    caption = (f"Transfer of adversarial examples (Szegedy et al. 2013): accuracy of each target model (columns) "
+               f"on {attack.upper()} examples crafted on each source model (rows) at eps {eps_txt}, the grid eps "
+               f"nearest the models' median eps at 50% relative accuracy; {n_img} test images, mean over "
+               f"{len(mats)} seed(s). The diagonal is white-box accuracy; n/a: a source that gradient attacks "
+               f"cannot craft on (not differentiable).")
+    return _png(fig), caption
+
+
+def _fig_selectivity(cfg, data, colors):
+    fig, axes = _figure(6.0, 3.8)
+    ax = axes[0]
+    drawn = 0
+    bins = np.linspace(0, 1, 26)
+    for name in _model_names(cfg):
+        vals = []
+        for seed in _seeds(cfg):
+            s = (data["analysis"].get((name, seed)) or {}).get("selectivity")
+            if s:
+                vals += [v for v in s["values"] if v is not None]
+        if vals:
+            ax.hist(vals, bins=bins, histtype="step", lw=1.4, color=colors[name], label=name, density=True)
+            drawn += 1
+    if not drawn:
+        return None
+    ax.set_xlabel("class selectivity index")
+    ax.set_ylabel("density of units")
+    ax.legend(fontsize=8)
+    caption = ("Class selectivity of each unit of the test representation (Morcos et al. 2018: "
+               "(mu_max - mu_rest) / (mu_max + mu_rest) over the class-mean responses), pooled over seeds.")
+    return _png(fig), caption
+
+
+# =========================================================================== the page
+
+_CSS = """
+body{font:15px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1180px;
+padding:18px 22px;color:#1d1d1f;background:#fff}
+h1{font-size:24px;margin:4px 0 2px}h2{font-size:19px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:3px}
+table{border-collapse:collapse;font-size:13.5px;margin:8px 0}th,td{border:1px solid #ddd;padding:4px 8px;vertical-align:top}
+th{background:#f4f4f6;text-align:left}td.num{text-align:right;white-space:nowrap}
+.ci{color:#666;font-size:12px}.n{color:#888;font-size:12px}
+figure{margin:14px 0 22px}figure img{max-width:100%;height:auto;border:1px solid #eee}
+.scroll{overflow-x:auto}th{font-size:12.5px}
+figcaption{font-size:13px;color:#444;max-width:900px}
+.warn{background:#fff6e0;border:1px solid #f0c36d;padding:8px 12px;border-radius:4px}
+pre{background:#f7f7f9;padding:10px;overflow:auto;font-size:12px;max-height:420px}
+details{margin:6px 0}
+"""
+
+
+def _figure_html(item):
+    if item is None:
+        return ""
+    uri, caption = item
+    return f'<figure><img src="{uri}" alt="{html.escape(caption[:80])}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+
+
+def _git_commit():
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10)
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (git not available)"
+    if out.returncode != 0:
+        return "unknown (bioreps is not in a git checkout)"
+    return out.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
+
+
+def _versions():
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("bioreps", "numpy", "scipy", "numba", "torch", "h5py", "matplotlib"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _table(cfg, data, attacks):
+    seeds = _seeds(cfg)
+    critical = [a for a in attacks if a != "noise"]  # random noise is a baseline, not an attack's minimum
+    rows = []
+    for m in cfg["models"]:
+        name = m["name"]
+        tr = [data["train"][(name, s)] for s in seeds if (name, s) in data["train"]]
+        an = [data["analysis"][(name, s)] for s in seeds if (name, s) in data["analysis"]]
+        spec = [a.get("spectrum") or {} for a in an]
+        noise = [a.get("noise_spectrum") or {} for a in an]
+        cells = [f"{html.escape(name)}<br><span class=n>{html.escape(m['kind'])}</span>",
+                 _fmt(_ci([t.get("test_accuracy") for t in tr]), bounds=(0.0, 1.0)),
+                 _fmt(_ci([s.get("alpha") for s in spec]), 2),
+                 _fmt(_ci([s.get("alpha_nassar") for s in spec]), 2),
+                 _fmt(_ci([s.get("alpha") for s in noise]), 2)]
+        for attack in attacks:
+            entries = [((a.get("robustness") or {}).get("attacks") or {}).get(attack) for a in an]
+            cells.append(_eps50_cell([e["eps50"] for e in entries if e]))
+        for attack in critical:
+            entries = [((a.get("robustness") or {}).get("attacks") or {}).get(attack) for a in an]
+            cells.append(_fmt(_ci([e.get("median_l2") for e in entries if e]), 2, bounds=(0.0, math.inf)))
+        rows.append(cells)
+    head = (["model", "clean accuracy", "alpha (test, Stringer)", "alpha (test, unweighted)",
+             "alpha (noise probes, Stringer)"] + [f"eps @ 50% rel. acc. {a.upper()}" for a in attacks]
+            + [f"median critical L2 {a.upper()}" for a in critical])
+    body = "".join("<tr>" + "".join(f"<td{' class=num' if j >= 1 else ''}>{c}</td>" for j, c in enumerate(r))
+                   + "</tr>" for r in rows)
+    return ("<div class=scroll><table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + body
+            + "</table></div><p class=n>Each cell: the mean over seeds, below it the 95% Student-t interval across "
+              "seeds (clipped to the quantity's range).</p>")
+
+
+def _notes(cfg, data):
+    """Per-model lines: attacks skipped and why, fit warnings."""
+    lines = []
+    for (name, seed), a in sorted(data["analysis"].items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        rob = a.get("robustness") or {}
+        for attack, why in (rob.get("skipped") or {}).items():
+            lines.append(f"{name} (seed {seed}): {attack} not run: {why}")
+        for attack, e in (rob.get("attacks") or {}).items():
+            if e.get("n_correct") == 0:
+                lines.append(f"{name} (seed {seed}): {attack}: no attacked test image is classified correctly, "
+                             f"so there is no relative accuracy to measure")
+        if rob.get("not_attacked"):
+            lines.append(f"{name} (seed {seed}): no attack: {rob['not_attacked']}")
+    return lines
+
+
+def _protocol(cfg):
+    an = cfg["analysis"]
+    att, spec = an["attacks"], an["spectrum"]
+    eps = ", ".join(f"{e:g}" for e in att["eps"])
+    return [
+        f"Data: {cfg['data']['dataset']}, {cfg['data'].get('n_train', 'all')} training and "
+        f"{cfg['data'].get('n_test', 'all')} test images per seed (the same rows for every model of a seed).",
+        f"Seeds: {', '.join(str(s) for s in cfg['study']['seeds'])}; intervals are two-sided 95% Student-t "
+        f"intervals across seeds (none with one seed).",
+        f"Spectra: PCA of each model's test representation (what its readout sees), alpha fitted over ranks "
+        f"{spec['ranks'][0]}-{spec['ranks'][1]} with the Stringer et al. 2019 weighted fit and the unweighted "
+        f"least-squares fit of lambda_n / lambda_1 (Nassar et al. 2020; the seed paper's); each fit's window "
+        f"ends at the spectrum's cliff when it has one."
+        + (" Noise probes: as many Gaussian images as test images, each pixel drawn from a normal with "
+           "that pixel's test-set mean and standard deviation, clipped to [0, 1] (the models' input range)." if spec.get("noise_probes") else ""),
+        f"Attacks: {', '.join(att['methods'])} (L-inf) on the first {att['n_images']} test images, keeping "
+        f"those the model classifies correctly (relative accuracy); eps grid {eps}; PGD {att['steps']} "
+        f"steps. Eps at 50% relative accuracy is interpolated linearly in log eps between the two grid "
+        f"points around the crossing (its resolution is that bracket). Critical perturbation: the L2 norm "
+        f"of x - x_adv at the first eps that flips the image.",
+    ]
+
+
+def write_report(root, cfg, *, error=None, wall_seconds=None) -> Path:
+    """Write ``root/report.html`` for the study ``cfg`` (validated) from its unit folders.
+
+    ``error``: the error that stopped the study, shown at the top (the page then covers the
+    units that finished). Returns the page's path. The file is written atomically."""
+    from .. import _files
+
+    root = Path(root)
+    data = collect(cfg, root)
+    names = _model_names(cfg)
+    colors = _colors(names)
+    attacks = _attacks(cfg, data)
+    main_attack = "pgd" if "pgd" in attacks else (attacks[-1] if attacks else None)
+    parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8>"
+             f"<meta name=viewport content='width=device-width,initial-scale=1'>"
+             f"<title>{html.escape(cfg['study']['name'])}: bioreps study report</title><style>{_CSS}</style></head><body>"]
+    parts.append(f"<h1>{html.escape(cfg['study']['name'])}</h1>")
+    if cfg["study"].get("description"):
+        parts.append(f"<p>{html.escape(cfg['study']['description'])}</p>")
+    n_units = len(data["records"]) + len(data["missing"])
+    parts.append(f"<p class=n>{len(names)} models &times; {len(_seeds(cfg))} seeds; {len(data['records'])} of "
+                 f"{n_units} units finished; written {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}"
+                 + (f"; wall time {wall_seconds:.0f} s" if wall_seconds is not None else "") + "</p>")
+    if error is not None or data["missing"]:
+        items = "".join(f"<li><code>{html.escape('/'.join(str(k) for k in key))}</code>: {html.escape(why)}</li>"
+                        for key, why in data["missing"])
+        msg = f"<p><b>The study stopped:</b> {html.escape(str(error))}</p>" if error is not None else ""
+        parts.append(f"<div class=warn>{msg}<p>Missing units ({len(data['missing'])}); the page shows what "
+                     f"exists:</p><ul>{items}</ul></div>")
+    parts.append("<h2>Summary</h2>")
+    parts.append(_table(cfg, data, attacks))
+    notes = _notes(cfg, data)
+    if notes:
+        parts.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
+    parts.append("<details open><summary>How it was measured</summary><ul>"
+                 + "".join(f"<li>{html.escape(p)}</li>" for p in _protocol(cfg)) + "</ul></details>")
+
+    parts.append("<h2>Robustness</h2>")
+    parts.append(_figure_html(_fig_relative_accuracy(cfg, data, colors)) or "<p>No attack was measured.</p>")
+    if main_attack and main_attack != "noise":
+        parts.append(_figure_html(_fig_critical(cfg, data, colors, main_attack)))
+        parts.append(_figure_html(_fig_median_vs_accuracy(cfg, data, colors, main_attack)))
+    parts.append("<h2>Spectra</h2>")
+    parts.append(_figure_html(_fig_spectra(cfg, data, colors, "test")) or "<p>No spectrum was measured.</p>")
+    parts.append(_figure_html(_fig_spectra(cfg, data, colors, "noise")))
+    parts.append("<h2>Similarity</h2>")
+    parts.append(_figure_html(_fig_cka(cfg, data)) or "<p>No CKA was measured (analysis.cka = \"none\" or "
+                                                       "the compare units are missing).</p>")
+    if main_attack and main_attack != "noise":
+        fig = _fig_cka_vs_robustness(cfg, data, colors, main_attack)
+        parts.append(_figure_html(fig) if fig else
+                     "<p class=n>No CKA-to-vanilla figure: the study has no vanilla backprop model (a supervised "
+                     "model without a regulariser), or its CKA or attacks are missing.</p>")
+    parts.append(_figure_html(_fig_transfer(cfg, data)))
+    sel = _fig_selectivity(cfg, data, colors)
+    if sel:
+        parts.append("<h2>Class selectivity</h2>" + _figure_html(sel))
+
+    parts.append("<h2>Provenance</h2>")
+    v = _versions()
+    parts.append("<table>" + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(x))}</td></tr>"
+                                     for k, x in {**v, "bioreps git commit": _git_commit()}.items()) + "</table>")
+    rows = []
+    for key, rec in sorted(data["records"].items(), key=lambda kv: [str(p) for p in kv[0]]):
+        extra = ""
+        if key[0] == "train":
+            t = data["train"].get(key[1:], {})
+            extra = html.escape(str(t.get("backend", "")))
+        rows.append(f"<tr><td><code>{html.escape('/'.join(str(k) for k in key))}</code></td>"
+                    f"<td class=num>{rec.get('seconds', float('nan')):.1f}</td><td>{html.escape(str(rec.get('host', '')))}</td>"
+                    f"<td>{rec.get('threads', '')}</td><td>{extra}</td><td>{html.escape(str(rec.get('finished', '')))}</td></tr>")
+    parts.append("<details><summary>Units: wall time, host, threads, backend</summary><table><tr><th>unit</th>"
+                 "<th>seconds</th><th>host</th><th>threads</th><th>backend</th><th>finished</th></tr>"
+                 + "".join(rows) + "</table></details>")
+    parts.append("<details><summary>Configuration</summary><pre>"
+                 + html.escape(json.dumps(cfg, indent=2, sort_keys=False)) + "</pre></details>")
+    parts.append("</body></html>")
+    page = "\n".join(p for p in parts if p)
+    path = root / REPORT_NAME
+    _files.write_text_atomic(path, page)
+    return path

@@ -1,0 +1,166 @@
+"""The study's report page (report.html) and the seed paper's measures it shows: relative
+accuracy, critical perturbations, eps at 50%, spectra of test images and noise probes, CKA,
+transfer, selectivity; a study whose units partly failed still gets its page."""
+
+import base64
+import json
+import re
+import struct
+
+import numpy as np
+import pytest
+
+from bioreps.studies import kinds, study
+from bioreps.studies.execute import UnitError
+from bioreps.studies.run import ConfigError
+from bioreps.studies.study import run_study
+
+from test_study_run import tiny_study
+
+pytestmark = pytest.mark.slow
+
+
+def _full(tmp_path, **kw):
+    cfg = tiny_study(tmp_path, **kw)
+    cfg["models"][1].pop("regularizer")  # a vanilla backprop model: the CKA-to-vanilla reference
+    cfg["analysis"] = {"attacks": {"methods": ["noise", "fgsm", "pgd"], "eps": [0.0, 0.01, 0.03, 0.1, 0.3],
+                                   "steps": 3, "n_images": 60},
+                       "spectrum": {"noise_probes": True}, "selectivity": True}
+    return cfg
+
+
+def _pngs(page):
+    """(width, height) of every embedded PNG, read from its IHDR chunk."""
+    sizes = []
+    for b64 in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page):
+        raw = base64.b64decode(b64)
+        assert raw[:8] == b"\x89PNG\r\n\x1a\n" and raw[12:16] == b"IHDR"
+        sizes.append(struct.unpack(">II", raw[16:24]))
+    return sizes
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    from conftest import require_fashion_mnist
+
+    require_fashion_mnist()
+    tmp = tmp_path_factory.mktemp("report")
+    res = run_study(_full(tmp), progress=False, log=lambda *a: None)
+    return tmp / "out", res
+
+
+def test_analysis_measures_the_papers_protocol(full_run):
+    out, res = full_run
+    a = json.loads((out / "units" / "analyze+mlp+0" / "analysis.json").read_text())
+    rob = a["robustness"]
+    assert rob["eps"] == [0.0, 0.01, 0.03, 0.1, 0.3]
+    for attack in ("noise", "fgsm", "pgd"):
+        e = rob["attacks"][attack]
+        rel = np.array(e["relative_accuracy"])
+        assert rel[0] == 1.0 and np.all(np.diff(rel) <= 0)  # relative: every kept image correct at eps 0
+        assert len(e["l2"]) == e["n_correct"] == round(rob["clean_accuracy"] * rob["n_images"])
+        flipped = [(c, v) for c, v in zip(e["critical_eps"], e["l2"]) if c is not None]
+        # an image flipped at eps has ||x - x_adv||_2 <= eps * sqrt(784) (L-inf ball) and > 0
+        assert all(0 < v <= c * np.sqrt(784) + 1e-4 for c, v in flipped)
+        assert np.isclose(rel[-1], 1 - len(flipped) / e["n_correct"])
+    # PGD is the stronger attack: it never leaves more images standing than random noise
+    assert np.all(np.array(rob["attacks"]["pgd"]["relative_accuracy"])
+                  <= np.array(rob["attacks"]["noise"]["relative_accuracy"]) + 1e-9)
+    spec, noise = a["spectrum"], a["noise_spectrum"]
+    assert spec["eigs"][0] == 1.0 and np.all(np.diff(spec["eigs"]) <= 0) and min(spec["eigs"]) > 1e-12
+    assert spec["alpha"] != noise["alpha"]  # the noise probes give their own spectrum
+    assert len(a["selectivity"]["values"]) == 24
+    m = res["per_seed"]["mlp"]["0"]
+    assert m["pgd_relative_accuracy@0"] == 1.0 and m["noise_alpha"] == noise["alpha"]
+
+
+def test_compare_unit_measures_transfer_near_the_50_percent_eps(full_run):
+    out, _ = full_run
+    c = json.loads((out / "units" / "compare+0" / "compare.json").read_text())
+    t = c["transfer"]
+    assert t["attack"] == "pgd" and t["names"] == ["hebb", "mlp", "pix"] and t["eps"] in (0.01, 0.03, 0.1, 0.3)
+    analyses = [json.loads((out / "units" / f"analyze+{n}+0" / "analysis.json").read_text()) for n in t["names"]]
+    assert t["eps"] == study._transfer_eps(analyses, [0.0, 0.01, 0.03, 0.1, 0.3], "pgd")
+    M = np.array(t["matrix"])
+    assert M.shape == (3, 3) and np.all((0 <= M) & (M <= 1))
+
+
+def test_transfer_eps_is_the_grid_point_nearest_the_median_in_log():
+    def a(e):
+        return {"robustness": {"attacks": {"pgd": {"eps50": {"eps": e}}}}}
+
+    grid = [0.0, 0.01, 0.03, 0.1]
+    assert study._transfer_eps([a(0.02), a(0.05), a(0.04)], grid, "pgd") == 0.03
+    assert study._transfer_eps([a(0.07)], grid, "pgd") == 0.1  # log(0.07) is nearer log(0.1)
+    assert study._transfer_eps([a(None), {"robustness": {}}], grid, "pgd") == 0.1  # nothing crossed: the top
+    assert study._transfer_eps([a(0.02)], [0.0], "pgd") is None
+
+
+def test_the_page_is_self_contained_and_shows_every_model(full_run):
+    out, res = full_run
+    page = (out / "report.html").read_text()
+    # no request can leave the file: no external URL in any src/href, no script
+    assert not re.search(r'(src|href)="(?!data:)', page) and "<script" not in page
+    sizes = _pngs(page)
+    # relative accuracy, critical boxplot, median vs accuracy, 2 spectra, CKA, CKA-to-vanilla,
+    # transfer, selectivity
+    assert len(sizes) == 9 and all(w > 100 and h > 100 for w, h in sizes)
+    table = page[page.index("<h2>Summary</h2>"):page.index("How it was measured")]
+    for name in ("hebb", "mlp", "pix"):
+        assert f"<td>{name}<br>" in table
+    s = res["summary"]["pix"]["test_accuracy"]
+    assert f"{s['mean']:.3f}<br><span class=ci>[{max(s['ci_low'], 0):.3f}, {min(s['ci_high'], 1):.3f}]" in table
+    for text in ("eps @ 50% rel. acc. PGD", "median critical L2 PGD", "alpha (noise probes",
+                 "vanilla backprop model (mlp)", "Transfer of adversarial examples", "Class selectivity", "bioreps git commit",
+                 "PGD 3 steps"):
+        assert text in page, text
+    assert "Missing units" not in page
+
+
+def test_a_failed_unit_still_leaves_a_page_listing_what_is_missing(tmp_path, fashion_mnist_available,
+                                                                   monkeypatch):
+    cfg = tiny_study(tmp_path, seeds=[0])
+    cfg["analysis"]["attacks"] = {"methods": ["fgsm"], "eps": [0.0, 0.1], "n_images": 30}
+    real = kinds.build
+
+    def build(kind, *a, **kw):
+        if kind == "pixels":
+            raise RuntimeError("pixels refused on purpose")
+        return real(kind, *a, **kw)
+
+    monkeypatch.setattr(kinds, "build", build)
+    with pytest.raises(UnitError, match="pixels refused on purpose"):
+        run_study(cfg, progress=False, log=lambda *a: None)
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "The study stopped:" in page and "pixels refused on purpose" in page
+    missing = page[page.index("Missing units"):page.index("<h2>Summary</h2>")]
+    assert "train/pix/0" in missing and "compare/0" in missing and "train/hebb/0" not in missing
+    table = page[page.index("<h2>Summary</h2>"):page.index("How it was measured")]
+    row = {name: table.split(f"<td>{name}<br>")[1].split("</tr>")[0] for name in ("hebb", "mlp", "pix")}
+    assert "&ndash;" not in row["mlp"].split("</td>")[1]  # mlp's accuracy is shown
+    assert row["pix"].count("&ndash;") >= 4  # pix has nothing
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_ablation_is_refused_until_studies_measure_it(tmp_path):
+    cfg = tiny_study(tmp_path)
+    cfg["analysis"]["ablation"] = True
+    with pytest.raises(ConfigError, match="analysis.ablation is not available in studies yet"):
+        run_study(cfg, progress=False, log=lambda *a: None)
+
+
+def test_the_page_loads_cleanly_in_a_real_browser(full_run):
+    """Headless Chromium: no network request, no console error, every image decodes with its
+    true size; the screenshot is kept in the run folder (look at it when the page changes)."""
+    import _browser
+
+    if _browser.find_chromium() is None:
+        pytest.skip("no Chromium to load pages in (apt-get install chromium, or set $BIOREPS_CHROMIUM)")
+    out, _ = full_run
+    shot = out / "report.png"
+    rep = _browser.load_page(out / "report.html", screenshot=shot)
+    assert rep.problems() == []
+    page = (out / "report.html").read_text()
+    assert [(i["natural_width"], i["natural_height"]) for i in rep.images] == _pngs(page)
+    assert rep.title.startswith("tiny") and rep.scroll_height > 3000
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
