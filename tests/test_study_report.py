@@ -25,7 +25,8 @@ def _full(tmp_path, **kw):
     cfg["models"][1].pop("regularizer")  # a vanilla backprop model: the CKA-to-vanilla reference
     cfg["analysis"] = {"attacks": {"methods": ["noise", "fgsm", "pgd"], "eps": [0.0, 0.01, 0.03, 0.1, 0.3],
                                    "steps": 3, "n_images": 60},
-                       "spectrum": {"noise_probes": True}, "selectivity": True}
+                       "spectrum": {"noise_probes": True, "preactivations": True, "widths": [4, 10]},
+                       "selectivity": True}
     return cfg
 
 
@@ -66,12 +67,31 @@ def test_analysis_measures_the_papers_protocol(full_run):
     # PGD is the stronger attack: it never leaves more images standing than random noise
     assert np.all(np.array(rob["attacks"]["pgd"]["relative_accuracy"])
                   <= np.array(rob["attacks"]["noise"]["relative_accuracy"]) + 1e-9)
-    spec, noise = a["spectrum"], a["noise_spectrum"]
+    spectra = a["spectra"]
+    assert set(spectra) == {"test", "noise", "test-pre", "noise-pre"}
+    spec, noise = spectra["test"], spectra["noise"]
     assert spec["eigs"][0] == 1.0 and np.all(np.diff(spec["eigs"]) <= 0) and min(spec["eigs"]) > 1e-12
     assert spec["alpha"] != noise["alpha"]  # the noise probes give their own spectrum
+    # the pre-activations of the MLP's hidden layer: W x + b, recomputed here from its file
+    from bioreps import io as bio
+    from bioreps.baselines.models import MLP
+    from bioreps.analysis import spectrum
+
+    model = MLP.load(out / "units" / "train+mlp+0" / "model.h5")
+    with bio.load(out / "units" / "train+mlp+0" / "model.h5") as f:
+        index = f.representations["test"].inputs_index
+    from bioreps import data as bdata
+
+    X = bdata.load("fashion-mnist", "test")[0][index]
+    W, b = model.net[0].weight.detach().numpy(), model.net[0].bias.detach().numpy()
+    eigs = spectrum.eigenspectrum(X @ W.T + b)
+    assert np.allclose(spectra["test-pre"]["eigs"], (eigs / eigs[0])[:len(spectra["test-pre"]["eigs"])], rtol=1e-3)
+    assert [r["h"] for r in spectra["test-pre"]["by_width"]] == [4, 10, 24]
+    assert spectra["test-pre"]["by_width"][-1]["alpha"] == pytest.approx(spectra["test-pre"]["alpha"])
     assert len(a["selectivity"]["values"]) == 24
     m = res["per_seed"]["mlp"]["0"]
     assert m["pgd_relative_accuracy@0"] == 1.0 and m["noise_alpha"] == noise["alpha"]
+    assert m["pre_alpha_nassar"] == spectra["test-pre"]["alpha_nassar"]
 
 
 def test_compare_unit_measures_transfer_near_the_50_percent_eps(full_run):
@@ -102,15 +122,16 @@ def test_the_page_is_self_contained_and_shows_every_model(full_run):
     # no request can leave the file: no external URL in any src/href, no script
     assert not re.search(r'(src|href)="(?!data:)', page) and "<script" not in page
     sizes = _pngs(page)
-    # relative accuracy, critical boxplot, median vs accuracy, 2 spectra, CKA, CKA-to-vanilla,
-    # transfer, selectivity
-    assert len(sizes) == 9 and all(w > 100 and h > 100 for w, h in sizes)
+    # relative accuracy, critical boxplot, median vs accuracy, 4 spectra, alpha by width, CKA,
+    # CKA-to-vanilla, transfer, selectivity
+    assert len(sizes) == 12 and all(w > 100 and h > 100 for w, h in sizes)
     table = page[page.index("<h2>Summary</h2>"):page.index("How it was measured")]
     for name in ("hebb", "mlp", "pix"):
         assert f"<td>{name}<br>" in table
     s = res["summary"]["pix"]["test_accuracy"]
     assert f"{s['mean']:.3f}<br><span class=ci>[{max(s['ci_low'], 0):.3f}, {min(s['ci_high'], 1):.3f}]" in table
-    for text in ("eps @ 50% rel. acc. PGD", "median critical L2 PGD", "alpha (noise probes",
+    for text in ("eps @ 50% rel. acc. PGD", "median critical L2 PGD", "alpha, noise probes (pre-activations, unweighted",
+                 "pre-activations, test images: unweighted", "the first h units",
                  "vanilla backprop model (mlp)", "Transfer of adversarial examples", "Class selectivity", "bioreps git commit",
                  "PGD 3 steps"):
         assert text in page, text

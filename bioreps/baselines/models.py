@@ -93,6 +93,9 @@ class BaselineModel(nn.Module):
     has_vote_readout = False
     #: is a differentiable torch module
     torch_view = True
+    #: ``preactivations(X)``: the input of ``representation_module`` (MLP, CNN: the hidden layer's
+    #: currents before its activation function)
+    has_preactivations = True
     gradient_attacks = True
     #: learns from labels and has its own classifier head
     supervised = True
@@ -163,6 +166,30 @@ class BaselineModel(nn.Module):
             out = [self.hidden(torch.from_numpy(X[s:s + batch_size])).cpu().numpy()
                    for s in range(0, X.shape[0], batch_size)]
         finally:
+            self.train(was_training)
+        return np.concatenate(out).astype(np.float32, copy=False)
+
+    @torch.no_grad()
+    def preactivations(self, X, *, batch_size: int = 4096) -> np.ndarray:
+        """What ``representation_module`` receives (for MLP and CNN the hidden layer's currents
+        before its activation), float32 (n, n_units), in eval mode."""
+        if not type(self).has_preactivations:
+            raise TypeError(f"{type(self).__name__} has no pre-activations of its representation")
+        batch_size = check_int(batch_size, "batch_size")
+        X = _check_inputs(X, self)
+        was_training = self.training
+        self.eval()
+        captured = []
+        handle = self.representation_module.register_forward_hook(
+            lambda module, inputs, output: captured.append(inputs[0].detach()))
+        try:
+            out = []
+            for s in range(0, X.shape[0], batch_size):
+                captured.clear()
+                self._forward_until_representation(self._as_tensor(X[s:s + batch_size]))
+                out.append(captured[-1].reshape(captured[-1].shape[0], -1).cpu().numpy())
+        finally:
+            handle.remove()
             self.train(was_training)
         return np.concatenate(out).astype(np.float32, copy=False)
 

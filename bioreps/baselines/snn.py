@@ -137,6 +137,7 @@ class SpikingMLP(BaselineModel):
     """
 
     kind = "spiking-mlp"
+    has_preactivations = False  # its representation is spike counts: no activation input
 
     def __init__(self, sizes=(784, 2000, 10), n_steps=25, dt_ms=1.0, tau_mem_ms=TAU_MEM_E_MS,
                  gain=1.0, surrogate_slope=10.0, seed=None):

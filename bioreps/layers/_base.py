@@ -39,6 +39,9 @@ class Layer:
     torch_view = False
     #: gradient attacks (FGSM, PGD) are meaningful on it (with a readout).
     gradient_attacks = False
+    #: ``preactivations(X)``: the currents its activation function acts on (n, n_units), what
+    #: the seed paper's spectra are measured on (Holzhausen et al. 2024).
+    has_preactivations = False
     #: learns from labels and has its own classifier head.
     supervised = False
     #: True for a layer whose representation is its input (the pixels control): experiments

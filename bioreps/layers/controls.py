@@ -19,6 +19,7 @@ class Pixels(Layer):
     """The identity representation: each pixel is a unit."""
 
     kind = "pixels"
+    has_preactivations = True
     represents_input = True
     fitted = {**Layer.fitted, "n_units_": "json"}
     representation_description = "input pixels"
@@ -27,6 +28,11 @@ class Pixels(Layer):
         X = self._check_X(X, reset=True)
         self.n_features_in_ = self.n_units_ = X.shape[1]
         return self
+
+    def preactivations(self, X):
+        """The input itself (the pixels have no activation function): the seed paper's "Dataset"
+        spectrum."""
+        return self.transform(X)
 
     def transform(self, X):
         self._check_fitted()
@@ -62,6 +68,9 @@ class RandomReLU(Layer):
     """
 
     kind = "random-relu"
+    torch_view = True  # to_torch(): gradient attacks reach it (the seed paper's "Init" row)
+    gradient_attacks = True
+    has_preactivations = True
     neutral_params = (*Layer.neutral_params, "power")
     fitted = {**Layer.fitted, "weights_": np.float32}
 
@@ -96,6 +105,19 @@ class RandomReLU(Layer):
 
     def fit_transform(self, X, y=None):
         return self.fit(X).transform(X)
+
+    def preactivations(self, X):
+        """The currents ``W x`` that :meth:`transform` rectifies, float32 (n, n_units)."""
+        self._check_fitted()
+        return self._check_X(X) @ self.weights_.T
+
+    def to_torch(self, power=None):
+        """A frozen ``torch.nn.Module`` computing ``ReLU(W x)^power`` with these weights, so a
+        readout on top can be attacked with gradients."""
+        self._check_fitted()
+        from ..torch_views import HebbianModule
+
+        return HebbianModule(self.weights_, power=self.power if power is None else power)
 
     @property
     def representation_description(self):

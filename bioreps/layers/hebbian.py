@@ -92,6 +92,7 @@ class CompetitiveLayer(Layer):
 
     checkpoint_unit = "epochs"
     torch_view = True
+    has_preactivations = True
     gradient_attacks = True
     config_fit_params = ("epochs",)
     neutral_params = (*Layer.neutral_params, "power")
@@ -322,6 +323,17 @@ class CompetitiveLayer(Layer):
             np.maximum(h, 0, out=h)
             if power != 1:
                 np.power(h, np.float32(power), out=h)
+        return out
+
+    def preactivations(self, X, block_rows=8192):
+        """The currents ``W x`` that :meth:`transform` rectifies and raises to ``power``
+        (after the layer's centring and input normalisation), float32 (n, n_units)."""
+        self._check_fitted()
+        X = self._check_input(X)
+        out = np.empty((X.shape[0], self.n_units_), np.float32)
+        WT = np.ascontiguousarray(self.weights_.T)
+        for start in range(0, X.shape[0], block_rows):
+            np.matmul(X[start:start + block_rows], WT, out=out[start:start + block_rows])
         return out
 
     def fit_transform(self, X, y=None, epochs=100, power=None, **fit_params):

@@ -202,14 +202,23 @@ def _fig_relative_accuracy(cfg, data, colors):
     return _png(fig), caption
 
 
-def _fig_spectra(cfg, data, colors, which="test"):
-    key = "spectrum" if which == "test" else "noise_spectrum"
+_SOURCES = {"test": ("the representation", "the test images"),
+            "noise": ("the representation", "Gaussian-noise probes"),
+            "test-pre": ("the pre-activations", "the test images"),
+            "noise-pre": ("the pre-activations", "Gaussian-noise probes")}
+
+
+def _spectra(data, name, seed):
+    return (data["analysis"].get((name, seed)) or {}).get("spectra") or {}
+
+
+def _fig_spectra(cfg, data, colors, source="test"):
     fig, axes = _figure(6.4, 4.4)
     ax = axes[0]
     drawn = 0
     for name in _model_names(cfg):
         for seed in _seeds(cfg):
-            spec = (data["analysis"].get((name, seed)) or {}).get(key)
+            spec = _spectra(data, name, seed).get(source)
             if spec and spec.get("eigs"):
                 eigs = np.asarray(spec["eigs"], float)
                 n = np.arange(1, len(eigs) + 1)
@@ -228,11 +237,39 @@ def _fig_spectra(cfg, data, colors, which="test"):
     ax.set_ylabel("lambda_n / lambda_1")
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=7, loc="lower left", title="alpha: Stringer / unweighted", title_fontsize=7)
-    probes = "the test images" if which == "test" else "Gaussian-noise probes"
-    caption = (f"PCA spectra of each model's representation of {probes} (one seed per model, the "
+    what, probes = _SOURCES[source]
+    caption = (f"PCA spectra of {what} of each model on {probes} (one seed per model, the "
                f"first available), lambda_n / lambda_1 against rank, clipped to the ranks that carry "
                f"variance (above 1e-12 of lambda_1). Dashed: the unweighted least-squares power law "
                f"over its fit window (Nassar et al. 2020's convention, as the seed paper).")
+    return _png(fig), caption
+
+
+def _fig_alpha_by_width(cfg, data, colors, source):
+    fig, axes = _figure(6.0, 4.0)
+    ax = axes[0]
+    drawn = 0
+    for name in _model_names(cfg):
+        rows = {}
+        for seed in _seeds(cfg):
+            for r in (_spectra(data, name, seed).get(source) or {}).get("by_width") or []:
+                if r.get("alpha_nassar") is not None:
+                    rows.setdefault(r["h"], []).append(r["alpha_nassar"])
+        if rows:
+            hs = sorted(rows)
+            ax.plot(hs, [np.mean(rows[h]) for h in hs], marker="o", ms=3, color=colors[name], label=name)
+            drawn += 1
+    if not drawn:
+        return None
+    ax.set_xscale("log")
+    ax.axhline(1.0, color="0.6", lw=0.8, ls=":")
+    ax.set_xlabel("h (the first h units)")
+    ax.set_ylabel("alpha (unweighted fit)")
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=8)
+    what, probes = _SOURCES[source]
+    caption = (f"alpha of the spectrum of the first h units of {what} on {probes} against h (the seed "
+               f"paper varies h from 10 to the width), unweighted fit, mean over seeds. Dotted: alpha = 1.")
     return _png(fig), caption
 
 
@@ -449,7 +486,7 @@ table{border-collapse:collapse;font-size:13.5px;margin:8px 0}th,td{border:1px so
 th{background:#f4f4f6;text-align:left}td.num{text-align:right;white-space:nowrap}
 .ci{color:#666;font-size:12px}.n{color:#888;font-size:12px}
 figure{margin:14px 0 22px}figure img{max-width:100%;height:auto;border:1px solid #eee}
-.scroll{overflow-x:auto}th{font-size:12.5px}
+.scroll{overflow-x:auto}.grid2{display:grid;grid-template-columns:repeat(auto-fit,minmax(460px,1fr));gap:0 18px}th{font-size:12.5px}
 figcaption{font-size:13px;color:#444;max-width:900px}
 .warn{background:#fff6e0;border:1px solid #f0c36d;padding:8px 12px;border-radius:4px}
 pre{background:#f7f7f9;padding:10px;overflow:auto;font-size:12px;max-height:420px}
@@ -490,21 +527,29 @@ def _versions():
     return out
 
 
+def _summary_source(data):
+    """The spectra the summary table reports: the pre-activations when measured (the seed paper's
+    protocol), else the representation."""
+    measured = {k for a in data["analysis"].values() for k in (a.get("spectra") or {})}
+    return ("test-pre", "noise-pre", "alpha_nassar", "pre-activations, unweighted fit") if "test-pre" in measured \
+        else ("test", "noise", "alpha", "representation, Stringer fit")
+
+
 def _table(cfg, data, attacks):
     seeds = _seeds(cfg)
     critical = [a for a in attacks if a != "noise"]  # random noise is a baseline, not an attack's minimum
+    test_src, noise_src, fit, label = _summary_source(data)
     rows = []
     for m in cfg["models"]:
         name = m["name"]
         tr = [data["train"][(name, s)] for s in seeds if (name, s) in data["train"]]
         an = [data["analysis"][(name, s)] for s in seeds if (name, s) in data["analysis"]]
-        spec = [a.get("spectrum") or {} for a in an]
-        noise = [a.get("noise_spectrum") or {} for a in an]
+        spec = [(a.get("spectra") or {}).get(test_src) or {} for a in an]
+        noise = [(a.get("spectra") or {}).get(noise_src) or {} for a in an]
         cells = [f"{html.escape(name)}<br><span class=n>{html.escape(m['kind'])}</span>",
                  _fmt(_ci([t.get("test_accuracy") for t in tr]), bounds=(0.0, 1.0)),
-                 _fmt(_ci([s.get("alpha") for s in spec]), 2),
-                 _fmt(_ci([s.get("alpha_nassar") for s in spec]), 2),
-                 _fmt(_ci([s.get("alpha") for s in noise]), 2)]
+                 _fmt(_ci([s.get(fit) for s in spec]), 2),
+                 _fmt(_ci([s.get(fit) for s in noise]), 2)]
         for attack in attacks:
             entries = [((a.get("robustness") or {}).get("attacks") or {}).get(attack) for a in an]
             cells.append(_eps50_cell([e["eps50"] for e in entries if e]))
@@ -512,14 +557,39 @@ def _table(cfg, data, attacks):
             entries = [((a.get("robustness") or {}).get("attacks") or {}).get(attack) for a in an]
             cells.append(_fmt(_ci([e.get("median_l2") for e in entries if e]), 2, bounds=(0.0, math.inf)))
         rows.append(cells)
-    head = (["model", "clean accuracy", "alpha (test, Stringer)", "alpha (test, unweighted)",
-             "alpha (noise probes, Stringer)"] + [f"eps @ 50% rel. acc. {a.upper()}" for a in attacks]
+    head = (["model", "clean accuracy", f"alpha, test images ({label})", f"alpha, noise probes ({label})"]
+            + [f"eps @ 50% rel. acc. {a.upper()}" for a in attacks]
             + [f"median critical L2 {a.upper()}" for a in critical])
+    return _html_table(head, rows) + ("<p class=n>Each cell: the mean over seeds, below it the 95% Student-t "
+                                      "interval across seeds (clipped to the quantity's range).</p>")
+
+
+def _html_table(head, rows):
     body = "".join("<tr>" + "".join(f"<td{' class=num' if j >= 1 else ''}>{c}</td>" for j, c in enumerate(r))
                    + "</tr>" for r in rows)
-    return ("<div class=scroll><table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + body
-            + "</table></div><p class=n>Each cell: the mean over seeds, below it the 95% Student-t interval across "
-              "seeds (clipped to the quantity's range).</p>")
+    return "<div class=scroll><table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + body + "</table></div>"
+
+
+def _spectra_table(cfg, data):
+    """Every alpha measured: representation and pre-activations, test images and noise probes,
+    both fits."""
+    seeds = _seeds(cfg)
+    measured = [k for k in _SOURCES if any(k in (a.get("spectra") or {}) for a in data["analysis"].values())]
+    if not measured:
+        return ""
+    rows = []
+    for m in cfg["models"]:
+        name = m["name"]
+        an = [data["analysis"][(name, s)] for s in seeds if (name, s) in data["analysis"]]
+        cells = [f"{html.escape(name)}<br><span class=n>{html.escape(m['kind'])}</span>"]
+        for source in measured:
+            for fit in ("alpha", "alpha_nassar"):
+                cells.append(_fmt(_ci([((a.get("spectra") or {}).get(source) or {}).get(fit) for a in an]), 2))
+        rows.append(cells)
+    head = ["model"] + [f"{_SOURCES[k][0].replace('the ', '')}, {_SOURCES[k][1].replace('the ', '')}: "
+                        f"{'Stringer' if fit == 'alpha' else 'unweighted'}"
+                        for k in measured for fit in ("alpha", "alpha_nassar")]
+    return _html_table(head, rows)
 
 
 def _notes(cfg, data):
@@ -533,6 +603,8 @@ def _notes(cfg, data):
             if e.get("n_correct") == 0:
                 lines.append(f"{name} (seed {seed}): {attack}: no attacked test image is classified correctly, "
                              f"so there is no relative accuracy to measure")
+        for note in a.get("spectra_notes") or []:
+            lines.append(f"{name} (seed {seed}): {note}")
         if rob.get("not_attacked"):
             lines.append(f"{name} (seed {seed}): no attack: {rob['not_attacked']}")
     return lines
@@ -552,7 +624,14 @@ def _protocol(cfg):
         f"least-squares fit of lambda_n / lambda_1 (Nassar et al. 2020; the seed paper's); each fit's window "
         f"ends at the spectrum's cliff when it has one."
         + (" Noise probes: as many Gaussian images as test images, each pixel drawn from a normal with "
-           "that pixel's test-set mean and standard deviation, clipped to [0, 1] (the models' input range)." if spec.get("noise_probes") else ""),
+           "that pixel's test-set mean and standard deviation, clipped to [0, 1] (the models' input range)."
+           if spec.get("noise_probes") else "")
+        + (" Pre-activations: the currents the representation's activation function acts on (W x after the "
+           "layer's own input preparation for the Hebbian layers and the random layer, the hidden layer's "
+           "W x + b for backprop networks, the pixels themselves for the pixels); the seed paper measures "
+           "these." if spec.get("preactivations") else "")
+        + (f" Widths: the spectrum of the first h units for h in {spec['widths']} and the full width."
+           if spec.get("widths") else ""),
         f"Attacks: {', '.join(att['methods'])} (L-inf) on the first {att['n_images']} test images, keeping "
         f"those the model classifies correctly (relative accuracy); eps grid {eps}; PGD {att['steps']} "
         f"steps. Eps at 50% relative accuracy is interpolated linearly in log eps between the two grid "
@@ -604,8 +683,14 @@ def write_report(root, cfg, *, error=None, wall_seconds=None) -> Path:
         parts.append(_figure_html(_fig_critical(cfg, data, colors, main_attack)))
         parts.append(_figure_html(_fig_median_vs_accuracy(cfg, data, colors, main_attack)))
     parts.append("<h2>Spectra</h2>")
-    parts.append(_figure_html(_fig_spectra(cfg, data, colors, "test")) or "<p>No spectrum was measured.</p>")
-    parts.append(_figure_html(_fig_spectra(cfg, data, colors, "noise")))
+    parts.append(_spectra_table(cfg, data) or "<p>No spectrum was measured.</p>")
+    figs = [_figure_html(_fig_spectra(cfg, data, colors, source)) for source in _SOURCES]
+    parts.append("<div class=grid2>" + "".join(figs) + "</div>")
+    for source in ("test-pre", "test"):
+        fig = _fig_alpha_by_width(cfg, data, colors, source)
+        if fig:
+            parts.append(_figure_html(fig))
+            break
     parts.append("<h2>Similarity</h2>")
     parts.append(_figure_html(_fig_cka(cfg, data)) or "<p>No CKA was measured (analysis.cka = \"none\" or "
                                                        "the compare units are missing).</p>")

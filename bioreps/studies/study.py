@@ -40,7 +40,8 @@ TRAIN_KEYS = ("epochs", "batch_size", "lr")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 _ANALYSIS_DEFAULTS = {
-    "spectrum": {"enabled": True, "ranks": [11, 500], "bootstrap": 0, "noise_probes": False},
+    "spectrum": {"enabled": True, "ranks": [11, 500], "bootstrap": 0, "noise_probes": False,
+                 "preactivations": False, "widths": []},
     "attacks": {"methods": ["fgsm", "pgd"], "eps": [0.0, 0.05, 0.1, 0.2], "steps": 20, "n_images": 500},
     "transfer": True,
     "cka": "linear",
@@ -48,7 +49,8 @@ _ANALYSIS_DEFAULTS = {
     "ablation": False,
 }
 _ANALYSIS_TYPES = {
-    "spectrum": {"enabled": bool, "ranks": list, "bootstrap": int, "noise_probes": bool},
+    "spectrum": {"enabled": bool, "ranks": list, "bootstrap": int, "noise_probes": bool, "preactivations": bool,
+                 "widths": list},
     "attacks": {"methods": list, "eps": list, "steps": int, "n_images": int},
     "transfer": bool,
     "cka": str,
@@ -199,6 +201,11 @@ def _analysis(raw, source):
         raise ConfigError(f"{source}: analysis.spectrum.ranks must be [lo, hi] with 1 <= lo < hi, got {lo_hi}")
     if cfg["spectrum"]["bootstrap"] < 0:
         raise ConfigError(f"{source}: analysis.spectrum.bootstrap must be >= 0")
+    widths = cfg["spectrum"]["widths"]
+    if (not all(isinstance(h, int) and not isinstance(h, bool) and h >= 2 for h in widths)
+            or list(widths) != sorted(set(widths))):
+        raise ConfigError(f"{source}: analysis.spectrum.widths must be increasing distinct ints >= 2 (the "
+                          f"first h units whose spectrum is measured), got {widths}")
     att = cfg["attacks"]
     bad = [m for m in att["methods"] if m not in ATTACKS]
     if bad or len(set(att["methods"])) != len(att["methods"]):
@@ -406,9 +413,11 @@ def _classifier(cls, model_path):
     return spiking_classifier(layer, readout), "layer + the file's readout (not differentiable: black-box attacks only)"
 
 
-def _spectrum_entry(R, ranks, bootstrap=0, seed=0):
+def _spectrum_entry(R, ranks, bootstrap=0, seed=0, widths=()):
     """alpha of a representation's PCA spectrum by both fits, the normalised spectrum clipped to the
-    ranks that carry variance (for the page's figure) and any fit warnings."""
+    ranks that carry variance (for the page's figure), any fit warnings, and (``widths``) both
+    alphas of the spectrum of the first h units for each h below the width (the seed paper's
+    figures vary h)."""
     import warnings
 
     import numpy as np
@@ -431,6 +440,19 @@ def _spectrum_entry(R, ranks, bootstrap=0, seed=0):
     if ci is not None:
         out["alpha_ci"] = [float(ci.low), float(ci.high)]
         out["bootstrap"] = int(bootstrap)
+    out["by_width"] = []
+    for h in [h for h in widths if h < R.shape[1]] + [R.shape[1]] if widths else []:
+        e = spectrum.eigenspectrum(R[:, :h])
+        row = {"h": int(h)}
+        for key, kw in (("alpha", {"ranks": tuple(ranks)}),
+                        ("alpha_nassar", {"ranks": (ranks[0], ranks[1] + 1), "method": "nassar"})):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                try:
+                    row[key] = float(spectrum.powerlaw_alpha(e, **kw).alpha)
+                except ValueError:  # too few ranks with variance at this width
+                    row[key] = None
+        out["by_width"].append(row)
     return fit, eigs, out
 
 
@@ -472,14 +494,28 @@ def analyze_unit(ctx, analysis_cfg, data_cfg, model_cfg, seed):
     X_test = (bdata.load(data_cfg["dataset"], "test", data_dir=data_cfg.get("data_dir"))[0][index]
               if need_images else None)
     if spec_cfg["enabled"]:
-        fit, eigs, out["spectrum"] = _spectrum_entry(H, spec_cfg["ranks"], spec_cfg["bootstrap"], seed)
+        out["spectra"] = {}
+        fit, eigs, out["spectra"]["test"] = _spectrum_entry(H, spec_cfg["ranks"], spec_cfg["bootstrap"], seed,
+                                                            spec_cfg["widths"])
         spectrum.plot_spectrum(eigs, fit=fit, path=ctx.path("spectrum.png"),
                                title=f"{model_cfg['name']} (seed {seed}): alpha {fit.alpha:.2f}")
         ctx.add_output("spectrum.png")
-        if spec_cfg["noise_probes"]:
+        sources = {}
+        if spec_cfg["noise_probes"] or spec_cfg["preactivations"]:
             model = cls.load(files["model.h5"])
-            R = np.asarray(model.transform(_noise_probes(X_test, seed)), dtype=np.float32)
-            out["noise_spectrum"] = _spectrum_entry(R, spec_cfg["ranks"], 0, seed)[2]
+            probes = _noise_probes(X_test, seed) if spec_cfg["noise_probes"] else None
+            if spec_cfg["noise_probes"]:
+                sources["noise"] = lambda: model.transform(probes)
+            if spec_cfg["preactivations"] and cls.has_preactivations:
+                sources["test-pre"] = lambda: model.preactivations(X_test)
+                if spec_cfg["noise_probes"]:
+                    sources["noise-pre"] = lambda: model.preactivations(probes)
+            elif spec_cfg["preactivations"]:
+                out["spectra_notes"] = [f"{model_cfg['kind']} has no pre-activations (its representation is not "
+                                        f"an activation function of currents): only its representation's spectra"]
+        for name, make in sources.items():
+            R = np.asarray(make(), dtype=np.float32)
+            out["spectra"][name] = _spectrum_entry(R, spec_cfg["ranks"], 0, seed, spec_cfg["widths"])[2]
     if analysis_cfg["selectivity"]:
         from ..analysis import selectivity
 
@@ -651,14 +687,11 @@ def _metrics(train, analysis) -> dict:
     """The scalar figures of one (model, seed)."""
     out = {k: train[k] for k in ("test_accuracy", "train_accuracy", "vote_test_accuracy", "fit_seconds")
            if k in train}
-    spec = analysis.get("spectrum") or {}
-    for k in ("alpha", "alpha_nassar"):
-        if spec.get(k) is not None:
-            out[k] = spec[k]
-    noise = analysis.get("noise_spectrum") or {}
-    for k in ("alpha", "alpha_nassar"):
-        if noise.get(k) is not None:
-            out[f"noise_{k}"] = noise[k]
+    prefixes = {"test": "", "noise": "noise_", "test-pre": "pre_", "noise-pre": "noise_pre_"}
+    for source, entry in (analysis.get("spectra") or {}).items():
+        for k in ("alpha", "alpha_nassar"):
+            if entry.get(k) is not None:
+                out[prefixes[source] + k] = entry[k]
     rob = analysis.get("robustness") or {}
     if rob.get("clean_accuracy") is not None:
         out["attacked_clean_accuracy"] = rob["clean_accuracy"]
