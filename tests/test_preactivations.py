@@ -64,3 +64,17 @@ def test_models_without_preactivations_say_so(X):
     assert not kinds.get("spiking-mlp").has_preactivations and not kinds.get("spiking-wta").has_preactivations
     with pytest.raises(TypeError, match="SpikingMLP has no pre-activations"):
         SpikingMLP((784, 8, 10), seed=0).preactivations(X[:2])
+
+
+def test_mlp_repu_is_the_hebbian_readouts_activation_and_round_trips(X, tmp_path):
+    mlp = MLP((784, 16, 10), activation="repu", power=3.0, seed=0)
+    pre = mlp.preactivations(X)
+    np.testing.assert_allclose(mlp.transform(X), np.maximum(pre, 0) ** 3, rtol=1e-5, atol=1e-6)
+    assert mlp.hyperparameters()["power"] == 3.0 and "power" not in MLP((784, 8, 10), seed=0).hyperparameters()
+    mlp.save(tmp_path / "m.h5")
+    back = MLP.load(tmp_path / "m.h5")
+    np.testing.assert_array_equal(back.transform(X), mlp.transform(X))
+    with pytest.raises(ValueError, match="power must be a number > 0"):
+        MLP((784, 8, 10), activation="repu", power=0)
+    with pytest.raises(ValueError, match="unknown activation 'relu4'"):
+        MLP((784, 8, 10), activation="relu4")

@@ -80,3 +80,32 @@ def test_load_study_reads_toml(tmp_path):
     assert cfg["study"]["seeds"] == [3] and cfg["models"] == [{"name": "p", "kind": "pixels"}]
     with pytest.raises(ConfigError, match="does not exist"):
         load_study(tmp_path / "missing.toml")
+
+
+def test_every_regularizer_is_usable_from_a_study_file():
+    """Types of a regulariser's constructor come from its __init__ annotations too (the
+    adversarial regulariser's step_size: float | None was once unusable)."""
+    for reg in ({"kind": "adversarial", "eps": 0.1, "steps": 7, "step_size": 0.02, "clean_weight": 0.5},
+                {"kind": "spectral", "beta": 1.0, "tau": 10, "slope": 1.0}, {"kind": "weight-decay", "lam": 1e-4},
+                {"kind": "jacobian", "lam": 0.01, "n_proj": 1}):
+        cfg = validate_study(with_(lambda r: r["models"][1].update(regularizer=reg)))
+        assert cfg["models"][1]["regularizer"] == reg
+    with pytest.raises(ConfigError, match=r"models\[1\]\.regularizer\.step_size must be int or float, got str"):
+        validate_study(with_(lambda r: r["models"][1].update(regularizer={"kind": "adversarial", "step_size": "x"})))
+
+
+def test_the_shipped_study_files_validate():
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "experiments"
+    studies = [p for p in sorted(folder.glob("*.toml")) if "[study]" in p.read_text()]
+    assert {p.name for p in studies} >= {"quickstart.toml", "robustness_vs_spectrum.toml"}
+    for p in studies:
+        load_study(p)
+    cfg = load_study(folder / "robustness_vs_spectrum.toml")
+    kinds = {m["kind"] for m in cfg["models"]}
+    # the seed paper's rows: local rules, backprop with every regulariser, the SNN, dataset and init
+    assert kinds == {"hebbian-wta", "soft-wta", "spiking-wta", "mlp", "spiking-mlp", "pixels", "random-relu"}
+    assert {m["regularizer"]["kind"] for m in cfg["models"] if m.get("regularizer")} == {
+        "weight-decay", "jacobian", "spectral", "adversarial"}
+    assert cfg["study"]["seeds"] == [0, 1, 2] and cfg["analysis"]["spectrum"]["preactivations"]

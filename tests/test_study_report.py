@@ -3,6 +3,7 @@ accuracy, critical perturbations, eps at 50%, spectra of test images and noise p
 transfer, selectivity; a study whose units partly failed still gets its page."""
 
 import base64
+import html
 import json
 import re
 import struct
@@ -185,3 +186,29 @@ def test_the_page_loads_cleanly_in_a_real_browser(full_run):
     assert [(i["natural_width"], i["natural_height"]) for i in rep.images] == _pngs(page)
     assert rep.title.startswith("tiny") and rep.scroll_height > 3000
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_model_may_set_its_own_attack_budget_without_retraining(tmp_path, fashion_mnist_available):
+    cfg = tiny_study(tmp_path, seeds=[0])
+    cfg["models"] = cfg["models"][1:]  # mlp, pix
+    cfg["analysis"] = {"attacks": {"methods": ["fgsm"], "eps": [0.0, 0.05], "n_images": 40}, "transfer": False}
+    run_study(cfg, progress=False, log=lambda *a: None)
+    cfg["models"][1]["attacks"] = {"methods": ["square"], "n_images": 12, "n_queries": 20}
+    logs = []
+    run_study(cfg, progress=False, resume=True, log=logs.append)
+    ran = sorted(line.split("unit ")[1].split(")")[0] + ")" for line in logs if " done in " in line)
+    assert ran == ["('analyze', 'pix', 0)"]  # the attack settings rerun the analysis only
+    out = tmp_path / "out"
+    pix = json.loads((out / "units" / "analyze+pix+0" / "analysis.json").read_text())["robustness"]
+    mlp = json.loads((out / "units" / "analyze+mlp+0" / "analysis.json").read_text())["robustness"]
+    assert list(pix["attacks"]) == ["square"] and pix["n_images"] == 12
+    assert list(mlp["attacks"]) == ["fgsm"] and mlp["n_images"] == 40
+    assert "pix: its own attack settings: methods = ['square'], n_images = 12, n_queries = 20" in \
+        html.unescape((out / "report.html").read_text())
+    bad = tiny_study(tmp_path / "bad", seeds=[0])
+    bad["models"][0]["attacks"] = {"eps": [0.1]}
+    with pytest.raises(ConfigError, match=r"unknown key models\[0\].attacks.eps; a model may set"):
+        run_study(bad, progress=False, log=lambda *a: None)
+    bad["models"][0]["attacks"] = {"methods": ["cw"]}
+    with pytest.raises(ConfigError, match=r"models\[0\].attacks.methods must be distinct names"):
+        run_study(bad, progress=False, log=lambda *a: None)

@@ -31,7 +31,23 @@ from .._validation import check_array, check_int, check_labels
 
 __all__ = ["MLP", "CNN", "BaselineModel", "load", "export"]
 
-_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+class RePU(nn.Module):
+    """Rectified power unit ``ReLU(x) ** power`` (Krotov & Hopfield's rectified polynomial: what
+    the readout of their Hebbian layer sees, with power 4.5)."""
+
+    def __init__(self, power=4.5):
+        super().__init__()
+        self.power = float(power)
+
+    def forward(self, x):
+        h = torch.relu(x)
+        return h if self.power == 1.0 else h.pow(self.power)
+
+    def extra_repr(self):
+        return f"power={self.power:g}"
+
+
+_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "repu": RePU}
 
 
 def _resolve_seed(seed):
@@ -355,8 +371,11 @@ class MLP(BaselineModel):
     ----------
     sizes : sequence of int
         Layer widths: inputs, one or more hidden layers, classes. Default 784-2000-10.
-    activation : {"relu", "tanh"}
-        Nonlinearity after every hidden layer.
+    activation : {"relu", "tanh", "repu"}
+        Nonlinearity after every hidden layer; "repu" is ``ReLU(x) ** power`` (:class:`RePU`), the
+        activation the readout of a Krotov-Hopfield layer sees.
+    power : float
+        The exponent of "repu" (default 4.5, Krotov & Hopfield 2019); ignored by the others.
     representation : int
         Which hidden layer is "the representation" (Python indexing over the hidden layers:
         ``-1``, the default, is the last; ``0`` the first). It is the post-activation output.
@@ -367,10 +386,13 @@ class MLP(BaselineModel):
 
     kind = "mlp"
 
-    def __init__(self, sizes=(784, 2000, 10), activation="relu", representation=-1, seed=None):
+    def __init__(self, sizes=(784, 2000, 10), activation="relu", representation=-1, seed=None, power=4.5):
         super().__init__()
         sizes = _check_sizes(sizes)
         activation = _check_activation(activation)
+        if isinstance(power, bool) or not isinstance(power, (int, float, np.integer, np.floating)) \
+                or not (math.isfinite(power) and power > 0):
+            raise ValueError(f"power must be a number > 0 (the exponent of activation='repu'), got {power!r}")
         n_hidden = len(sizes) - 2
         if isinstance(representation, bool) or not isinstance(representation, (int, np.integer)):
             raise TypeError(f"representation must be an int index of a hidden layer, "
@@ -381,12 +403,14 @@ class MLP(BaselineModel):
         seed = _resolve_seed(seed)
         self._params = {"sizes": list(sizes), "activation": activation,
                         "representation": int(representation), "seed": seed}
+        if activation == "repu":
+            self._params["power"] = float(power)
         layers = []
         self.activations = nn.ModuleList()
         with _global_rng_untouched():
             for i in range(n_hidden):
                 layers.append(nn.Linear(sizes[i], sizes[i + 1]))
-                act = _ACTIVATIONS[activation]()
+                act = RePU(power) if activation == "repu" else _ACTIVATIONS[activation]()
                 self.activations.append(act)
                 layers.append(act)
             layers.append(nn.Linear(sizes[-2], sizes[-1]))

@@ -87,7 +87,8 @@ def get(name) -> type:
 
 def _types(cls, func, pname, default):
     """Configuration types of argument ``pname`` of ``func``: from its annotation, else its default."""
-    hint = typing.get_type_hints(func).get(pname)
+    # a class's argument annotations are its constructor's (get_type_hints(cls) gives class attributes)
+    hint = typing.get_type_hints(func.__init__ if isinstance(func, type) else func).get(pname)
     if hint is not None:
         args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
         if len(args) != 1:

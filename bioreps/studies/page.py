@@ -636,8 +636,12 @@ def _protocol(cfg):
         f"those the model classifies correctly (relative accuracy); eps grid {eps}; PGD {att['steps']} "
         f"steps. Eps at 50% relative accuracy is interpolated linearly in log eps between the two grid "
         f"points around the crossing (its resolution is that bracket). Critical perturbation: the L2 norm "
-        f"of x - x_adv at the first eps that flips the image.",
-    ]
+        f"of x - x_adv at the first eps that flips the image."
+        + (f" Square (gradient-free, for models gradients cannot reach): {att['n_queries']} queries per image "
+           f"and eps." if "square" in att["methods"] or any("square" in (m.get("attacks") or {}).get("methods", [])
+                                                             for m in cfg["models"]) else ""),
+    ] + [f"{m['name']}: its own attack settings: "
+         + ", ".join(f"{k} = {v}" for k, v in m["attacks"].items()) for m in cfg["models"] if m.get("attacks")]
 
 
 def write_report(root, cfg, *, error=None, wall_seconds=None) -> Path:

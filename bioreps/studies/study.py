@@ -42,7 +42,8 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _ANALYSIS_DEFAULTS = {
     "spectrum": {"enabled": True, "ranks": [11, 500], "bootstrap": 0, "noise_probes": False,
                  "preactivations": False, "widths": []},
-    "attacks": {"methods": ["fgsm", "pgd"], "eps": [0.0, 0.05, 0.1, 0.2], "steps": 20, "n_images": 500},
+    "attacks": {"methods": ["fgsm", "pgd"], "eps": [0.0, 0.05, 0.1, 0.2], "steps": 20, "n_images": 500,
+                "n_queries": 1000},
     "transfer": True,
     "cka": "linear",
     "selectivity": False,
@@ -51,7 +52,7 @@ _ANALYSIS_DEFAULTS = {
 _ANALYSIS_TYPES = {
     "spectrum": {"enabled": bool, "ranks": list, "bootstrap": int, "noise_probes": bool, "preactivations": bool,
                  "widths": list},
-    "attacks": {"methods": list, "eps": list, "steps": int, "n_images": int},
+    "attacks": {"methods": list, "eps": list, "steps": int, "n_images": int, "n_queries": int},
     "transfer": bool,
     "cka": str,
     "selectivity": bool,
@@ -139,6 +140,7 @@ def _model(i, table, source):
         allowed["regularizer"] = dict
     else:
         allowed["readout"] = dict
+    allowed["attacks"] = dict
     out = {}
     for key, value in table.items():
         if key not in allowed:
@@ -150,6 +152,8 @@ def _model(i, table, source):
                               f"{sorted(allowed)}")
         if key == "regularizer":
             out[key] = _regularizer(f"{path}.regularizer", value, source)
+        elif key == "attacks":
+            out[key] = _model_attacks(f"{path}.attacks", value, source)
         elif key == "readout":
             ro = _table(f"{source}: {path}.readout", value)
             types = signature_types(LinearReadout, skip=("random_state", "progress"))
@@ -161,6 +165,27 @@ def _model(i, table, source):
         else:
             out[key] = _check(f"{source}: {path}.{key}", value, allowed[key])
     return out
+
+
+#: what a model's own [models.attacks] table may change of analysis.attacks (the eps grid stays
+#: the study's, so every model is measured on the same budgets)
+MODEL_ATTACK_KEYS = ("methods", "steps", "n_images", "n_queries")
+
+
+def _model_attacks(path, table, source):
+    table = _table(f"{source}: {path}", table)
+    for key, value in table.items():
+        if key not in MODEL_ATTACK_KEYS:
+            raise ConfigError(f"{source}: unknown key {path}.{key}; a model may set {list(MODEL_ATTACK_KEYS)} "
+                              f"(the eps grid is the study's: analysis.attacks.eps)")
+        _check(f"{source}: {path}.{key}", value, _ANALYSIS_TYPES["attacks"][key])
+        if key != "methods" and value < 1:
+            raise ConfigError(f"{source}: {path}.{key} must be >= 1, got {value}")
+    bad = [m for m in table.get("methods", []) if m not in ATTACKS]
+    if bad or len(set(table.get("methods", []))) != len(table.get("methods", [])):
+        raise ConfigError(f"{source}: {path}.methods must be distinct names among {list(ATTACKS)}, "
+                          f"got {table['methods']}")
+    return dict(table)
 
 
 def _regularizer(path, table, source):
@@ -217,7 +242,7 @@ def _analysis(raw, source):
         raise ConfigError(f"{source}: analysis.attacks.eps must be a non-empty increasing list of "
                           f"distinct numbers >= 0, got {eps}")
     att["eps"] = [float(e) for e in eps]
-    for key in ("steps", "n_images"):
+    for key in ("steps", "n_images", "n_queries"):
         if att[key] < 1:
             raise ConfigError(f"{source}: analysis.attacks.{key} must be >= 1, got {att[key]}")
     if cfg["ablation"]:
@@ -490,7 +515,8 @@ def analyze_unit(ctx, analysis_cfg, data_cfg, model_cfg, seed):
         test = f.representations["test"]
         H, y = test.to_numpy(), test.labels
         index = test.inputs_index
-    need_images = analysis_cfg["attacks"]["methods"] or (spec_cfg["enabled"] and spec_cfg["noise_probes"])
+    need_images = ({**analysis_cfg["attacks"], **(model_cfg.get("attacks") or {})}["methods"]
+                   or (spec_cfg["enabled"] and spec_cfg["noise_probes"]))
     X_test = (bdata.load(data_cfg["dataset"], "test", data_dir=data_cfg.get("data_dir"))[0][index]
               if need_images else None)
     if spec_cfg["enabled"]:
@@ -522,7 +548,7 @@ def analyze_unit(ctx, analysis_cfg, data_cfg, model_cfg, seed):
         sel = selectivity.class_selectivity(H, y)
         out["selectivity"] = {"values": [float(v) if np.isfinite(v) else None for v in sel],
                               "mean": float(np.nanmean(sel)) if np.isfinite(sel).any() else None}
-    att = analysis_cfg["attacks"]
+    att = {**analysis_cfg["attacks"], **(model_cfg.get("attacks") or {})}  # the model's own settings win
     if att["methods"]:
         X, yy = X_test[:att["n_images"]], y[:att["n_images"]]
         result = {"n_images": int(len(X)), "eps": list(att["eps"]), "attacks": {}, "skipped": {}}
@@ -543,7 +569,7 @@ def analyze_unit(ctx, analysis_cfg, data_cfg, model_cfg, seed):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     crit = robustness.critical_perturbation(module, X, yy, att["eps"], attack, seed=seed,
-                                                            steps=att["steps"])
+                                                            steps=att["steps"], n_queries=att["n_queries"])
                 rel = crit.relative_accuracy()
                 if len(crit.l2) == 0:  # no image classified correctly: no relative accuracy to measure
                     result["attacks"][attack] = {"relative_accuracy": [None] * len(rel), "accuracy": [0.0] * len(rel),
@@ -665,11 +691,14 @@ def plan(cfg, root) -> list:
     for seed in cfg["study"]["seeds"]:
         for m in cfg["models"]:
             key = ("train", m["name"], seed)
-            units.append(Unit(key, train_unit, unit_folder(root, key), args=(data_cfg, m, seed),
-                              config_hash=config_hash({"data": data_key, "model": m, "seed": seed})))
+            trained = {k: v for k, v in m.items() if k != "attacks"}  # attack settings never retrain
+            units.append(Unit(key, train_unit, unit_folder(root, key), args=(data_cfg, trained, seed),
+                              config_hash=config_hash({"data": data_key, "model": trained, "seed": seed})))
             akey = ("analyze", m["name"], seed)
             units.append(Unit(akey, analyze_unit, unit_folder(root, akey), args=(analysis, data_cfg, m, seed), deps=(key,),
-                              config_hash=config_hash({"analysis": {k: analysis[k] for k in ("spectrum", "attacks", "selectivity")}})))
+                              config_hash=config_hash({
+                                  "analysis": {k: analysis[k] for k in ("spectrum", "attacks", "selectivity")},
+                                  "model_attacks": m.get("attacks")})))
         ckey = ("compare", seed)
         transfer = bool(analysis["transfer"]) and any(a in analysis["attacks"]["methods"] for a in ("pgd", "fgsm"))
         deps = tuple(("train", n, seed) for n in names)
