@@ -11,7 +11,7 @@ import numpy as np
 
 from . import _files
 
-__all__ = ["figure_data_uri", "receptive_fields", "save_figure"]
+__all__ = ["figure_data_uri", "pruning_figure", "receptive_fields", "save_figure"]
 
 
 def save_figure(fig, path, *, dpi=100) -> Path:
@@ -91,3 +91,51 @@ def receptive_fields(weights, path, *, n_units=100, columns=10, order="index", t
         fig.suptitle(title, fontsize=9)
     fig.tight_layout(pad=0.1, rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()) if title else None)
     return save_figure(fig, path)
+
+
+def _mosaic(W, idx, columns):
+    """The units ``idx`` of ``W`` tiled as one grey-level-free image: each unit scaled to its own
+    max |w| (blue-white-red with ``bwr`` and vmin=-1, vmax=1), one pixel of gap."""
+    (h, w), colour = _image_shape(W.shape[1])
+    if colour:
+        raise ValueError("pruning_figure shows single-channel weights only")
+    rows = max(1, -(-len(idx) // columns))
+    out = np.full((rows * (h + 1) + 1, columns * (w + 1) + 1), np.nan)
+    for n, u in enumerate(idx):
+        r, c = divmod(n, columns)
+        unit = W[u] / (np.abs(W[u]).max() or 1.0)
+        out[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + c * (w + 1):1 + c * (w + 1) + w] = unit.reshape(h, w)
+    return out
+
+
+def pruning_figure(weights, noise, *, n_units=25, columns=5, title=None):
+    """The seed paper's pruning figure as a ``Figure``: the histogram of each unit's weight
+    log-variance with the cutoff between learned and noise units, and the receptive fields of the
+    first ``n_units`` units before pruning (index order, noise units included) and after (the
+    first learned units). ``noise``: boolean mask (n_units,) of the noise units."""
+    from matplotlib.figure import Figure
+
+    W = np.asarray(weights, dtype=np.float64)
+    noise = np.asarray(noise, dtype=bool)
+    if W.ndim != 2 or noise.shape != (W.shape[0],):
+        raise ValueError(f"weights must be (n_units, n_features) and noise (n_units,), got {W.shape} and {noise.shape}")
+    logvar = np.log(W.var(axis=1) + 1e-30)
+    fig = Figure(figsize=(12.0, 3.9), layout="constrained")
+    ax_h, ax_b, ax_a = fig.subplots(1, 3, width_ratios=[1.3, 1, 1])
+    bins = np.linspace(logvar.min(), logvar.max() + 1e-9, 50)
+    ax_h.hist(logvar[~noise], bins=bins, color="tab:blue", label=f"learned ({int((~noise).sum())})")
+    if noise.any():
+        ax_h.hist(logvar[noise], bins=bins, color="tab:red", label=f"noise ({int(noise.sum())})")
+        cut = (logvar[noise].min() + logvar[~noise].max()) / 2 if (~noise).any() else logvar[noise].min()
+        ax_h.axvline(cut, color="k", ls="--", lw=1, label="cutoff")
+    ax_h.set_xlabel("log variance of a unit's weights")
+    ax_h.set_ylabel("units")
+    ax_h.legend(fontsize=8)
+    for ax, idx, label in ((ax_b, np.arange(min(n_units, W.shape[0])), "before pruning"),
+                           (ax_a, np.flatnonzero(~noise)[:n_units], "after pruning")):
+        ax.imshow(_mosaic(W, idx, columns), cmap="bwr", vmin=-1, vmax=1, interpolation="nearest")
+        ax.set_title(f"{label}: first {len(idx)} units", fontsize=10)
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    return fig

@@ -50,16 +50,16 @@ def test_every_param_has_a_type():
 
 def test_capability_matrix():
     cols = ("checkpoint_unit", "indexed_transform", "has_vote_readout", "torch_view", "gradient_attacks",
-            "supervised", "represents_input", "config_fit_params", "has_preactivations")
+            "supervised", "represents_input", "config_fit_params", "has_preactivations", "prunable")
     expected = {
-        "pixels":      (None, False, False, False, False, False, True, (), True),
-        "random-relu": (None, False, False, True, True, False, False, (), True),
-        "hebbian-wta": ("epochs", False, False, True, True, False, False, ("epochs",), True),
-        "soft-wta":    ("epochs", False, False, True, True, False, False, ("epochs",), True),
-        "spiking-wta": ("samples", True, True, False, False, False, False, ("epochs",), False),
-        "mlp":         ("epochs", False, False, True, True, True, False, (), True),
-        "cnn":         ("epochs", False, False, True, True, True, False, (), True),
-        "spiking-mlp": ("epochs", False, False, True, True, True, False, (), False),
+        "pixels":      (None, False, False, False, False, False, True, (), True, False),
+        "random-relu": (None, False, False, True, True, False, False, (), True, False),
+        "hebbian-wta": ("epochs", False, False, True, True, False, False, ("epochs",), True, True),
+        "soft-wta":    ("epochs", False, False, True, True, False, False, ("epochs",), True, True),
+        "spiking-wta": ("samples", True, True, False, False, False, False, ("epochs",), False, False),
+        "mlp":         ("epochs", False, False, True, True, True, False, (), True, False),
+        "cnn":         ("epochs", False, False, True, True, True, False, (), True, False),
+        "spiking-mlp": ("epochs", False, False, True, True, True, False, (), False, False),
     }
     got = {name: tuple(getattr(kinds.get(name), c) for c in cols) for name in ALL}
     assert got == expected

@@ -124,15 +124,15 @@ def test_the_page_is_self_contained_and_shows_every_model(full_run):
     assert not re.search(r'(src|href)="(?!data:)', page) and "<script" not in page
     sizes = _pngs(page)
     # relative accuracy, critical boxplot, median vs accuracy, 4 spectra, alpha by width, CKA,
-    # CKA-to-vanilla, transfer, selectivity
-    assert len(sizes) == 12 and all(w > 100 and h > 100 for w, h in sizes)
+    # CKA-to-vanilla, transfer, pruning (hebb), selectivity
+    assert len(sizes) == 13 and all(w > 100 and h > 100 for w, h in sizes)
     table = page[page.index("<h2>Summary</h2>"):page.index("How it was measured")]
     for name in ("hebb", "mlp", "pix"):
         assert f"<td>{name}<br>" in table
     s = res["summary"]["pix"]["test_accuracy"]
     assert f"{s['mean']:.3f}<br><span class=ci>[{max(s['ci_low'], 0):.3f}, {min(s['ci_high'], 1):.3f}]" in table
     for text in ("eps @ 50% rel. acc. PGD", "median critical L2 PGD", "alpha, noise probes (pre-activations, unweighted",
-                 "pre-activations, test images: unweighted", "the first h units",
+                 "pre-activations, test images: unweighted", "the first h units", "Receptive fields and pruning",
                  "vanilla backprop model (mlp)", "Transfer of adversarial examples", "Class selectivity", "bioreps git commit",
                  "PGD 3 steps"):
         assert text in page, text

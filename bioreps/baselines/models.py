@@ -112,6 +112,8 @@ class BaselineModel(nn.Module):
     #: ``preactivations(X)``: the input of ``representation_module`` (MLP, CNN: the hidden layer's
     #: currents before its activation function)
     has_preactivations = True
+    #: no noise units to prune (that is the Hebbian layers' pruning)
+    prunable = False
     gradient_attacks = True
     #: learns from labels and has its own classifier head
     supervised = True

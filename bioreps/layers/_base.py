@@ -42,6 +42,9 @@ class Layer:
     #: ``preactivations(X)``: the currents its activation function acts on (n, n_units), what
     #: the seed paper's spectra are measured on (Holzhausen et al. 2024).
     has_preactivations = False
+    #: ``noise_units()`` and ``prune()``: units that never learned, found from their weights'
+    #: variance (the seed paper's pruning)
+    prunable = False
     #: learns from labels and has its own classifier head.
     supervised = False
     #: True for a layer whose representation is its input (the pixels control): experiments

@@ -93,6 +93,7 @@ class CompetitiveLayer(Layer):
     checkpoint_unit = "epochs"
     torch_view = True
     has_preactivations = True
+    prunable = True
     gradient_attacks = True
     config_fit_params = ("epochs",)
     neutral_params = (*Layer.neutral_params, "power")

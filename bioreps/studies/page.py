@@ -452,6 +452,26 @@ def _fig_transfer(cfg, data):
     return _png(fig), caption
 
 
+def _pruning_figures(cfg, data, root):
+    """The pruning figures the analysis units drew (first seed of each prunable model)."""
+    import base64
+
+    out = []
+    for name in _model_names(cfg):
+        for seed in _seeds(cfg):
+            a = data["analysis"].get((name, seed))
+            png = Path(root) / "units" / f"analyze+{name}+{seed}" / "pruning.png"
+            if a and a.get("pruning") and png.is_file():
+                uri = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
+                p = a["pruning"]
+                out.append((uri, f"{name} (seed {seed}): {p['n_noise']} of {p['n_units']} units are noise units "
+                                 f"(a two-component Gaussian mixture on each unit's weight log-variance, as the seed "
+                                 f"paper's code: units that kept their random start). Left: the histogram and the "
+                                 f"cutoff; middle: the first units before pruning; right: the first units after."))
+                break
+    return out
+
+
 def _fig_selectivity(cfg, data, colors):
     fig, axes = _figure(6.0, 3.8)
     ax = axes[0]
@@ -704,6 +724,9 @@ def write_report(root, cfg, *, error=None, wall_seconds=None) -> Path:
                      "<p class=n>No CKA-to-vanilla figure: the study has no vanilla backprop model (a supervised "
                      "model without a regulariser), or its CKA or attacks are missing.</p>")
     parts.append(_figure_html(_fig_transfer(cfg, data)))
+    pruning = _pruning_figures(cfg, data, root)
+    if pruning:
+        parts.append("<h2>Receptive fields and pruning</h2>" + "".join(_figure_html(f) for f in pruning))
     sel = _fig_selectivity(cfg, data, colors)
     if sel:
         parts.append("<h2>Class selectivity</h2>" + _figure_html(sel))

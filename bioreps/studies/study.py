@@ -542,6 +542,15 @@ def analyze_unit(ctx, analysis_cfg, data_cfg, model_cfg, seed):
         for name, make in sources.items():
             R = np.asarray(make(), dtype=np.float32)
             out["spectra"][name] = _spectrum_entry(R, spec_cfg["ranks"], 0, seed, spec_cfg["widths"])[2]
+    if cls.prunable:  # the seed paper's pruning of noise units: which units never learned
+        from ..plots import pruning_figure, save_figure
+
+        layer = cls.load(files["model.h5"])
+        noise = layer.noise_units()
+        save_figure(pruning_figure(layer.weights_, noise, title=f"{model_cfg['name']} (seed {seed})"),
+                    ctx.path("pruning.png"))
+        ctx.add_output("pruning.png")
+        out["pruning"] = {"n_units": int(noise.size), "n_noise": int(noise.sum())}
     if analysis_cfg["selectivity"]:
         from ..analysis import selectivity
 
