@@ -189,6 +189,27 @@ def _check_fit_windows(args) -> None:
                              f"{n_units} units]: {exc}") from None
 
 
+def _cmd_report(args) -> int:
+    import json
+    from pathlib import Path
+
+    from .studies.page import write_report
+    from .studies.run import ConfigError
+    from .studies.study import validate_study
+
+    folder = Path(args.folder)
+    record = folder / "study.json"
+    if not record.is_file():
+        raise ConfigError(f"{folder} holds no study (no study.json): give the output folder of `bioreps run STUDY.toml`")
+    saved = json.loads(record.read_text())
+    if "config" not in saved:
+        raise ConfigError(f"{record} was written by an older bioreps without the study's configuration; "
+                          "run the study again with --resume to record it")
+    page = write_report(folder, validate_study(saved["config"], source=str(record)))
+    print(f"report: {page}")
+    return 0
+
+
 def _cmd_version(args) -> int:
     from .io import collect_provenance
 
@@ -278,6 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_threads(p)
     p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("report", help="(re)write a study's report.html from its finished units")
+    p.add_argument("folder", metavar="RUN_DIR", help="the study's output folder (holds study.json and units/)")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("version", help="versions of bioreps, its dependencies and the CUDA status")
     p.set_defaults(func=_cmd_version)

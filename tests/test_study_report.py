@@ -212,3 +212,18 @@ def test_a_model_may_set_its_own_attack_budget_without_retraining(tmp_path, fash
     bad["models"][0]["attacks"] = {"methods": ["cw"]}
     with pytest.raises(ConfigError, match=r"models\[0\].attacks.methods must be distinct names"):
         run_study(bad, progress=False, log=lambda *a: None)
+
+
+def test_bioreps_report_rewrites_the_page_from_the_units(full_run, tmp_path, capsys):
+    from bioreps import cli
+
+    out, _ = full_run
+    before = (out / "report.html").read_text()
+    (out / "report.html").unlink()
+    assert cli.main(["report", str(out)]) == 0
+    assert "report:" in capsys.readouterr().out
+    after = (out / "report.html").read_text()
+    strip = lambda page: re.sub(r"written [0-9-]+ [0-9:]+ UTC(; wall time [0-9]+ s)?", "", page)  # noqa: E731
+    assert strip(after) == strip(before)
+    assert cli.main(["report", str(tmp_path)]) == 2
+    assert "holds no study (no study.json)" in capsys.readouterr().err
