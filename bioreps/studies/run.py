@@ -123,8 +123,10 @@ def validate_config(raw: dict, source: str = "<config>") -> dict:
             if kind not in kinds.names():
                 raise ConfigError(f"{source}: [model] kind = {kind!r} is unknown; choose one of {kinds.names()}")
             if kinds.get(kind).supervised:
-                raise ConfigError(f"{source}: [model] kind = {kind!r} is a supervised baseline; a study trains "
-                                  "one unsupervised model per run (train baselines with bioreps.baselines.train)")
+                raise ConfigError(f"{source}: [model] kind = {kind!r} is a supervised baseline; a single "
+                                  "experiment trains one unsupervised model: put baselines in a study file "
+                                  "([study] and [[models]] tables, see experiments/quickstart.toml) or train "
+                                  "them with bioreps.baselines.train")
             allowed.update({n: p.types for n, p in kinds.params(kind).items()})
             allowed.update({n: p.types for n, p in kinds.fit_params(kind).items()})
         for key, value in section.items():
