@@ -578,7 +578,8 @@ def analyze_unit(ctx, analysis_cfg, data_cfg, model_cfg, seed):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     crit = robustness.critical_perturbation(module, X, yy, att["eps"], attack, seed=seed,
-                                                            steps=att["steps"], n_queries=att["n_queries"])
+                                                            steps=att["steps"], n_queries=att["n_queries"],
+                                                            progress=False)
                 rel = crit.relative_accuracy()
                 if len(crit.l2) == 0:  # no image classified correctly: no relative accuracy to measure
                     result["attacks"][attack] = {"relative_accuracy": [None] * len(rel), "accuracy": [0.0] * len(rel),
