@@ -65,7 +65,7 @@ def main():
     X, source = images(n_max)
     name = cuda.get_current_device().name
     name = name.decode() if isinstance(name, bytes) else name
-    print(f"images: {source}; 350+150 ms at dt 0.5 ms; GPU {name}; block {gpu._block()}; cpu count {os.cpu_count()}")
+    print(f"images: {source}; 350+150 ms at dt 0.5 ms; GPU {name}; block {gpu._block('train')} (train), {gpu._block('transform')} (transform); cpu count {os.cpu_count()}")
     for n in args.neurons:
         kw = dict(n_neurons=n, random_state=0, progress=False)
         SpikingWTA(backend="cuda", **kw).fit(X[:2]).transform(X[:2])  # compile

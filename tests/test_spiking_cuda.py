@@ -97,7 +97,7 @@ def _checks(mode):
 
     if mode == "sim":  # several launches of both kernels
         gpu.TRAIN_CHUNK, gpu.TRANSFORM_CHUNK = 3, 3
-    out = {"mode": mode, "block": gpu._block(), "train_chunk": gpu.TRAIN_CHUNK}
+    out = {"mode": mode, "block": gpu._block("train"), "transform_block": gpu._block("transform"), "train_chunk": gpu.TRAIN_CHUNK}
     rng = np.random.default_rng(2015)
     n_in, n_present, n_rest = s["n_in"], s["n_present"], s["n_rest"]
 

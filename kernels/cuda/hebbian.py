@@ -41,10 +41,15 @@ top k ordered by value descending, then unit index ascending: a strictly greater
 an equal one does not, and NaN or -inf currents never enter); pass r of the reduction picks the
 best current below the (value, index) picked by pass r-1 under that same order. Each affected
 unit's ``xx`` and ``ds`` are summed in float64 over the samples in batch order, exactly as the CPU
-does, without atomics, and the scaled update and the ``Wp`` refresh use the same float64
+does, without atomics, and the scaled update and the ``Wp`` refresh are written as the same float64
 expressions (``Wp`` of an updated row is computed from the unrounded float64 weight, as on the CPU).
-So the only difference from the CPU kernel is the float32 GEMM's summation order (a few ulp in
-the currents), and runs are bitwise reproducible. One corner differs: when a column has fewer than
+Under the simulator (plain IEEE arithmetic) the only difference from the CPU kernel is then the
+float32 GEMM's summation order (a few ulp in the currents). On a GPU, NVVM contracts ``a * b + c``
+into fused multiply-adds (ptxas output of :func:`_accumulate` and :func:`_apply_update` shows
+them), one rounding instead of two, so the float64 sums and updates differ from the CPU's in
+their last bits (about 1e-16 relative per operation) and a tie between two currents can resolve
+differently; the real-GPU tests compare with tolerances for that reason. Runs on one device and
+launch configuration are bitwise reproducible (fixed summation orders, no float atomics). One corner differs: when a column has fewer than
 ``k`` currents above -inf (NaN or -inf currents), the CPU indexes unit -1 (the last unit) and this
 twin skips the missing unit.
 

@@ -74,9 +74,26 @@ from ..poisson import MASK32, generator_functions
 from ._common import MAX_GRID, _check_block, _device_array
 
 __all__ = ["CONSTANTS", "make_constants", "LIFState", "run_presentation", "fit_samples", "transform_samples",
-           "BLOCK", "TRAIN_CHUNK", "TRANSFORM_CHUNK"]
+           "BLOCK", "MAX_BLOCK_TRAIN", "MAX_BLOCK_TRANSFORM", "max_block", "TRAIN_CHUNK", "TRANSFORM_CHUNK"]
 
 BLOCK = None  # threads per block; None: _config.CUDA_BLOCK (read at call time)
+#: the largest block each kernel launches with: its registers per thread times the block must fit
+#: one block's 64K registers, or the driver refuses the launch ("too many resources requested").
+#: ptxas (sm_80 / sm_90, N = 100..6400, 784 and 1568 inputs) reports 116-126 registers for the
+#: training kernel (so at most 512 threads) and up to 255 for the transform kernel, whose
+#: per-thread arrays grow with ceil(N / block) (at most 256 threads: 255 registers x 256 fit
+#: whatever N is). A larger requested block is lowered to these; tests/test_cuda_compile.py
+#: assembles both kernels in CI and fails if a future change breaks the bound.
+MAX_BLOCK_TRAIN = 512
+MAX_BLOCK_TRANSFORM = 256
+
+
+def max_block(kernel) -> int:
+    """The largest block the ``"train"`` or ``"transform"`` kernel launches with."""
+    limits = {"train": MAX_BLOCK_TRAIN, "transform": MAX_BLOCK_TRANSFORM}
+    if kernel not in limits:
+        raise ValueError(f"kernel must be one of {sorted(limits)}, got {kernel!r}")
+    return limits[kernel]
 TRAIN_CHUNK = 64  # samples per launch of the training kernel (progress callback between launches)
 TRANSFORM_CHUNK = 16384  # samples per launch of the transform kernel
 
@@ -485,8 +502,10 @@ def _transform_kernel(wi, npt):
 
 # --------------------------------------------------------------------------- host side
 
-def _block():
-    return _check_block(_config.CUDA_BLOCK if BLOCK is None else BLOCK)
+def _block(kernel):
+    """Threads per block for ``kernel`` ("train" or "transform"): :data:`BLOCK`, else
+    ``CUDA_BLOCK``, lowered to the kernel's :func:`max_block`."""
+    return min(_check_block(_config.CUDA_BLOCK if BLOCK is None else BLOCK), max_block(kernel))
 
 
 _FIELDS = ("v_e", "ge_e", "gi_e", "ref_e", "theta", "v_i", "ge_i", "gi_i", "ref_i", "x_pre", "x_post1", "x_post2",
@@ -589,7 +608,7 @@ def _launch_train(dW, dX, masks, use_masks, seed, phase, first_index, n_present,
     n_in, N = dW.shape
     kern = _train_kernel(-(-n_in // 32), -(-N // 32))
     d = st.device
-    kern[1, _block()](dW, dX, masks, bool(use_masks), np.uint64(seed), int(phase), int(first_index), int(n_present),
+    kern[1, _block("train")](dW, dX, masks, bool(use_masks), np.uint64(seed), int(phase), int(first_index), int(n_present),
                       int(n_rest), dc, bool(learn), bool(normalize), int(min_spikes), int(max_retries), d["v_e"],
                       d["ge_e"], d["gi_e"], d["ref_e"], d["theta"], d["v_i"], d["ge_i"], d["gi_i"], d["ref_i"],
                       d["x_pre"], d["x_post1"], d["x_post2"], d["spk_e"], d["spk_i"], dcounts, dattempts)
@@ -688,7 +707,7 @@ def transform_samples(W, theta, X, seed, phase, first_index, n_present, n_rest, 
     attempts = np.zeros(n, np.int64)
     if n == 0:
         return attempts
-    block = _block()
+    block = _block("transform")
     kern = _transform_kernel(-(-n_in // 32), -(-N // block))
     dtheta = cuda.to_device(theta)
     dc = cuda.to_device(np.asarray(constants, np.float64))
