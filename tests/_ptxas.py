@@ -63,8 +63,11 @@ def assemble(ptx: str, cc, ptxas: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "k.ptx"
         src.write_text(ptx)
-        proc = subprocess.run([ptxas, f"-arch=sm_{cc[0]}{cc[1]}", "-v", str(src), "-o", str(Path(tmp) / "k.cubin")],
-                              capture_output=True, text=True, timeout=300)
+        # a kernel that calls external functions (cudadevrt's grid barrier) is assembled as
+        # relocatable code (-c): the linker resolves them at load time
+        reloc = ["-c"] if ".extern .func" in ptx else []
+        proc = subprocess.run([ptxas, f"-arch=sm_{cc[0]}{cc[1]}", "-v", *reloc, str(src), "-o",
+                               str(Path(tmp) / "k.cubin")], capture_output=True, text=True, timeout=300)
     text = proc.stdout + proc.stderr
     if proc.returncode != 0:
         raise RuntimeError(f"ptxas failed for sm_{cc[0]}{cc[1]}:\n{text[-3000:]}")
@@ -73,6 +76,8 @@ def assemble(ptx: str, cc, ptxas: str) -> dict:
         raise RuntimeError(f"no register report in ptxas output:\n{text[-3000:]}")
     regs = max(int(r) for r, _ in info)
     smem = max(int(s or 0) for _, s in info)
+    if reloc:  # relocatable code reports no per-kernel smem: its arrays are module-level .shared
+        smem = sum(int(b) for b in re.findall(r"\.shared\s+(?:\.align\s+\d+\s+)?\.b8\s+\w+\[(\d+)\]", ptx))
     stack, spill_st, spill_ld = (max(int(f[i]) for f in frame) if frame else 0 for i in range(3))
     return {"registers": regs, "smem": smem, "stack": stack, "spill_stores": spill_st, "spill_loads": spill_ld,
             "max_threads": max_threads(regs)}
@@ -113,6 +118,10 @@ def kernels():
     for tile in (8, 16, 32):
         out.append(("hebbian", f"_currents(tile={tile})", H._currents_kernel(tile), (f2, f2, i8, i8, i8, f2),
                     tile * tile))
+        # the persistent epoch kernel (cooperative: its grid barriers call into cudadevrt)
+        out.append(("hebbian", f"_epoch(tile={tile})", H._epoch_kernel(tile),
+                    (f2, f2, f2, l1, i8, i8, i8, f8, f8, f8, f2, f2, i1, i1, i1, i1, i1, d2, d1),
+                    tile * (tile // _common._rows_per_thread(tile))))
     # the spiking kernels, specialised by input and neuron words as lif's drivers do
     train_sig = (d2, d2, t.uint32[:, ::1], b1, t.uint64, i8, i8, i8, i8, d1, b1, b1, i8, i8, d1, d1, d1, l1, d1, d1,
                  d1, d1, l1, d1, d1, d1, u1, u1, i2, i1)

@@ -77,7 +77,16 @@ def _checks(mode):
         gb = gpu.HebbianBuffers(K, N, B, k, block=block, tile=tile)
         ng, seen_g = cuda_run(Wg, order, k, p, gb)
         Wr = krotov_hopfield_epoch(W0.astype(np.float64), X, order, B, k, DELTA, EPS, p)
-        out["configs"].append(dict(
+        # the persistent kernel (one cooperative launch per epoch, used when no per-batch
+        # callback is asked for) against the per-batch kernels above: the same bits
+        Wpe = W0.copy()
+        pb = gpu.HebbianBuffers(K, N, B, k, block=block, tile=tile)
+        n_pe = gpu.hebbian_epoch(Wpe, X, order, B, k, DELTA, EPS, p, pb)
+        pwin, pkth = pb.last_winners()
+        persistent = dict(bitwise=bool(np.array_equal(Wpe, Wg)), n=n_pe, last_rows=pb.last_rows,
+                          last_winners=[pwin.tolist(), pkth.tolist()], grid=pb.grid,
+                          first_reset=bool((pb.first.copy_to_host() == 2147483647).all()))
+        out["configs"].append(dict(persistent=persistent,
             p=p, k=k, tile=tile, n_cpu=nc, n_cuda=ng, winners_cpu=seen_c, winners_cuda=seen_g,
             rel_cpu=_rel(Wg, Wc), rel_ref=_rel(Wg, Wr), rel_cpu_ref=_rel(Wc, Wr), moved=_rel(Wg, W0),
             bitwise_equal_cpu=bool(np.array_equal(Wg, Wc))))
@@ -201,6 +210,20 @@ def test_final_short_batch_is_used(res):
         assert [batch[0] for batch in c["winners_cuda"]] == list(range(1, expected + 1))
     if res["mode"] == "sim":
         assert n % B != 0  # the tiny shape does end on a short batch
+
+
+@pytest.mark.parametrize("i", [0, 1, 2])
+def test_persistent_epoch_kernel_equals_the_per_batch_kernels(res, i):
+    c = res["configs"][i]
+    r = c["persistent"]
+    assert r["bitwise"], c["p"]  # W after the epoch: the same bits as six launches per batch
+    assert r["n"] == c["n_cuda"] and r["last_rows"] == c["winners_cuda"][-1][1]
+    assert r["last_winners"] == c["winners_cuda"][-1][2:]  # the last batch's winners and k-th units
+    assert r["first_reset"]  # the unit marks are clean for the next call
+    if res["mode"] == "sim":
+        assert r["grid"] == 1  # the simulator runs cooperative grids of one block
+    else:
+        assert r["grid"] >= 1
 
 
 def test_bitwise_reproducible_and_buffers_reused(res):

@@ -78,3 +78,17 @@ def test_mlp_repu_is_the_hebbian_readouts_activation_and_round_trips(X, tmp_path
         MLP((784, 8, 10), activation="repu", power=0)
     with pytest.raises(ValueError, match="unknown activation 'relu4'"):
         MLP((784, 8, 10), activation="relu4")
+
+
+@pytest.mark.parametrize("cls", [HebbianWTA, SoftWTA])
+def test_diagnostics_every_thins_the_records_without_changing_learning(cls, X):
+    kw = dict(n_units=8, batch_size=10, random_state=0, progress=False)
+    every = cls(**kw).fit(X, epochs=5)
+    thin = cls(**kw, diagnostics_every=2).fit(X, epochs=5)
+    np.testing.assert_array_equal(every.weights_, thin.weights_)  # learning is the same
+    assert [("converged" in r) for r in thin.history_] == [False, True, False, True, True]  # + the last
+    assert all("converged" in r for r in every.history_)
+    assert thin.fit_summary() == every.fit_summary()
+    assert "diagnostics_every" in cls.neutral_params  # a resume may change it
+    with pytest.raises(ValueError, match="diagnostics_every"):
+        cls(**kw, diagnostics_every=0).fit(X, epochs=1)

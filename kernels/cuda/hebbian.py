@@ -55,7 +55,15 @@ twin skips the missing unit.
 
 Block size: ``block`` threads for the 1-D kernels, default :data:`CUDA_BLOCK` (environment
 ``BIOREPS_CUDA_BLOCK``, default 128), overridable per :class:`HebbianBuffers` (``block=``), so tests
-run several blocks even on tiny shapes; the GEMM uses ``tile x tile`` threads (default 16).
+run several blocks even on tiny shapes; the per-batch GEMM uses ``tile x tile`` threads (default
+32), the persistent epoch kernel ``tile x tile / 4`` (256 at the default tile).
+
+Launches: without a per-batch ``callback``, :func:`hebbian_epoch` runs the whole epoch in ONE
+cooperative launch (:func:`_epoch_kernel`: six phases per batch separated by grid barriers, as
+many blocks as can be resident at once), so numba-cuda's per-launch cost (~25 us, six launches
+per batch: ~90 s over the paper's 600,000 batches) is paid once per epoch. With a callback (or
+``HebbianBuffers(persistent=False)``) it launches the six per-batch kernels, so the callback can
+read each batch's winners. Both give the same bits (tested in the simulator).
 Kernels are compiled lazily on first use, and under ``NUMBA_ENABLE_CUDASIM=1`` run in the simulator.
 
 Shared with the SoftHebb twin, in ``_common.py``: the gather kernel, the tiled GEMM (here with one
@@ -72,13 +80,14 @@ from numba import cuda
 
 from .._config import CUDA_BLOCK
 from ._common import (MAX_BLOCK, MAX_GRID, _block_max, _check_block, _check_epoch, _check_float32,
+                      _rows_per_thread,
                       _DeviceSamples, _gather_rows, _gemm_kernel, _run_batches, _stage_weights,
                       _unstage_weights)
 
 __all__ = ["hebbian_epoch", "HebbianBuffers", "CUDA_BLOCK", "TILE", "MAX_BLOCK"]
 
 PREC = 1e-30
-TILE = 16  # default GEMM tile: (TILE, TILE) threads per block, TILE x (TILE + 1) shared floats x 2
+TILE = 32  # default GEMM tile: per-batch (TILE, TILE) threads; persistent TILE * TILE / 4 threads
 # MAX_BLOCK (most threads per block, the size of the reduction kernels' shared arrays) and MAX_GRID
 # (most blocks of the row-strided kernels: power weights, gather) come from ._common
 _POS_INF = math.inf
@@ -259,6 +268,235 @@ def _apply_update(W, Wp, units, n_aff, ds, nc, eps, p):
         Wp[u, j] = _signed_pow(w, p)
 
 
+# --------------------------------------------------------------------------- the persistent epoch kernel
+
+_INT_MAX = 2147483647
+_epoch_cache: dict = {}
+
+
+@cuda.jit(device=True)
+def _collect_parallel(win, kth, m, first, units, n_aff, sh, t, nt):
+    """One block: the affected units in the CPU's order (first appearance over the 2m entries
+    win[0], kth[0], win[1], ...), in parallel: an atomic min of the entry index per unit marks
+    each unit's first entry, a block prefix sum over those marks (in chunks of the block) gives
+    its position. ``first`` is all ``_INT_MAX`` on entry and on return."""
+    E = 2 * m
+    for e in range(t, E, nt):
+        u = win[e // 2] if e % 2 == 0 else kth[e // 2]
+        if u >= 0:
+            cuda.atomic.min(first, u, e)
+    cuda.syncthreads()
+    base = 0
+    for c0 in range(0, E, nt):
+        e = c0 + t
+        f = 0
+        u = -1
+        if e < E:
+            u = win[e // 2] if e % 2 == 0 else kth[e // 2]
+            if u >= 0 and first[u] == e:
+                f = 1
+        sh[t] = f
+        cuda.syncthreads()
+        off = 1
+        while off < nt:  # inclusive Hillis-Steele scan of the marks
+            v = sh[t - off] if t >= off else 0
+            cuda.syncthreads()
+            sh[t] += v
+            cuda.syncthreads()
+            off *= 2
+        if f == 1:
+            units[base + sh[t] - 1] = u
+        total = sh[nt - 1]
+        cuda.syncthreads()
+        base += total
+    for s in range(t, base, nt):  # each thread resets the units it reads (written before the barriers)
+        first[units[s]] = _INT_MAX
+    if t == 0:
+        n_aff[0] = base
+
+
+def _epoch_kernel(tile):
+    """One cooperative launch that walks every minibatch of an epoch (numba-cuda launches it
+    cooperatively because it synchronises the grid): per batch six phases separated by grid-wide
+    barriers, each output written by one thread, so the results are those of the per-batch
+    kernels (:func:`_gather_rows`, the currents GEMM, :func:`_topk_columns`, the unit collection,
+    :func:`_accumulate`, :func:`_apply_update`) bit for bit:
+
+    gather the batch's rows | currents ``IT = V Wp^T`` (tile x tile patches, ``rpt`` outputs per
+    thread, float32 sums over the features in ascending order, as :func:`._common._gemm_kernel`) |
+    top-k per sample (blocks stride over samples) | the affected units (block 0,
+    :func:`_collect_parallel`) | ``ds`` and each block's max ``|ds|`` | the global max from the
+    blocks' partial maxima, then ``W += eps ds / max(nc, prec)`` and ``Wp``.
+
+    Launch with ``grid <= max cooperative blocks`` blocks of ``tile * tile / rpt`` threads (rpt =
+    :func:`._common._rows_per_thread`); arguments ``(W, Wp, X, order, n, B, k, delta, eps, p, V, IT,
+    win, kth, first, units, n_aff, ds, partial)``.
+    """
+    TL = int(tile)
+    RPT = _rows_per_thread(TL)
+    key = TL
+    kern = _epoch_cache.get(key)
+    if kern is not None:
+        return kern
+    TY = TL // RPT
+    T1 = TL + 1
+
+    @cuda.jit
+    def epoch(W, Wp, X, order, n, B, k, delta, eps, p, V, IT, win, kth, first, units, n_aff, ds, partial):
+        g = cuda.cg.this_grid()
+        As = cuda.shared.array((TL, T1), np.float32)
+        Bs = cuda.shared.array((TL, T1), np.float32)
+        sv = cuda.shared.array(MAX_BLOCK, np.float32)
+        si = cuda.shared.array(MAX_BLOCK, np.int32)
+        sm = cuda.shared.array(MAX_BLOCK, np.float64)
+        acc = cuda.local.array(RPT, np.float32)
+        t = cuda.threadIdx.x
+        nt = cuda.blockDim.x
+        bid = cuda.blockIdx.x
+        nb = cuda.gridDim.x
+        gt = bid * nt + t
+        gs = nb * nt
+        K, N = W.shape
+        tx = t % TL
+        ty = t // TL
+        dl = np.float64(delta)
+        for e in range(gt, K * N, gs):  # Wp from W
+            i = e // N
+            j = e - i * N
+            Wp[i, j] = _signed_pow(W[i, j], p)
+        g.sync()
+        for start in range(0, n, B):
+            m = min(B, n - start)
+            for e in range(gt, m * N, gs):  # gather
+                r = e // N
+                j = e - r * N
+                V[r, j] = X[order[start + r], j]
+            g.sync()
+            tiles_k = (K + TL - 1) // TL  # currents: IT[b, i] = sum_j V[b, j] Wp[i, j]
+            n_tiles = tiles_k * ((m + TL - 1) // TL)
+            for q in range(bid, n_tiles, nb):
+                r0 = (q // tiles_k) * TL
+                c0 = (q % tiles_k) * TL
+                for a in range(RPT):
+                    acc[a] = np.float32(0.0)
+                for t0 in range(0, N, TL):
+                    for a in range(RPT):
+                        y = ty + a * TY
+                        col = t0 + tx
+                        r = r0 + y
+                        c = c0 + y
+                        As[y, tx] = V[r, col] if (r < m and col < N) else np.float32(0.0)
+                        Bs[tx, y] = Wp[c, col] if (c < K and col < N) else np.float32(0.0)
+                    cuda.syncthreads()
+                    for kk in range(TL):
+                        bval = Bs[kk, tx]
+                        for a in range(RPT):
+                            acc[a] += As[ty + a * TY, kk] * bval
+                    cuda.syncthreads()
+                c = c0 + tx
+                if c < K:
+                    for a in range(RPT):
+                        r = r0 + ty + a * TY
+                        if r < m:
+                            IT[r, c] = acc[a]
+            g.sync()
+            for b in range(bid, m, nb):  # top-k: one block per sample, k arg-max passes
+                lv = np.float32(_POS_INF)
+                li = -1
+                for rr in range(k):
+                    bv = np.float32(_NEG_INF)
+                    bi = -1
+                    for i in range(t, K, nt):
+                        v = IT[b, i]
+                        if v > _NEG_INF and (v < lv or (v == lv and i > li)):
+                            if v > bv:
+                                bv = v
+                                bi = i
+                    sv[t] = bv
+                    si[t] = bi
+                    cuda.syncthreads()
+                    h_n = nt
+                    while h_n > 1:
+                        h = (h_n + 1) // 2
+                        if t < h_n - h:
+                            ov = sv[t + h]
+                            oi = si[t + h]
+                            if ov > sv[t] or (ov == sv[t] and oi < si[t]):
+                                sv[t] = ov
+                                si[t] = oi
+                        cuda.syncthreads()
+                        h_n = h
+                    lv = sv[0]
+                    li = si[0]
+                    if t == 0:
+                        if rr == 0:
+                            win[b] = li
+                        if rr == k - 1:
+                            kth[b] = li
+                    cuda.syncthreads()
+            g.sync()
+            if bid == 0:  # the affected units, in the CPU's order
+                _collect_parallel(win, kth, m, first, units, n_aff, si, t, nt)
+            g.sync()
+            na = n_aff[0]
+            local = np.float64(0.0)
+            for s in range(bid, na, nb):  # ds and xx of each affected unit, samples in batch order
+                u = units[s]
+                xx = np.float64(0.0)
+                for b in range(m):
+                    if win[b] == u:
+                        xx += np.float64(IT[b, u])
+                    if kth[b] == u:
+                        xx -= dl * np.float64(IT[b, u])
+                for j in range(t, N, nt):
+                    accd = np.float64(0.0)
+                    for b in range(m):
+                        if win[b] == u:
+                            accd += np.float64(V[b, j])
+                        if kth[b] == u:
+                            accd -= dl * np.float64(V[b, j])
+                    d = accd - xx * np.float64(W[u, j])
+                    ds[s, j] = d
+                    if abs(d) > local:
+                        local = abs(d)
+            sm[t] = local
+            blockmax = _block_max(sm, t, nt)
+            if t == 0:
+                partial[bid] = blockmax
+            g.sync()
+            local = np.float64(0.0)  # the batch's max |ds| from every block's partial max
+            for q in range(t, nb, nt):
+                if partial[q] > local:
+                    local = partial[q]
+            sm[t] = local
+            c = _block_max(sm, t, nt)
+            if c < PREC:
+                c = PREC
+            scale = np.float64(eps) / c
+            for s in range(bid, na, nb):
+                u = units[s]
+                for j in range(t, N, nt):
+                    w = np.float64(W[u, j]) + scale * ds[s, j]
+                    W[u, j] = w
+                    Wp[u, j] = _signed_pow(w, p)
+            g.sync()
+
+    _epoch_cache[key] = epoch
+    return epoch
+
+
+def _cooperative_grid(kern, args, block):
+    """The most blocks of ``kern`` that can be resident at once (a cooperative launch may not use
+    more): from the driver on a GPU, 1 in the simulator (it runs cooperative grids of one block)."""
+    from numba import config, typeof
+
+    if config.ENABLE_CUDASIM:
+        return 1
+    sig = tuple(typeof(a) for a in args)
+    kern.compile(sig)
+    return max(1, int(kern.overloads[sig].max_cooperative_grid_blocks(block)))
+
+
 # --------------------------------------------------------------------------- host side
 
 class HebbianBuffers(_DeviceSamples):
@@ -267,7 +505,8 @@ class HebbianBuffers(_DeviceSamples):
 
     Parameters: ``n_units, n_features, batch_size, k, dtype`` as the CPU ``HebbianBuffers``
     (``dtype`` must be float32); ``block``: threads per block of the 1-D kernels (None: the module's
-    :data:`CUDA_BLOCK`, read at call time); ``tile``: the GEMM tile edge (None: :data:`TILE`).
+    :data:`CUDA_BLOCK`, read at call time); ``tile``: the GEMM tile edge (None: :data:`TILE`);
+    ``persistent``: run an epoch without a callback as one cooperative launch (default True).
 
     The X cache keeps a reference to the host array and is reused while the same object with the
     same shape is passed (contents modified in place are NOT re-uploaded: pass a new array or
@@ -276,8 +515,10 @@ class HebbianBuffers(_DeviceSamples):
     keeps the X cache.
     """
 
-    def __init__(self, n_units, n_features, batch_size, k, dtype=np.float32, block=None, tile=None):
+    def __init__(self, n_units, n_features, batch_size, k, dtype=np.float32, block=None, tile=None,
+                 persistent=True):
         _check_float32(dtype)
+        self.persistent = bool(persistent)
         self.block = None if block is None else _check_block(block)
         self.tile = TILE if tile is None else int(tile)
         if not (1 <= self.tile and self.tile * self.tile <= MAX_BLOCK):
@@ -299,6 +540,9 @@ class HebbianBuffers(_DeviceSamples):
         self.n_aff = cuda.to_device(np.zeros(1, np.int32))
         self.ds = cuda.device_array((2 * B, N), np.float64)
         self.nc = cuda.to_device(np.zeros(1, np.float64))
+        self.first = cuda.to_device(np.full(K, _INT_MAX, np.int32))  # the persistent kernel's marks
+        self.partial = cuda.device_array(MAX_GRID, np.float64)  # its blocks' max |ds|
+        self.grid = None  # its cooperative grid, asked of the driver once
         self.last_rows = 0
 
     def last_winners(self):
@@ -348,6 +592,21 @@ def hebbian_epoch(W, X, order, batch_size, k, delta, eps, p, buffers=None, callb
     delta = np.float64(delta)
     eps = np.float64(eps)
     p = np.float64(p)
+
+    if callback is None and bf.persistent:
+        # one cooperative launch walks every batch of the epoch (no per-batch launches)
+        kern = _epoch_kernel(tile)
+        threads = tile * (tile // _rows_per_thread(tile))
+        args = (Wd, bf.Wp, dX, d_order, np.int64(n), np.int64(B), np.int64(k), delta, eps, p, bf.V, bf.IT,
+                bf.win, bf.kth, bf.first, bf.units, bf.n_aff, bf.ds, bf.partial)
+        if bf.grid is None:
+            bf.grid = max(1, min(MAX_GRID, _cooperative_grid(kern, args, threads)))
+        if n > 0:
+            kern[bf.grid, threads](*args)
+        n_batches = -(-n // B)
+        bf.last_rows = n - (n_batches - 1) * B if n_batches else 0
+        _unstage_weights(W, dW, bf.W)
+        return n_batches
 
     gemm = _currents_kernel(tile)
     _power_weights[max(1, min(K, MAX_GRID)), block](Wd, p, bf.Wp)
