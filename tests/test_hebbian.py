@@ -278,6 +278,8 @@ import json, sys, warnings
 import numpy as np
 from bioreps.data import make_classes
 from bioreps.layers import HebbianWTA
+from bioreps.kernels.cuda import hebbian as cuda_hebbian
+cuda_hebbian.TILE = 8  # the persistent epoch kernel with 16 threads: the simulator's cost is its threads
 X, _ = make_classes(21, n_features=20, n_classes=4, random_state=0)
 out = {}
 for backend in ("cpu", "cuda"):
