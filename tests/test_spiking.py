@@ -531,3 +531,42 @@ def test_resume_with_another_schedule_is_refused(tmp_path, data):
     np.testing.assert_array_equal(back.weights_, w)
     with pytest.raises(ValueError, match="checkpoint_every"):
         _small().fit(X, checkpoint=ck, checkpoint_every=0)
+
+
+def test_continuous_transform_is_the_kernel_run_on_the_whole_sequence():
+    """The released code's test protocol: images back to back, each followed by its rest, the
+    state never reset; equals run_presentation called image after image on one state."""
+    rng = np.random.default_rng(7)
+    n_in, N, n, n_present, n_rest = 200, 6, 5, 200, 40
+    W = rng.random((n_in, N))
+    theta = rng.random(N)
+    X = rng.random((n, n_in))
+    c = lif.make_constants(0.5, **DiehlCookParams().to_dict())
+    cont = np.zeros((n, N), np.float32)
+    lif.transform_samples(W, theta, X, 11, 2, 0, n_present, n_rest, c, 0, 0, cont, continuous=True)
+    st = lif.LIFState(n_in, N, c[lif.V_REST_E], c[lif.V_REST_I], theta=theta.copy())
+    by_hand = np.zeros((n, N))
+    for r in range(n):
+        rates = X[r] * c[lif.MAX_RATE]
+        indptr, indices = counter_spike_trains(rates, n_present, 0.5, stream_key(11, 2, r, 0))
+        counts = np.zeros(N, np.int64)
+        lif.run_presentation(W.copy(), indptr, indices, 0, c, False, st, counts)  # the image
+        lif.run_presentation(W.copy(), np.zeros(n_rest + 1, np.int64), np.zeros(0, np.int64), 0, c, False, st,
+                             np.zeros(N, np.int64))  # its rest: no input, the state decays
+        by_hand[r] = counts
+    np.testing.assert_array_equal(cont, by_hand)
+    reset = np.zeros((n, N), np.float32)
+    lif.transform_samples(W, theta, X, 11, 2, 0, n_present, n_rest, c, 0, 0, reset)
+    assert cont.sum() > 0 and not np.array_equal(cont, reset)  # the protocols differ
+    np.testing.assert_array_equal(cont[0], reset[0])  # the first image starts from rest in both
+
+
+def test_layer_transform_protocols():
+    X, _ = make_classes(6, n_features=64, n_classes=2, random_state=0)
+    m = SpikingWTA(n_neurons=5, random_state=0, progress=False, t_present_ms=40.0, t_rest_ms=20.0,
+                   backend="cpu").fit(X[:2])
+    cont = m.transform(X, protocol="continuous")
+    assert cont.shape == (6, 5) and not np.array_equal(cont, m.transform(X))
+    np.testing.assert_array_equal(cont, m.transform(X, protocol="continuous"))  # reproducible
+    with pytest.raises(ValueError, match="protocol must be 'reset' or 'continuous', got 'carry'"):
+        m.transform(X, protocol="carry")

@@ -478,12 +478,18 @@ def fit_samples(W, X, seed, phase, first_index, n_present, n_rest, constants, mi
 
 
 def transform_samples(W, theta, X, seed, phase, first_index, n_present, n_rest, constants, min_spikes, max_retries,
-                      counts, callback=None):
-    """E spike counts of every row of ``X`` with learning and theta frozen; every row starts from
-    rest (rows are independent). Spikes, rates and the low-activity retry as in
-    :func:`fit_samples` (a retry follows the previous attempt's rest steps; the rest steps after a
-    row's last attempt change nothing and are skipped). ``W`` and ``theta`` are read only;
-    ``counts`` (n, n_neurons) float32 receives the counts. Returns the presentations per row."""
+                      counts, callback=None, continuous=False):
+    """E spike counts of every row of ``X`` with learning and theta frozen. Spikes, rates and the
+    low-activity retry as in :func:`fit_samples` (a retry follows the previous attempt's rest
+    steps). ``W`` and ``theta`` are read only; ``counts`` (n, n_neurons) float32 receives the
+    counts. Returns the presentations per row.
+
+    Two protocols. ``continuous=False`` (default): every row starts from rest, so rows are
+    independent (and run in parallel on a GPU); the rest steps after a row's last attempt change
+    nothing and are skipped. ``continuous=True``: the released Diehl & Cook code's test protocol,
+    the images run back to back, each followed by its ``n_rest`` rest steps in which the state
+    decays (no reset); the first row starts from rest. Row ``r``'s counts then depend on the rows
+    before it."""
     X, c, seed, phase, first_index = _check_driver_args(W, X, seed, phase, first_index, n_present, n_rest,
                                                          constants, min_spikes, max_retries, counts)
     N = W.shape[1]
@@ -491,11 +497,19 @@ def transform_samples(W, theta, X, seed, phase, first_index, n_present, n_rest, 
     cnt = np.zeros(N, np.int64)
     thr, active, pthr, pmask, out = _row_scratch(W.shape[0])
 
+    rest_cnt = np.zeros(N, np.int64)  # spikes during the rest after a row: not the row's counts
+
     def run_row(r):
-        st.reset(c[V_REST_E], c[V_REST_I])  # every row starts from rest
-        return _transform_row(W, X[r], seed, phase, first_index + r, int(n_present), int(n_rest), c, int(min_spikes),
-                              int(max_retries), st.v_e, st.ge_e, st.gi_e, st.ref_e, st.theta, st.v_i, st.ge_i,
-                              st.gi_i, st.ref_i, st.zeros_i, st.x_pre, st.x_post1, st.x_post2, st.spk_e, st.spk_i,
-                              st.f_e, st.f_i, cnt, thr, active, pthr, pmask, out)
+        if not continuous or r == 0:
+            st.reset(c[V_REST_E], c[V_REST_I])  # the reset protocol: every row starts from rest
+        ok = _transform_row(W, X[r], seed, phase, first_index + r, int(n_present), int(n_rest), c, int(min_spikes),
+                            int(max_retries), st.v_e, st.ge_e, st.gi_e, st.ref_e, st.theta, st.v_i, st.ge_i,
+                            st.gi_i, st.ref_i, st.zeros_i, st.x_pre, st.x_post1, st.x_post2, st.spk_e, st.spk_i,
+                            st.f_e, st.f_i, cnt, thr, active, pthr, pmask, out)
+        if ok and continuous and int(n_rest) > 0:  # the row's rest: the next image starts from what decays
+            _present(W, _NO_ACTIVE, _NO_ACTIVE, thr, active, pthr, pmask, 0, np.uint64(0), 0, int(n_rest), c, False,
+                     st.v_e, st.ge_e, st.gi_e, st.ref_e, st.theta, st.v_i, st.ge_i, st.gi_i, st.ref_i, st.zeros_i,
+                     st.x_pre, st.x_post1, st.x_post2, st.spk_e, st.spk_i, st.f_e, st.f_i, rest_cnt)
+        return ok
 
     return _drive_rows(X, c, counts, cnt, out, callback, run_row)

@@ -692,11 +692,15 @@ def fit_samples(W, X, seed, phase, first_index, n_present, n_rest, constants, mi
 
 
 def transform_samples(W, theta, X, seed, phase, first_index, n_present, n_rest, constants, min_spikes, max_retries,
-                      counts, callback=None):
+                      counts, callback=None, continuous=False):
     """E spike counts of every row of ``X`` with the network frozen, every row from rest: the CPU
     ``transform_samples``'s signature and semantics, one block per row (blocks stride over up to
     :data:`TRANSFORM_CHUNK` rows per launch; ``callback`` after each launch). ``W`` (host float64
     or device) and ``theta`` are read only."""
+    if continuous:
+        raise NotImplementedError("continuous=True (images back to back, state carried over) is sequential by "
+                                  "nature and runs on the CPU kernel: SpikingWTA.transform(protocol='continuous') "
+                                  "uses it whatever the backend")
     dW, _ = _weights(W)
     n_in, N = dW.shape
     X = _check_samples(dW, X, counts, n_present, n_rest, constants, min_spikes, max_retries)
