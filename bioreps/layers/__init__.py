@@ -10,6 +10,7 @@ from ._base import Layer
 from .controls import Pixels, RandomReLU
 from .hebbian import CollapseWarning, CompetitiveLayer, HebbianWTA, SoftWTA
 from .spiking import DiehlCookParams, SpikingWTA
+from .ensemble import SpikingEnsemble, param_grid
 
 __all__ = ["CollapseWarning", "CompetitiveLayer", "DiehlCookParams", "HebbianWTA", "Layer", "Pixels", "RandomReLU",
-           "SoftWTA", "SpikingWTA"]
+           "SoftWTA", "SpikingEnsemble", "SpikingWTA", "param_grid"]
