@@ -27,7 +27,7 @@ def _full(tmp_path, **kw):
     cfg["analysis"] = {"attacks": {"methods": ["noise", "fgsm", "pgd"], "eps": [0.0, 0.01, 0.03, 0.1, 0.3],
                                    "steps": 3, "n_images": 60},
                        "spectrum": {"noise_probes": True, "preactivations": True, "widths": [4, 10]},
-                       "selectivity": True}
+                       "selectivity": True, "ablation": True}
     return cfg
 
 
@@ -90,6 +90,16 @@ def test_analysis_measures_the_papers_protocol(full_run):
     assert [r["h"] for r in spectra["test-pre"]["by_width"]] == [4, 10, 24]
     assert spectra["test-pre"]["by_width"][-1]["alpha"] == pytest.approx(spectra["test-pre"]["alpha"])
     assert len(a["selectivity"]["values"]) == 24
+    ab = a["ablation"]
+    for order in ("selective", "random"):
+        c = ab["curves"][order]
+        assert c["fractions"][0] == 0 and c["fractions"][-1] == 1 and len(c["accuracy"]) == 11
+    train = json.loads((out / "units" / "train+mlp+0" / "train.json").read_text())
+    assert ab["curves"]["selective"]["accuracy"][0] == pytest.approx(train["test_accuracy"])  # clean = the model's
+    hebb = json.loads((out / "units" / "analyze+hebb+0" / "analysis.json").read_text())["ablation"]
+    htrain = json.loads((out / "units" / "train+hebb+0" / "train.json").read_text())
+    assert hebb["curves"]["random"]["accuracy"][0] == pytest.approx(htrain["test_accuracy"])  # the stored readout
+    assert hebb["curves"]["random"]["accuracy"][-1] < 0.5  # every unit off: chance-like
     m = res["per_seed"]["mlp"]["0"]
     assert m["pgd_relative_accuracy@0"] == 1.0 and m["noise_alpha"] == noise["alpha"]
     assert m["pre_alpha_nassar"] == spectra["test-pre"]["alpha_nassar"]
@@ -124,8 +134,8 @@ def test_the_page_is_self_contained_and_shows_every_model(full_run):
     assert not re.search(r'(src|href)="(?!data:)', page) and "<script" not in page
     sizes = _pngs(page)
     # relative accuracy, critical boxplot, median vs accuracy, 4 spectra, alpha by width, CKA,
-    # CKA-to-vanilla, transfer, pruning (hebb), selectivity
-    assert len(sizes) == 13 and all(w > 100 and h > 100 for w, h in sizes)
+    # CKA-to-vanilla, transfer, pruning (hebb), selectivity, ablation
+    assert len(sizes) == 14 and all(w > 100 and h > 100 for w, h in sizes)
     table = page[page.index("<h2>Summary</h2>"):page.index("How it was measured")]
     for name in ("hebb", "mlp", "pix"):
         assert f"<td>{name}<br>" in table
@@ -162,13 +172,6 @@ def test_a_failed_unit_still_leaves_a_page_listing_what_is_missing(tmp_path, fas
     assert "&ndash;" not in row["mlp"].split("</td>")[1]  # mlp's accuracy is shown
     assert row["pix"].count("&ndash;") >= 4  # pix has nothing
     assert not (tmp_path / "out" / "results.json").exists()
-
-
-def test_ablation_is_refused_until_studies_measure_it(tmp_path):
-    cfg = tiny_study(tmp_path)
-    cfg["analysis"]["ablation"] = True
-    with pytest.raises(ConfigError, match="analysis.ablation is not available in studies yet"):
-        run_study(cfg, progress=False, log=lambda *a: None)
 
 
 def test_the_page_loads_cleanly_in_a_real_browser(full_run):
@@ -227,3 +230,22 @@ def test_bioreps_report_rewrites_the_page_from_the_units(full_run, tmp_path, cap
     assert strip(after) == strip(before)
     assert cli.main(["report", str(tmp_path)]) == 2
     assert "holds no study (no study.json)" in capsys.readouterr().err
+
+
+def test_every_models_file_finds_its_test_images_again(full_run):
+    """The test representation's inputs_index points at the images the model saw (a subset of the
+    test split here), for backprop networks too: attacks and ablation use those images."""
+    from bioreps import data as bdata
+    from bioreps import io as bio
+    from bioreps.baselines.models import MLP
+
+    out, res = full_run
+    path = out / "units" / "train+mlp+0" / "model.h5"
+    with bio.load(path) as f:
+        test = f.representations["test"]
+        index, y = test.inputs_index, test.labels
+    X, labels = bdata.load("fashion-mnist", "test")[:2]
+    assert len(index) == 120 and not np.array_equal(index, np.arange(120))  # a drawn subset
+    np.testing.assert_array_equal(labels[index], y)
+    acc = float((MLP.load(path).predict(X[index]) == y).mean())
+    assert acc == pytest.approx(res["per_seed"]["mlp"]["0"]["test_accuracy"])

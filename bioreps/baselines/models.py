@@ -267,7 +267,9 @@ class BaselineModel(nn.Module):
         path : str or os.PathLike
             The bioreps HDF5 file (replaced atomically if it exists).
         splits : dict
-            Split name -> ``X`` or ``(X, y)``; ``X`` of shape (n, n_features) in [0, 1].
+            Split name -> ``X``, ``(X, y)`` or ``(X, y, inputs_index)`` (as the layers' export:
+            each row's index in the source split, so analyses find the images again); ``X`` of
+            shape (n, n_features) in [0, 1].
         dataset : str, optional
             Dataset name recorded with every split and in the provenance.
         provenance : dict, optional
@@ -283,21 +285,22 @@ class BaselineModel(nn.Module):
 
         block_rows = check_int(block_rows, "block_rows")
         if not isinstance(splits, Mapping):
-            raise TypeError(f"splits must be a dict of name -> X or (X, y), got {type(splits).__name__}")
+            raise TypeError(f"splits must be a dict of name -> X, (X, y) or (X, y, inputs_index), "
+                            f"got {type(splits).__name__}")
         prepared = {}
         for split, value in splits.items():
-            X, y = value if isinstance(value, tuple) else (value, None)
+            X, y, index = (tuple(value) + (None, None))[:3] if isinstance(value, tuple) else (value, None, None)
             X = _check_inputs(X, self, name=f"splits[{split!r}]")
             if y is not None:
                 y = check_labels(y, n=X.shape[0], n_classes=self.n_classes, name=f"labels of split {split!r}")
-            prepared[split] = (X, y)
+            prepared[split] = (X, y, index)
         was_training = self.training
         self.eval()
         try:
             with io.Writer(path, overwrite=True) as w:
                 w.write_model(self.kind, self.model_arrays(), self._file_hyperparameters())
-                for split, (X, y) in prepared.items():
-                    rep = w.create_representation(split, X.shape[0], self.n_units, labels=y,
+                for split, (X, y, index) in prepared.items():
+                    rep = w.create_representation(split, X.shape[0], self.n_units, labels=y, inputs_index=index,
                                                   dataset=dataset, dataset_split=split,
                                                   description=self.representation_description)
                     for start in range(0, X.shape[0], block_rows):

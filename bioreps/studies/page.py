@@ -472,6 +472,37 @@ def _pruning_figures(cfg, data, root):
     return out
 
 
+def _fig_ablation(cfg, data, colors):
+    fig, axes = _figure(6.0, 4.0)
+    ax = axes[0]
+    drawn, n_img = 0, set()
+    for name in _model_names(cfg):
+        for order, ls in (("selective", "-"), ("random", "--")):
+            curves = []
+            for seed in _seeds(cfg):
+                ab = (data["analysis"].get((name, seed)) or {}).get("ablation") or {}
+                c = (ab.get("curves") or {}).get(order)
+                if c:
+                    curves.append((np.asarray(c["fractions"]), np.asarray(c["accuracy"])))
+                    n_img.add(ab["n_images"])
+            if curves:
+                ax.plot(curves[0][0], np.mean([a for _, a in curves], axis=0), ls=ls, color=colors[name],
+                        label=f"{name} ({order})")
+                drawn += 1
+    if not drawn:
+        return None
+    ax.set_xlabel("fraction of units ablated (clamped to 0)")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(True, alpha=0.25)
+    ax.legend(fontsize=7, ncol=2)
+    caption = (f"Ablation (Morcos et al. 2018): accuracy as the representation's units are clamped to 0, the "
+               f"most class-selective first (solid) or in a random order (dashed), on "
+               f"{'/'.join(str(n) for n in sorted(n_img))} test images, mean over seeds; local-learning models "
+               f"through their stored readout on their stored representation.")
+    return _png(fig), caption
+
+
 def _fig_selectivity(cfg, data, colors):
     fig, axes = _figure(6.0, 3.8)
     ax = axes[0]
@@ -623,6 +654,8 @@ def _notes(cfg, data):
             if e.get("n_correct") == 0:
                 lines.append(f"{name} (seed {seed}): {attack}: no attacked test image is classified correctly, "
                              f"so there is no relative accuracy to measure")
+        if (a.get("ablation") or {}).get("not_measured"):
+            lines.append(f"{name} (seed {seed}): no ablation curve: {a['ablation']['not_measured']}")
         for note in a.get("spectra_notes") or []:
             lines.append(f"{name} (seed {seed}): {note}")
         if rob.get("not_attacked"):
@@ -727,9 +760,9 @@ def write_report(root, cfg, *, error=None, wall_seconds=None) -> Path:
     pruning = _pruning_figures(cfg, data, root)
     if pruning:
         parts.append("<h2>Receptive fields and pruning</h2>" + "".join(_figure_html(f) for f in pruning))
-    sel = _fig_selectivity(cfg, data, colors)
-    if sel:
-        parts.append("<h2>Class selectivity</h2>" + _figure_html(sel))
+    sel, abl = _fig_selectivity(cfg, data, colors), _fig_ablation(cfg, data, colors)
+    if sel or abl:
+        parts.append("<h2>Class selectivity and ablation</h2>" + _figure_html(sel) + _figure_html(abl))
 
     parts.append("<h2>Provenance</h2>")
     v = _versions()

@@ -245,9 +245,6 @@ def _analysis(raw, source):
     for key in ("steps", "n_images", "n_queries"):
         if att[key] < 1:
             raise ConfigError(f"{source}: analysis.attacks.{key} must be >= 1, got {att[key]}")
-    if cfg["ablation"]:
-        raise ConfigError(f"{source}: analysis.ablation is not available in studies yet; run "
-                          f"bioreps.analysis.selectivity.ablation_curve on a model's file instead, or remove the key")
     if cfg["cka"] not in _CKA:
         raise ConfigError(f"{source}: analysis.cka must be one of {list(_CKA)}, got {cfg['cka']!r}")
     return cfg
@@ -394,7 +391,8 @@ def train_unit(ctx, data_cfg, model_cfg, seed):
     prov = {"seed": seed, "config": {"data": data_cfg, "model": model_cfg}, "dataset": data_cfg["dataset"]}
     with ctx.atomic("model.h5", ".h5") as tmp:
         if cls.supervised:
-            model.export(tmp, {"train": (Xtr, ytr), "test": (Xte, yte)}, dataset=data_cfg["dataset"],
+            # with each row's index in the source split: analyses find the same images again
+            model.export(tmp, {"train": (Xtr, ytr, itr), "test": (Xte, yte, ite)}, dataset=data_cfg["dataset"],
                          provenance=prov)
         else:
             from .. import io as bio
@@ -491,6 +489,35 @@ def _noise_probes(X, seed):
     return np.clip(mu + sd * rng.standard_normal(X.shape), 0.0, 1.0).astype(np.float32)
 
 
+ABLATION_ROWS = 2000  # test images of an ablation curve (11 points, two orders)
+
+
+def _ablation(cls, model_path, H, y, X_test, seed):
+    """Accuracy as the representation's units are ablated (clamped to 0) most class-selective
+    first and in a random order (Morcos et al. 2018), on the first test images: a backprop network
+    through a hook on its representation, a local-learning model through its stored readout on its
+    stored test representation (exactly what the readout sees)."""
+    import numpy as np
+
+    from ..analysis import selectivity
+
+    n = min(ABLATION_ROWS, len(H))
+    result = {"n_images": int(n), "fill": "zero", "curves": {}}
+    try:
+        if cls.supervised:
+            model, X, args = cls.load(model_path), X_test[:n], {}
+        else:
+            readout = _load_readout(model_path)
+            model, X = ((lambda r: r), readout.decision_function), H[:n]
+        for order in ("selective", "random"):
+            c = selectivity.ablation_curve(model, X, y[:n], order=order, seed=seed)
+            result["curves"][order] = {"fractions": [float(v) for v in c.fractions],
+                                       "accuracy": [float(v) for v in c.accuracies]}
+    except ValueError as exc:  # no readout in the file, a signed representation (no selectivity)
+        result["not_measured"] = str(exc)
+    return result
+
+
 def analyze_unit(ctx, analysis_cfg, data_cfg, model_cfg, seed):
     """Unit ("analyze", model, seed): the spectrum of the test representation (Stringer and
     unweighted fits; on Gaussian-noise probes too when asked), class selectivity when asked, and
@@ -516,7 +543,7 @@ def analyze_unit(ctx, analysis_cfg, data_cfg, model_cfg, seed):
         H, y = test.to_numpy(), test.labels
         index = test.inputs_index
     need_images = ({**analysis_cfg["attacks"], **(model_cfg.get("attacks") or {})}["methods"]
-                   or (spec_cfg["enabled"] and spec_cfg["noise_probes"]))
+                   or (spec_cfg["enabled"] and spec_cfg["noise_probes"]) or (analysis_cfg["ablation"] and cls.supervised))
     X_test = (bdata.load(data_cfg["dataset"], "test", data_dir=data_cfg.get("data_dir"))[0][index]
               if need_images else None)
     if spec_cfg["enabled"]:
@@ -557,6 +584,8 @@ def analyze_unit(ctx, analysis_cfg, data_cfg, model_cfg, seed):
         sel = selectivity.class_selectivity(H, y)
         out["selectivity"] = {"values": [float(v) if np.isfinite(v) else None for v in sel],
                               "mean": float(np.nanmean(sel)) if np.isfinite(sel).any() else None}
+    if analysis_cfg["ablation"]:
+        out["ablation"] = _ablation(cls, files["model.h5"], H, y, X_test, seed)
     att = {**analysis_cfg["attacks"], **(model_cfg.get("attacks") or {})}  # the model's own settings win
     if att["methods"]:
         X, yy = X_test[:att["n_images"]], y[:att["n_images"]]
@@ -707,7 +736,7 @@ def plan(cfg, root) -> list:
             akey = ("analyze", m["name"], seed)
             units.append(Unit(akey, analyze_unit, unit_folder(root, akey), args=(analysis, data_cfg, m, seed), deps=(key,),
                               config_hash=config_hash({
-                                  "analysis": {k: analysis[k] for k in ("spectrum", "attacks", "selectivity")},
+                                  "analysis": {k: analysis[k] for k in ("spectrum", "attacks", "selectivity", "ablation")},
                                   "model_attacks": m.get("attacks")})))
         ckey = ("compare", seed)
         transfer = bool(analysis["transfer"]) and any(a in analysis["attacks"]["methods"] for a in ("pgd", "fgsm"))
