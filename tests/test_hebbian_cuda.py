@@ -102,6 +102,31 @@ def _checks(mode):
             out["new_x"] = dict(x_uploads=gb.x_uploads, n_batches=n_empty,
                                 unchanged=bool(np.array_equal(Wg3, Wg2)))
 
+    # 2b. the persistent kernel cannot be built (e.g. no cudadevrt for its grid barrier): a warning
+    #     and the per-batch kernels, the same bits
+    import warnings
+
+    p0, k0, tile0 = s["configs"][0]
+    W_ref = W0.copy()
+    gpu.hebbian_epoch(W_ref, X, order, B, k0, DELTA, EPS, p0, gpu.HebbianBuffers(K, N, B, k0, block=block, tile=tile0,
+                                                                                 persistent=False))
+    real = gpu._cooperative_grid
+
+    def broken(*a):
+        raise OSError("libcudadevrt.a not found")
+
+    gpu._cooperative_grid = broken
+    try:
+        Wf = W0.copy()
+        fb = gpu.HebbianBuffers(K, N, B, k0, block=block, tile=tile0)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            gpu.hebbian_epoch(Wf, X, order, B, k0, DELTA, EPS, p0, fb)
+    finally:
+        gpu._cooperative_grid = real
+    out["fallback"] = dict(bitwise=bool(np.array_equal(Wf, W_ref)), persistent=fb.persistent,
+                           warned=[str(w.message) for w in caught if "could not be built" in str(w.message)])
+
     # 3. W on the device, updated in place over 2 epochs with one buffers object (X uploaded once),
     #    against the same kernel given host copies of W (uploaded and downloaded every epoch): the
     #    device-resident state must give bitwise the same weights. The CPU kernel is compared
@@ -224,6 +249,12 @@ def test_persistent_epoch_kernel_equals_the_per_batch_kernels(res, i):
         assert r["grid"] == 1  # the simulator runs cooperative grids of one block
     else:
         assert r["grid"] >= 1
+
+
+def test_persistent_kernel_falls_back_to_the_per_batch_kernels(res):
+    r = res["fallback"]
+    assert r["bitwise"] and r["persistent"] is False
+    assert len(r["warned"]) == 1 and "libcudadevrt.a not found" in r["warned"][0]
 
 
 def test_bitwise_reproducible_and_buffers_reused(res):

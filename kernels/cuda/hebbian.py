@@ -600,13 +600,22 @@ def hebbian_epoch(W, X, order, batch_size, k, delta, eps, p, buffers=None, callb
         args = (Wd, bf.Wp, dX, d_order, np.int64(n), np.int64(B), np.int64(k), delta, eps, p, bf.V, bf.IT,
                 bf.win, bf.kth, bf.first, bf.units, bf.n_aff, bf.ds, bf.partial)
         if bf.grid is None:
-            bf.grid = max(1, min(MAX_GRID, _cooperative_grid(kern, args, threads)))
-        if n > 0:
-            kern[bf.grid, threads](*args)
-        n_batches = -(-n // B)
-        bf.last_rows = n - (n_batches - 1) * B if n_batches else 0
-        _unstage_weights(W, dW, bf.W)
-        return n_batches
+            try:  # compiles; a grid barrier links cudadevrt, which a bare driver install may lack
+                bf.grid = max(1, min(MAX_GRID, _cooperative_grid(kern, args, threads)))
+            except Exception as exc:  # noqa: BLE001  (any compile or link failure: fall back, say why)
+                import warnings
+
+                warnings.warn(f"the persistent epoch kernel could not be built ({type(exc).__name__}: {exc}); "
+                              "using the six per-batch kernels (same results, more launches)", RuntimeWarning,
+                              stacklevel=2)
+                bf.persistent = False
+        if bf.persistent:
+            if n > 0:
+                kern[bf.grid, threads](*args)
+            n_batches = -(-n // B)
+            bf.last_rows = n - (n_batches - 1) * B if n_batches else 0
+            _unstage_weights(W, dW, bf.W)
+            return n_batches
 
     gemm = _currents_kernel(tile)
     _power_weights[max(1, min(K, MAX_GRID)), block](Wd, p, bf.Wp)
