@@ -172,6 +172,8 @@ def test_a_failed_unit_still_leaves_a_page_listing_what_is_missing(tmp_path, fas
     assert "&ndash;" not in row["mlp"].split("</td>")[1]  # mlp's accuracy is shown
     assert row["pix"].count("&ndash;") >= 4  # pix has nothing
     assert not (tmp_path / "out" / "results.json").exists()
+    assert "alpha, noise probes" not in table  # not measured in this study: no empty column
+    assert "one seed (no interval)" in page
 
 
 def test_the_page_loads_cleanly_in_a_real_browser(full_run):

@@ -195,10 +195,12 @@ def _fig_relative_accuracy(cfg, data, colors):
         ax.grid(True, which="both", alpha=0.25)
     axes[0].legend(fontsize=8, loc="lower left")
     seeds = "/".join(str(s) for s in sorted(n_seeds)) or "0"
+    spread = ("mean over " + seeds + " seeds with the 95% interval as a band" if max(n_seeds, default=1) > 1
+              else "one seed (no interval)")
     caption = (f"Relative accuracy (the fraction of each model's correctly classified test images still "
-               f"classified correctly) against the L-inf budget eps, per attack; mean over {seeds} seeds "
-               f"with the 95% interval as a band. An image counts as fooled from the first eps of the "
-               f"grid that fools it on (the best attack within each budget). Dotted: 50%.")
+               f"classified correctly) against the L-inf budget eps, per attack; {spread}. An image counts "
+               f"as fooled from the first eps of the grid that fools it on (the best attack within each "
+               f"budget). Dotted: 50%.")
     return _png(fig), caption
 
 
@@ -590,6 +592,7 @@ def _table(cfg, data, attacks):
     seeds = _seeds(cfg)
     critical = [a for a in attacks if a != "noise"]  # random noise is a baseline, not an attack's minimum
     test_src, noise_src, fit, label = _summary_source(data)
+    with_noise = any(noise_src in (a.get("spectra") or {}) for a in data["analysis"].values())
     rows = []
     for m in cfg["models"]:
         name = m["name"]
@@ -599,8 +602,9 @@ def _table(cfg, data, attacks):
         noise = [(a.get("spectra") or {}).get(noise_src) or {} for a in an]
         cells = [f"{html.escape(name)}<br><span class=n>{html.escape(m['kind'])}</span>",
                  _fmt(_ci([t.get("test_accuracy") for t in tr]), bounds=(0.0, 1.0)),
-                 _fmt(_ci([s.get(fit) for s in spec]), 2),
-                 _fmt(_ci([s.get(fit) for s in noise]), 2)]
+                 _fmt(_ci([s.get(fit) for s in spec]), 2)]
+        if with_noise:
+            cells.append(_fmt(_ci([s.get(fit) for s in noise]), 2))
         for attack in attacks:
             entries = [((a.get("robustness") or {}).get("attacks") or {}).get(attack) for a in an]
             cells.append(_eps50_cell([e["eps50"] for e in entries if e]))
@@ -608,7 +612,8 @@ def _table(cfg, data, attacks):
             entries = [((a.get("robustness") or {}).get("attacks") or {}).get(attack) for a in an]
             cells.append(_fmt(_ci([e.get("median_l2") for e in entries if e]), 2, bounds=(0.0, math.inf)))
         rows.append(cells)
-    head = (["model", "clean accuracy", f"alpha, test images ({label})", f"alpha, noise probes ({label})"]
+    head = (["model", "clean accuracy", f"alpha, test images ({label})"]
+            + ([f"alpha, noise probes ({label})"] if with_noise else [])
             + [f"eps @ 50% rel. acc. {a.upper()}" for a in attacks]
             + [f"median critical L2 {a.upper()}" for a in critical])
     return _html_table(head, rows) + ("<p class=n>Each cell: the mean over seeds, below it the 95% Student-t "
