@@ -251,3 +251,15 @@ def test_every_models_file_finds_its_test_images_again(full_run):
     np.testing.assert_array_equal(labels[index], y)
     acc = float((MLP.load(path).predict(X[index]) == y).mean())
     assert acc == pytest.approx(res["per_seed"]["mlp"]["0"]["test_accuracy"])
+
+
+def test_alpha_by_width_survives_silent_leading_units():
+    """A representation whose first units never respond (dead RePU units in a backprop network):
+    the widths that see only them have no spectrum (None), the others are fitted."""
+    rng = np.random.default_rng(0)
+    R = np.abs(rng.standard_normal((400, 60))) * (np.arange(1, 61) ** -0.7)
+    R[:, :12] = 0.0
+    _, _, entry = study._spectrum_entry(R.astype(np.float32), [2, 30], widths=[10, 20, 40])
+    rows = {r["h"]: r for r in entry["by_width"]}
+    assert rows[10]["alpha"] is None and rows[10]["alpha_nassar"] is None
+    assert rows[20]["alpha"] is not None and rows[60]["alpha"] == pytest.approx(entry["alpha"])

@@ -465,14 +465,17 @@ def _spectrum_entry(R, ranks, bootstrap=0, seed=0, widths=()):
         out["bootstrap"] = int(bootstrap)
     out["by_width"] = []
     for h in [h for h in widths if h < R.shape[1]] + [R.shape[1]] if widths else []:
-        e = spectrum.eigenspectrum(R[:, :h])
         row = {"h": int(h)}
+        try:  # the first h units may all be silent (dead units): no spectrum at this width
+            e = spectrum.eigenspectrum(R[:, :h])
+        except ValueError:
+            e = None
         for key, kw in (("alpha", {"ranks": tuple(ranks)}),
                         ("alpha_nassar", {"ranks": (ranks[0], ranks[1] + 1), "method": "nassar"})):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 try:
-                    row[key] = float(spectrum.powerlaw_alpha(e, **kw).alpha)
+                    row[key] = None if e is None else float(spectrum.powerlaw_alpha(e, **kw).alpha)
                 except ValueError:  # too few ranks with variance at this width
                     row[key] = None
         out["by_width"].append(row)
