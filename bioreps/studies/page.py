@@ -129,9 +129,19 @@ def _seeds(cfg):
     return list(cfg["study"]["seeds"])
 
 
+def _robustness(a) -> dict:
+    """The robustness block of one analysis (an empty dict when it has none)."""
+    return (a or {}).get("robustness") or {}
+
+
+def _attack_entry(a, attack):
+    """One attack's entry of one analysis (``None`` when that attack was not measured)."""
+    return (_robustness(a).get("attacks") or {}).get(attack)
+
+
 def _attacks(cfg, data):
     """The attacks measured, in the study's order."""
-    seen = {name for a in data["analysis"].values() for name in ((a.get("robustness") or {}).get("attacks") or {})}
+    seen = {name for a in data["analysis"].values() for name in (_robustness(a).get("attacks") or {})}
     return [m for m in cfg["analysis"]["attacks"]["methods"] if m in seen]
 
 
@@ -168,8 +178,8 @@ def _fig_relative_accuracy(cfg, data, colors):
         for name in _model_names(cfg):
             curves, eps = [], None
             for seed in _seeds(cfg):
-                rob = (data["analysis"].get((name, seed)) or {}).get("robustness") or {}
-                a = (rob.get("attacks") or {}).get(attack)
+                rob = _robustness(data["analysis"].get((name, seed)))
+                a = _attack_entry(data["analysis"].get((name, seed)), attack)
                 if a:
                     eps = np.asarray(rob["eps"], float)
                     curves.append(np.asarray(a["relative_accuracy"], float))
@@ -278,7 +288,7 @@ def _fig_alpha_by_width(cfg, data, colors, source):
 def _critical(data, name, seeds, attack):
     l2 = []
     for seed in seeds:
-        a = ((data["analysis"].get((name, seed)) or {}).get("robustness") or {}).get("attacks", {}).get(attack)
+        a = _attack_entry(data["analysis"].get((name, seed)), attack)
         if a:
             l2 += [np.inf if v is None else float(v) for v in a["l2"]]
     return np.asarray(l2, float)
@@ -316,7 +326,7 @@ def _fig_median_vs_accuracy(cfg, data, colors, attack):
     for name in _model_names(cfg):
         xs, ys = [], []
         for seed in _seeds(cfg):
-            a = ((data["analysis"].get((name, seed)) or {}).get("robustness") or {}).get("attacks", {}).get(attack)
+            a = _attack_entry(data["analysis"].get((name, seed)), attack)
             t = data["train"].get((name, seed))
             if a and t and a.get("median_l2") is not None:
                 xs.append(t["test_accuracy"])
@@ -398,7 +408,7 @@ def _fig_cka_vs_robustness(cfg, data, colors, attack):
         if not c or c.get("matrix") is None or c.get("models") != names:
             continue
         for i, name in enumerate(names):
-            a = ((data["analysis"].get((name, seed)) or {}).get("robustness") or {}).get("attacks", {}).get(attack)
+            a = _attack_entry(data["analysis"].get((name, seed)), attack)
             if a and a.get("median_l2") is not None:
                 ax.scatter(c["matrix"][i][j], a["median_l2"], color=colors[name], s=28,
                            label=name if seed == _seeds(cfg)[0] or not drawn else None)
@@ -606,10 +616,10 @@ def _table(cfg, data, attacks):
         if with_noise:
             cells.append(_fmt(_ci([s.get(fit) for s in noise]), 2))
         for attack in attacks:
-            entries = [((a.get("robustness") or {}).get("attacks") or {}).get(attack) for a in an]
+            entries = [_attack_entry(a, attack) for a in an]
             cells.append(_eps50_cell([e["eps50"] for e in entries if e]))
         for attack in critical:
-            entries = [((a.get("robustness") or {}).get("attacks") or {}).get(attack) for a in an]
+            entries = [_attack_entry(a, attack) for a in an]
             cells.append(_fmt(_ci([e.get("median_l2") for e in entries if e]), 2, bounds=(0.0, math.inf)))
         rows.append(cells)
     head = (["model", "clean accuracy", f"alpha, test images ({label})"]
@@ -652,7 +662,7 @@ def _notes(cfg, data):
     """Per-model lines: attacks skipped and why, fit warnings."""
     lines = []
     for (name, seed), a in sorted(data["analysis"].items(), key=lambda kv: (kv[0][0], kv[0][1])):
-        rob = a.get("robustness") or {}
+        rob = _robustness(a)
         for attack, why in (rob.get("skipped") or {}).items():
             lines.append(f"{name} (seed {seed}): {attack} not run: {why}")
         for attack, e in (rob.get("attacks") or {}).items():
