@@ -136,42 +136,23 @@ def _rows_per_thread(tile):
     return 1
 
 
-def _gemm_kernel(tile, a_trans, b_trans, rpt=None):
-    """A tiled GEMM ``C[r, c] = sum_t A(r, t) * B(t, c)`` for r < R, c < Cn, t < T, in float32.
+_patch_cache: dict = {}
 
-    ``A(r, t)`` is ``A[r, t]``, or ``A[t, r]`` when ``a_trans``; ``B(t, c)`` is ``B[t, c]``, or
-    ``B[c, t]`` when ``b_trans`` (all arrays C-contiguous). Launch with ``(ceil(Cn/tile),
-    ceil(R/tile))`` blocks of ``(tile, tile // rpt)`` threads; ``rpt`` (outputs per thread) must
-    divide ``tile`` and defaults to ``_rows_per_thread(tile)``; ``rpt=1`` is one output per
-    thread, ``(tile, tile)`` threads.
-    Each block computes a tile x tile patch of C, each thread ``rpt`` outputs of one column
-    (rows ``ty, ty + tile/rpt, ...``) in registers. Per step along t the block stages a
-    tile x tile patch of A and of B in shared memory, loaded with ``threadIdx.x`` along each
-    array's contiguous axis (coalesced; rows padded to tile + 1 floats against bank conflicts).
-    Every output is a float32 sum over t ascending (so the bits do not depend on the tile or on
-    ``rpt``); edges (R, Cn, T not multiples of the tile) load zeros.
-    """
-    TL = int(tile)
-    RPT = _rows_per_thread(TL) if rpt is None else int(rpt)
-    if RPT < 1 or TL % RPT:
-        raise ValueError(f"rows per thread {RPT} must divide the tile {TL}")
-    key = (TL, bool(a_trans), bool(b_trans), RPT)
-    kern = _gemm_cache.get(key)
-    if kern is not None:
-        return kern
-    TY = TL // RPT  # threads along y
-    T1 = TL + 1  # closure constants (shared and local shapes must be compile-time constants)
-    AT, BT = key[1], key[2]
 
-    @cuda.jit
-    def _gemm(A, B, R, Cn, T, C):
-        As = cuda.shared.array((TL, T1), np.float32)  # As[r - r0, t - t0]
-        Bs = cuda.shared.array((TL, T1), np.float32)  # Bs[t - t0, c - c0]
-        acc = cuda.local.array(RPT, np.float32)
-        tx = cuda.threadIdx.x
-        ty = cuda.threadIdx.y
-        c0 = cuda.blockIdx.x * TL
-        r0 = cuda.blockIdx.y * TL
+def _gemm_patch(TL, RPT, AT, BT):
+    """The device function behind :func:`_gemm_kernel`: one block computes the tile x tile patch
+    of ``C`` at rows ``r0..``, columns ``c0..``; thread ``(tx, ty)`` its ``RPT`` outputs of column
+    ``c0 + tx``, rows ``r0 + ty + k * (TL // RPT)``. ``As``, ``Bs`` (shared, ``(TL, TL + 1)``) and
+    ``acc`` (local, ``RPT``) are the caller's. Shared by the GEMM kernel and the persistent epoch
+    kernel (:mod:`.hebbian`), which walks many patches per block."""
+    key = (int(TL), int(RPT), bool(AT), bool(BT))
+    dev = _patch_cache.get(key)
+    if dev is not None:
+        return dev
+    TY = TL // RPT
+
+    @cuda.jit(device=True)
+    def patch(A, B, R, Cn, T, C, r0, c0, tx, ty, As, Bs, acc):
         for k in range(RPT):
             acc[k] = np.float32(0.0)
         for t0 in range(0, T, TL):
@@ -217,6 +198,46 @@ def _gemm_kernel(tile, a_trans, b_trans, rpt=None):
                 r = r0 + ty + k * TY
                 if r < R:
                     C[r, c] = acc[k]
+
+    _patch_cache[key] = patch
+    return patch
+
+
+def _gemm_kernel(tile, a_trans, b_trans, rpt=None):
+    """A tiled GEMM ``C[r, c] = sum_t A(r, t) * B(t, c)`` for r < R, c < Cn, t < T, in float32.
+
+    ``A(r, t)`` is ``A[r, t]``, or ``A[t, r]`` when ``a_trans``; ``B(t, c)`` is ``B[t, c]``, or
+    ``B[c, t]`` when ``b_trans`` (all arrays C-contiguous). Launch with ``(ceil(Cn/tile),
+    ceil(R/tile))`` blocks of ``(tile, tile // rpt)`` threads; ``rpt`` (outputs per thread) must
+    divide ``tile`` and defaults to ``_rows_per_thread(tile)``; ``rpt=1`` is one output per
+    thread, ``(tile, tile)`` threads.
+    Each block computes a tile x tile patch of C, each thread ``rpt`` outputs of one column
+    (rows ``ty, ty + tile/rpt, ...``) in registers. Per step along t the block stages a
+    tile x tile patch of A and of B in shared memory, loaded with ``threadIdx.x`` along each
+    array's contiguous axis (coalesced; rows padded to tile + 1 floats against bank conflicts).
+    Every output is a float32 sum over t ascending (so the bits do not depend on the tile or on
+    ``rpt``); edges (R, Cn, T not multiples of the tile) load zeros.
+    """
+    TL = int(tile)
+    RPT = _rows_per_thread(TL) if rpt is None else int(rpt)
+    if RPT < 1 or TL % RPT:
+        raise ValueError(f"rows per thread {RPT} must divide the tile {TL}")
+    key = (TL, bool(a_trans), bool(b_trans), RPT)
+    kern = _gemm_cache.get(key)
+    if kern is not None:
+        return kern
+    T1 = TL + 1  # closure constants (shared and local shapes must be compile-time constants)
+    AT, BT = key[1], key[2]
+
+    patch = _gemm_patch(TL, RPT, AT, BT)
+
+    @cuda.jit
+    def _gemm(A, B, R, Cn, T, C):
+        As = cuda.shared.array((TL, T1), np.float32)  # As[r - r0, t - t0]
+        Bs = cuda.shared.array((TL, T1), np.float32)  # Bs[t - t0, c - c0]
+        acc = cuda.local.array(RPT, np.float32)
+        patch(A, B, R, Cn, T, C, cuda.blockIdx.y * TL, cuda.blockIdx.x * TL,
+              cuda.threadIdx.x, cuda.threadIdx.y, As, Bs, acc)
 
     _gemm_cache[key] = _gemm
     return _gemm

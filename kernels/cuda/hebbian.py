@@ -81,7 +81,7 @@ from numba import cuda
 from .._config import CUDA_BLOCK
 from ._common import (MAX_BLOCK, MAX_GRID, _block_max, _check_block, _check_epoch, _check_float32,
                       _rows_per_thread,
-                      _DeviceSamples, _gather_rows, _gemm_kernel, _run_batches, _stage_weights,
+                      _DeviceSamples, _gather_rows, _gemm_kernel, _gemm_patch, _run_batches, _stage_weights,
                       _unstage_weights)
 
 __all__ = ["hebbian_epoch", "HebbianBuffers", "CUDA_BLOCK", "TILE", "MAX_BLOCK"]
@@ -135,26 +135,20 @@ def _currents_kernel(tile):
     return _gemm_kernel(tile, False, True, rpt=1)
 
 
-@cuda.jit
-def _topk_columns(IT, k, win, kth):
-    """Block b (one per sample): ``win[b]`` = argmax over units of ``IT[b, :]``, ``kth[b]`` = the
-    unit with the k-th largest current, in the CPU's order (value descending, index ascending).
+@cuda.jit(device=True)
+def _topk_sample(IT, b, k, win, kth, sv, si, t, nt):
+    """One block, sample b: ``win[b]`` = argmax over units of ``IT[b, :]``, ``kth[b]`` = the unit
+    with the k-th largest current, in the CPU's order (value descending, index ascending).
 
     k passes; pass r is a block arg-max over the currents that come after the pass r-1 pick in
-    that order. Missing picks (fewer than k currents above -inf) are -1.
-    """
-    sv = cuda.shared.array(MAX_BLOCK, np.float32)
-    si = cuda.shared.array(MAX_BLOCK, np.int32)
-    b = cuda.blockIdx.x
-    t = cuda.threadIdx.x
-    nt = cuda.blockDim.x
-    K = IT.shape[1]
+    that order. Missing picks (fewer than k currents above -inf) are -1. ``sv``/``si``: the
+    block's shared scratch (at least ``nt`` entries)."""
     lv = np.float32(_POS_INF)  # the previous pick: (value, index)
     li = -1
     for r in range(k):
         bv = np.float32(_NEG_INF)
         bi = -1
-        for i in range(t, K, nt):
+        for i in range(t, IT.shape[1], nt):
             v = IT[b, i]
             # eligible: above -inf (NaN fails every compare) and after the previous pick
             if v > _NEG_INF and (v < lv or (v == lv and i > li)):
@@ -188,6 +182,14 @@ def _topk_columns(IT, k, win, kth):
 
 
 @cuda.jit
+def _topk_columns(IT, k, win, kth):
+    """Block b (one per sample): the top-k picks of sample b (:func:`_topk_sample`)."""
+    sv = cuda.shared.array(MAX_BLOCK, np.float32)
+    si = cuda.shared.array(MAX_BLOCK, np.int32)
+    _topk_sample(IT, cuda.blockIdx.x, k, win, kth, sv, si, cuda.threadIdx.x, cuda.blockDim.x)
+
+
+@cuda.jit
 def _collect_units(win, kth, m, slot, units, n_aff, nc):
     """One thread: the affected units in the CPU's order (first appearance over samples, winner
     before k-th), ``n_aff[0]`` their count; resets ``slot`` to -1 and the max ``nc[0]`` to 0."""
@@ -211,20 +213,11 @@ def _collect_units(win, kth, m, slot, units, n_aff, nc):
     nc[0] = 0.0
 
 
-@cuda.jit
-def _accumulate(W, V, IT, m, win, kth, delta, units, n_aff, ds, nc):
-    """Block s (one per affected unit u = units[s]): ``xx = sum_b g_b I[u, b]`` and
+@cuda.jit(device=True)
+def _unit_delta(W, V, IT, m, win, kth, dl, u, s, ds, t, nt):
+    """One block, affected unit u in slot s: ``xx = sum_b g_b I[u, b]`` and
     ``ds[s, j] = sum_b g_b V[b, j] - xx * W[u, j]`` in float64, samples in batch order (g = +1 for
-    the winner, -delta for the k-th), then the block's max |ds| into ``nc[0]`` (atomic max)."""
-    smax = cuda.shared.array(MAX_BLOCK, np.float64)
-    s = cuda.blockIdx.x
-    if s >= n_aff[0]:  # uniform over the block
-        return
-    t = cuda.threadIdx.x
-    nt = cuda.blockDim.x
-    N = W.shape[1]
-    u = units[s]
-    dl = np.float64(delta)
+    the winner, -dl for the k-th). Returns this thread's max |ds|."""
     xx = np.float64(0.0)
     for b in range(m):
         if win[b] == u:
@@ -232,7 +225,7 @@ def _accumulate(W, V, IT, m, win, kth, delta, units, n_aff, ds, nc):
         if kth[b] == u:
             xx -= dl * np.float64(IT[b, u])
     local = np.float64(0.0)
-    for j in range(t, N, nt):
+    for j in range(t, W.shape[1], nt):
         acc = np.float64(0.0)
         for b in range(m):
             if win[b] == u:
@@ -243,29 +236,45 @@ def _accumulate(W, V, IT, m, win, kth, delta, units, n_aff, ds, nc):
         ds[s, j] = d
         if abs(d) > local:
             local = abs(d)
-    smax[t] = local
-    r = _block_max(smax, t, nt)
+    return local
+
+
+@cuda.jit(device=True)
+def _unit_update(W, Wp, u, s, ds, scale, p, t, nt):
+    """One block: ``W[u] += scale * ds[s]`` from the float64 sum and ``Wp[u] = sign(W[u])
+    |W[u]|**(p-1)``, as the CPU does."""
+    for j in range(t, W.shape[1], nt):
+        w = np.float64(W[u, j]) + scale * ds[s, j]
+        W[u, j] = w
+        Wp[u, j] = _signed_pow(w, p)
+
+
+@cuda.jit
+def _accumulate(W, V, IT, m, win, kth, delta, units, n_aff, ds, nc):
+    """Block s (one per affected unit u = units[s]): ``ds[s]`` (:func:`_unit_delta`), then the
+    block's max |ds| into ``nc[0]`` (atomic max)."""
+    smax = cuda.shared.array(MAX_BLOCK, np.float64)
+    s = cuda.blockIdx.x
+    if s >= n_aff[0]:  # uniform over the block
+        return
+    t = cuda.threadIdx.x
+    smax[t] = _unit_delta(W, V, IT, m, win, kth, np.float64(delta), units[s], s, ds, t, cuda.blockDim.x)
+    r = _block_max(smax, t, cuda.blockDim.x)
     if t == 0:
         cuda.atomic.max(nc, 0, r)
 
 
 @cuda.jit
 def _apply_update(W, Wp, units, n_aff, ds, nc, eps, p):
-    """Block s (one per affected unit): ``W[u] += eps * ds[s] / max(nc, prec)`` and
-    ``Wp[u] = sign(W[u]) |W[u]|**(p-1)`` from the float64 sum, as the CPU does."""
+    """Block s (one per affected unit): ``W[u] += eps * ds[s] / max(nc, prec)`` and ``Wp[u]``
+    (:func:`_unit_update`)."""
     s = cuda.blockIdx.x
     if s >= n_aff[0]:
         return
-    u = units[s]
     c = nc[0]
     if c < PREC:
         c = PREC
-    scale = np.float64(eps) / c
-    N = W.shape[1]
-    for j in range(cuda.threadIdx.x, N, cuda.blockDim.x):
-        w = np.float64(W[u, j]) + scale * ds[s, j]
-        W[u, j] = w
-        Wp[u, j] = _signed_pow(w, p)
+    _unit_update(W, Wp, units[s], s, ds, np.float64(eps) / c, p, cuda.threadIdx.x, cuda.blockDim.x)
 
 
 # --------------------------------------------------------------------------- the persistent epoch kernel
@@ -338,8 +347,8 @@ def _epoch_kernel(tile):
     kern = _epoch_cache.get(key)
     if kern is not None:
         return kern
-    TY = TL // RPT
     T1 = TL + 1
+    gemm_patch = _gemm_patch(TL, RPT, False, True)
 
     @cuda.jit
     def epoch(W, Wp, X, order, n, B, k, delta, eps, p, V, IT, win, kth, first, units, n_aff, ds, partial):
@@ -375,65 +384,10 @@ def _epoch_kernel(tile):
             tiles_k = (K + TL - 1) // TL  # currents: IT[b, i] = sum_j V[b, j] Wp[i, j]
             n_tiles = tiles_k * ((m + TL - 1) // TL)
             for q in range(bid, n_tiles, nb):
-                r0 = (q // tiles_k) * TL
-                c0 = (q % tiles_k) * TL
-                for a in range(RPT):
-                    acc[a] = np.float32(0.0)
-                for t0 in range(0, N, TL):
-                    for a in range(RPT):
-                        y = ty + a * TY
-                        col = t0 + tx
-                        r = r0 + y
-                        c = c0 + y
-                        As[y, tx] = V[r, col] if (r < m and col < N) else np.float32(0.0)
-                        Bs[tx, y] = Wp[c, col] if (c < K and col < N) else np.float32(0.0)
-                    cuda.syncthreads()
-                    for kk in range(TL):
-                        bval = Bs[kk, tx]
-                        for a in range(RPT):
-                            acc[a] += As[ty + a * TY, kk] * bval
-                    cuda.syncthreads()
-                c = c0 + tx
-                if c < K:
-                    for a in range(RPT):
-                        r = r0 + ty + a * TY
-                        if r < m:
-                            IT[r, c] = acc[a]
+                gemm_patch(V, Wp, m, K, N, IT, (q // tiles_k) * TL, (q % tiles_k) * TL, tx, ty, As, Bs, acc)
             g.sync()
             for b in range(bid, m, nb):  # top-k: one block per sample, k arg-max passes
-                lv = np.float32(_POS_INF)
-                li = -1
-                for rr in range(k):
-                    bv = np.float32(_NEG_INF)
-                    bi = -1
-                    for i in range(t, K, nt):
-                        v = IT[b, i]
-                        if v > _NEG_INF and (v < lv or (v == lv and i > li)):
-                            if v > bv:
-                                bv = v
-                                bi = i
-                    sv[t] = bv
-                    si[t] = bi
-                    cuda.syncthreads()
-                    h_n = nt
-                    while h_n > 1:
-                        h = (h_n + 1) // 2
-                        if t < h_n - h:
-                            ov = sv[t + h]
-                            oi = si[t + h]
-                            if ov > sv[t] or (ov == sv[t] and oi < si[t]):
-                                sv[t] = ov
-                                si[t] = oi
-                        cuda.syncthreads()
-                        h_n = h
-                    lv = sv[0]
-                    li = si[0]
-                    if t == 0:
-                        if rr == 0:
-                            win[b] = li
-                        if rr == k - 1:
-                            kth[b] = li
-                    cuda.syncthreads()
+                _topk_sample(IT, b, k, win, kth, sv, si, t, nt)
             g.sync()
             if bid == 0:  # the affected units, in the CPU's order
                 _collect_parallel(win, kth, m, first, units, n_aff, si, t, nt)
@@ -441,24 +395,9 @@ def _epoch_kernel(tile):
             na = n_aff[0]
             local = np.float64(0.0)
             for s in range(bid, na, nb):  # ds and xx of each affected unit, samples in batch order
-                u = units[s]
-                xx = np.float64(0.0)
-                for b in range(m):
-                    if win[b] == u:
-                        xx += np.float64(IT[b, u])
-                    if kth[b] == u:
-                        xx -= dl * np.float64(IT[b, u])
-                for j in range(t, N, nt):
-                    accd = np.float64(0.0)
-                    for b in range(m):
-                        if win[b] == u:
-                            accd += np.float64(V[b, j])
-                        if kth[b] == u:
-                            accd -= dl * np.float64(V[b, j])
-                    d = accd - xx * np.float64(W[u, j])
-                    ds[s, j] = d
-                    if abs(d) > local:
-                        local = abs(d)
+                d = _unit_delta(W, V, IT, m, win, kth, dl, units[s], s, ds, t, nt)
+                if d > local:
+                    local = d
             sm[t] = local
             blockmax = _block_max(sm, t, nt)
             if t == 0:
@@ -474,11 +413,7 @@ def _epoch_kernel(tile):
                 c = PREC
             scale = np.float64(eps) / c
             for s in range(bid, na, nb):
-                u = units[s]
-                for j in range(t, N, nt):
-                    w = np.float64(W[u, j]) + scale * ds[s, j]
-                    W[u, j] = w
-                    Wp[u, j] = _signed_pow(w, p)
+                _unit_update(W, Wp, units[s], s, ds, scale, p, t, nt)
             g.sync()
 
     _epoch_cache[key] = epoch
