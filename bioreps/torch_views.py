@@ -137,7 +137,7 @@ class NumpyModule(torch.nn.Module):
         return f"fn={getattr(self.fn, '__name__', type(self.fn).__name__)}, n_outputs={self.n_outputs}"
 
 
-def spiking_classifier(layer, readout):
+def spiking_classifier(layer, readout, *, progress=False):
     """A :class:`NumpyModule` computing ``readout.decision_function(layer.transform(X))`` for a
     fitted spiking layer (``SpikingWTA``) and a :class:`~bioreps.readout.LinearReadout` fitted on
     its spike counts. Images are flattened to rows first.
@@ -145,6 +145,9 @@ def spiking_classifier(layer, readout):
     Not differentiable: attack it with the Square attack. The layer's Poisson spikes are keyed by
     the row's position in each call (``transform(X, first_index=0)``), so the same image can give
     different counts in different batches: the model is stochastic, as the network is.
+
+    ``progress``: the layer's progress bar during each call (an attack calls the model once per
+    query batch, so by default none is shown; ``None`` keeps the layer's own setting).
     """
     if not hasattr(readout, "decision_function"):
         raise TypeError("spiking_classifier needs a fitted layer with transform() and a fitted LinearReadout")
@@ -153,6 +156,14 @@ def spiking_classifier(layer, readout):
 
     def spiking_logits(X):
         X = X.reshape(X.shape[0], -1)
-        return readout.decision_function(layer.transform(X))
+        if progress is None or not hasattr(layer, "progress"):
+            return readout.decision_function(layer.transform(X))
+        own = layer.progress
+        layer.progress = progress
+        try:
+            counts = layer.transform(X)
+        finally:
+            layer.progress = own
+        return readout.decision_function(counts)
 
     return NumpyModule(spiking_logits, readout.coef_.shape[0])

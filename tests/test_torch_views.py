@@ -98,3 +98,23 @@ def test_spiking_classifier_wires_transform_and_readout(data):
     # the same NumPy function on a copy of the data; a BLAS may still pick another kernel for
     # another alignment: the float32 rounding bound
     _float32.assert_within(got, r.decision_function(layer.transform(X)), _float32.readout_bound(layer.transform(X), r))
+
+
+def test_spiking_classifier_silences_the_layer_bar_per_call_and_restores_it(data):
+    X, y = data
+    seen = []
+
+    class FakeSpiking:
+        progress = True  # the layer's own setting
+
+        def transform(self, X):
+            seen.append(self.progress)
+            return np.round(X[:, :8] * 10).astype(np.float32)
+
+    layer = FakeSpiking()
+    r = LinearReadout(epochs=2, random_state=0, progress=False).fit(X[:, :8], y)
+    with torch.no_grad():
+        spiking_classifier(layer, r)(torch.from_numpy(X[:5]))
+        spiking_classifier(layer, r, progress=None)(torch.from_numpy(X[:5]))
+    assert seen == [False, True]  # an attack's queries show no bar; None keeps the layer's
+    assert layer.progress is True
