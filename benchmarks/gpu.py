@@ -12,10 +12,12 @@ with a line saying so, once the budget is spent):
 1. ``pytest -m gpu`` (the real-GPU variants of the CUDA tests);
 2. agreement checks on real data (Fashion-MNIST when installed, else synthetic): one epoch of the
    Krotov-Hopfield rule (persistent kernel, per-batch kernels, CPU kernel), one epoch of the
-   SoftHebb rule (CUDA vs CPU), the Diehl & Cook transform (CUDA vs CPU spike counts);
+   SoftHebb rule (CUDA vs CPU), the Diehl & Cook transform (CUDA vs CPU spike counts) and a
+   spiking ensemble trained in one launch (a member equals the network trained alone);
 3. the benchmarks in the same run: ``benchmarks/hebbian_cuda.py`` (ms per epoch of both GPU
    paths and the CPU, the projection to the paper's 1000 epochs) and
-   ``benchmarks/spiking_cuda.py`` (training and transform samples/s at N=100 and 400).
+   ``benchmarks/spiking_cuda.py`` (training and transform samples/s at N=100 and 400, and an
+   ensemble of one network per multiprocessor: network-samples/s against one network's).
 
 Each step's figures go into the table and the JSON (``--out``), with the GPU named: record them in
 ``benchmarks/RESULTS.md``. ``--smoke`` runs steps 2 and the table/JSON writing at tiny sizes
@@ -130,8 +132,18 @@ def check_spiking(smoke):
         m.save(Path(tmp) / "dc.h5")
         Cg = SpikingWTA.load(Path(tmp) / "dc.h5", backend="cuda").transform(X)
     same = float(np.mean(np.all(Cc == Cg, axis=1)))
-    return {"check": "spiking transform", "data": source, "N": N, "samples": n,
-            "identical_count_rows": same, "ok": same >= (1.0 if smoke else 0.99)}
+    # an ensemble trained in one launch (one block per member) equals each member trained alone
+    from bioreps.layers import SpikingEnsemble
+
+    seeds = (0, 1) if smoke else (0, 1, 2, 3)
+    k = 1 if smoke else 8
+    ekw = {a: b for a, b in kw.items() if a != "random_state"}
+    ens = SpikingEnsemble(seeds=seeds, backend="cuda", **ekw).fit(X[:k])
+    alone = SpikingWTA(backend="cuda", **dict(kw, random_state=seeds[-1])).fit(X[:k])
+    ens_same = bool(np.array_equal(ens.members_[-1].weights_, alone.weights_))
+    return {"check": "spiking transform, ensemble", "data": source, "N": N, "samples": n,
+            "identical_count_rows": same, "ensemble_member_equals_alone": ens_same,
+            "ok": same >= (1.0 if smoke else 0.99) and ens_same}
 
 
 def run_tests(budget):

@@ -10,6 +10,10 @@ with the CPU kernel on a few samples in the same run, and a check that both give
   (compilation) on 2 images.
 * transform: ``transform`` of ``--transform-samples`` images (one block per sample, all in
   parallel); the goal on an H100 is >= 10,000 samples/s at N=100.
+* ensemble: ``SpikingEnsemble(seeds=range(M), backend="cuda").fit`` of M networks on the same
+  ``--fit-samples`` images, one block per network in one launch (``--ensemble M``; 0: one per
+  multiprocessor, the default); total network-samples/s and the ratio to one network's (the
+  issue's goal: >= 60x with 132 networks on an H100).
 * cpu: the same fit/transform with ``backend="cpu"`` on ``--cpu-samples`` images (0: skip), and
   the fraction of rows whose transform counts are identical on both backends (expected: 1.0).
 
@@ -25,7 +29,7 @@ import time
 import numpy as np
 
 from bioreps import data
-from bioreps.layers import SpikingWTA
+from bioreps.layers import SpikingEnsemble, SpikingWTA
 
 
 def images(n):
@@ -49,6 +53,8 @@ def main():
     ap.add_argument("--transform-samples", type=int, default=20000)
     ap.add_argument("--neurons", type=int, nargs="+", default=[100, 400])
     ap.add_argument("--cpu-samples", type=int, default=50, help="samples for the CPU comparison (0: skip)")
+    ap.add_argument("--ensemble", type=int, default=0,
+                    help="networks trained at once by SpikingEnsemble (0: one per multiprocessor; -1: skip)")
     ap.add_argument("--block", type=int, default=None, help="threads per block (default $BIOREPS_CUDA_BLOCK or 128)")
     args = ap.parse_args()
     if not args.cuda:
@@ -63,7 +69,9 @@ def main():
         gpu.BLOCK = args.block
     n_max = max(args.fit_samples, args.transform_samples, args.cpu_samples)
     X, source = images(n_max)
-    name = cuda.get_current_device().name
+    dev = cuda.get_current_device()
+    name = dev.name
+    n_ens = dev.MULTIPROCESSOR_COUNT if args.ensemble == 0 else args.ensemble
     name = name.decode() if isinstance(name, bytes) else name
     print(f"images: {source}; 350+150 ms at dt 0.5 ms; GPU {name}; block {gpu._block('train')} (train), {gpu._block('transform')} (transform); cpu count {os.cpu_count()}")
     for n in args.neurons:
@@ -79,6 +87,16 @@ def main():
         tr_sps = Xt.shape[0] / (time.perf_counter() - t0)
         line = (f"N={n:4d}  cuda fit {fit_sps:8.1f} samples/s  transform {tr_sps:9.1f} samples/s "
                 f"({Xt.shape[0]} samples)  mean spikes/sample {C.sum(1).mean():.1f}  retries {m.n_retries_}")
+        if n_ens > 0:
+            ekw = {k: v for k, v in kw.items() if k != "random_state"}
+            SpikingEnsemble(seeds=range(2), backend="cuda", **ekw).fit(X[:2])  # compile
+            ens = SpikingEnsemble(seeds=range(n_ens), backend="cuda", **ekw)
+            t0 = time.perf_counter()
+            ens.fit(X[:args.fit_samples])
+            ens_sps = n_ens * args.fit_samples / (time.perf_counter() - t0)
+            same = bool(np.array_equal(ens.members_[0].weights_, m.weights_))
+            line += (f"\n        ensemble of {n_ens}: fit {ens_sps:9.1f} network-samples/s = "
+                     f"{ens_sps / fit_sps:.1f}x one network; member 0 == the network alone: {same}")
         if args.cpu_samples:
             k = args.cpu_samples
             c = SpikingWTA(backend="cpu", **kw)

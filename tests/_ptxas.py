@@ -126,10 +126,18 @@ def kernels():
     train_sig = (d2, d2, t.uint32[:, ::1], b1, t.uint64, i8, i8, i8, i8, d1, b1, b1, i8, i8, d1, d1, d1, l1, d1, d1,
                  d1, d1, l1, d1, d1, d1, u1, u1, i2, i1)
     transform_sig = (d2, d1, d2, t.uint64, i8, i8, i8, i8, d1, i8, i8, t.float32[:, ::1], i1)
+    # the many-network kernel: a member axis in front; X, counts and attempts are row slices
+    # of the chunk (layout "A")
+    d3a, d2c = t.float64[:, :, :], t.float64[:, ::1]
+    l2, u2 = t.int64[:, ::1], t.uint8[:, ::1]
+    many_sig = (t.float64[:, :, ::1], d3a, i1, t.uint32[:, ::1], t.uint64[::1], i8, i8, i8, i8, d2c, i8, l1,
+                d2c, d2c, d2c, l2, d2c, d2c, d2c, d2c, l2, d2c, d2c, d2c, u2, u2, t.int32[:, :, :], t.int32[:, :])
     for n_in in (784, 1568):
         for N in (100, 400, 6400):
             out.append(("lif", f"_train(n_in={n_in}, N={N})", L._train_kernel(-(-n_in // 32), -(-N // 32)),
                         train_sig, L.max_block("train")))
+            out.append(("lif", f"_train_many(n_in={n_in}, N={N})",
+                        L._train_many_kernel(-(-n_in // 32), -(-N // 32)), many_sig, L.max_block("train_many")))
             for block in sorted({32, 128, L.max_block("transform")}):
                 out.append(("lif", f"_transform(n_in={n_in}, N={N}, block={block})",
                             L._transform_kernel(-(-n_in // 32), -(-N // block)), transform_sig, block))

@@ -57,6 +57,7 @@ def test_the_block_limits_are_the_ones_the_drivers_use():
     from bioreps.kernels.cuda import _common, lif, softhebb
 
     assert lif.max_block("train") == lif.MAX_BLOCK_TRAIN == 512
+    assert lif.max_block("train_many") == lif.MAX_BLOCK_TRAIN_MANY == 384
     assert lif.max_block("transform") == lif.MAX_BLOCK_TRANSFORM == 256
     # 255 registers (the most a thread can have) x 256 threads fit a block: the transform bound
     # holds for every N, whatever ceil(N / block) does to its per-thread arrays
@@ -64,7 +65,7 @@ def test_the_block_limits_are_the_ones_the_drivers_use():
     old = lif.BLOCK
     try:
         lif.BLOCK = 1024
-        assert lif._block("train") == 512 and lif._block("transform") == 256
+        assert lif._block("train") == 512 and lif._block("train_many") == 384 and lif._block("transform") == 256
         lif.BLOCK = 64
         assert lif._block("train") == 64 and lif._block("transform") == 64
     finally:

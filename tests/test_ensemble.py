@@ -68,6 +68,32 @@ def test_checkpoint_and_resume_per_member(X, tmp_path):
         np.testing.assert_array_equal(a.weights_, b.weights_)
 
 
+def test_partial_fit_in_halves_equals_fit(X):
+    full = SpikingEnsemble(n_neurons=3, seeds=(2, 6), **OPTS).fit(X)
+    part = SpikingEnsemble(n_neurons=3, seeds=(2, 6), **OPTS).partial_fit(X[:5]).partial_fit(X[5:])
+    for a, b in zip(full.members_, part.members_):
+        np.testing.assert_array_equal(a.weights_, b.weights_)
+        assert b.n_samples_seen_ == len(X)
+
+
+def test_a_plan_is_the_fit(X):
+    """fit drives the layer's plan (the generator the GPU ensemble runs in lockstep): driving the
+    plan by hand, block by block, gives the fitted layer."""
+    from bioreps.layers.spiking import _drive
+
+    ref = SpikingWTA(n_neurons=4, random_state=1, **OPTS).fit(X, epochs=2)
+    layer = SpikingWTA(n_neurons=4, random_state=1, **OPTS)
+    firsts = []
+
+    def present(req):
+        firsts.append((req["first"], req["X"].shape[0]))
+        return layer._present_request(req)
+
+    _drive(layer._fit_plan(X, 2), present)
+    np.testing.assert_array_equal(layer.weights_, ref.weights_)
+    assert firsts == [(0, 8), (8, 8)]  # one block per epoch without checkpoints
+
+
 def test_bad_ensembles_are_refused(X, tmp_path):
     with pytest.raises(ValueError, match="at least one member"):
         SpikingEnsemble(n_neurons=3, seeds=(), **OPTS).fit(X)

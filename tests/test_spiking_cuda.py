@@ -255,6 +255,52 @@ def _checks(mode):
                               counts_equal=bool(np.array_equal(C2, C2g)), counts=_count_diff(C2, C2g),
                               w_rel=_reldiff(mg2.weights_, mc2.weights_), theta_rel=_reldiff(mg2.theta_, mc2.theta_))
 
+    # 4c. an ensemble on the GPU: one launch of the many-network kernel per step (one block per
+    # member; members differ by seed, by a parameter and by their input encoding's gain), each
+    # member exactly the network trained alone on the GPU; and members resumed from checkpoints
+    # of different progress catch up and end where uninterrupted ones do
+    import tempfile
+
+    from bioreps.layers import SpikingEnsemble
+
+    grid = [params, dataclasses.replace(params, theta_plus_mv=0.1, input_sum=0.5 * L["n_features"])]
+    calls = {"many": [], "one": 0}
+    many, one = gpu.fit_samples_many, gpu.fit_samples
+
+    def count_many(Ws, *a, **k):
+        calls["many"].append(len(Ws))
+        return many(Ws, *a, **k)
+
+    def count_one(*a, **k):
+        calls["one"] += 1
+        return one(*a, **k)
+
+    gpu.fit_samples_many, gpu.fit_samples = count_many, count_one
+    ekw = {k: v for k, v in kw.items() if k not in ("random_state", "params")}
+    try:
+        ens = SpikingEnsemble(seeds=(3, 4), params=grid, backend="cuda", **ekw).fit(Xl, epochs=2)
+        ens_calls = dict(calls, many=list(calls["many"]))
+    finally:
+        gpu.fit_samples_many, gpu.fit_samples = many, one
+    alone = [mg, SpikingWTA(backend="cuda", **dict(kw, random_state=4, params=grid[1])).fit(Xl, epochs=2)]
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, stop_after in enumerate((1, 2)):  # member 0 stopped after one block, member 1 after two
+            seen = []
+            SpikingWTA(backend="cuda", **dict(kw, random_state=3 + i, params=grid[i])).fit(
+                Xl, epochs=2, checkpoint=f"{tmp}/member_{i:03d}.h5", checkpoint_every=2,
+                callback=lambda layer, rec: seen.append(rec) or len(seen) < stop_after)
+        progress = [SpikingWTA.load(f"{tmp}/member_{i:03d}.h5").n_samples_seen_ for i in range(2)]
+        again = SpikingEnsemble(seeds=(3, 4), params=grid, backend="cuda", **ekw).fit(
+            Xl, epochs=2, checkpoint=tmp, checkpoint_every=2, resume=True)
+    out["ensemble"] = dict(
+        launches=ens_calls, progress=progress, backend=[m.backend_ for m in ens.members_],
+        equal=[bool(np.array_equal(a.weights_, b.weights_) and np.array_equal(a.theta_, b.theta_)
+                    and a.n_retries_ == b.n_retries_) for a, b in zip(ens.members_, alone)],
+        counts_equal=bool(np.array_equal(ens.transform(Xl), np.stack([m.transform(Xl) for m in alone]))),
+        resumed_equal=[bool(np.array_equal(a.weights_, b.weights_) and np.array_equal(a.theta_, b.theta_))
+                       for a, b in zip(again.members_, alone)],
+        members_differ=bool(not np.array_equal(alone[0].weights_, alone[1].weights_)))
+
     # 5. bad inputs: clear errors before any device work
     p = DiehlCookParams()
     c = cpu.make_constants(DT, **p.to_dict())
@@ -458,6 +504,16 @@ def test_layer_cuda_backend_equals_cpu_with_on_off_inputs(res):
     assert _float_agree(res, r, r["w"], r["w_rel"], 1e-10) and _float_agree(res, r, r["theta"], r["theta_rel"], 1e-10), r
     # on a GPU, after a training run whose spikes all agreed (theta tells), the transform's too
     assert r["spikes"] > 0 and (_counts_agree(res, r) or (res["mode"] == "gpu" and r["theta_rel"] > GPU_REL)), r
+
+
+def test_gpu_ensemble_trains_every_member_in_one_launch_and_equals_each_alone(res):
+    r = res["ensemble"]
+    assert r["backend"] == ["cuda", "cuda"] and r["members_differ"], r
+    # 2 epochs of 3 rows: one launch per epoch, two blocks (members) in each; no solo launch
+    assert r["launches"] == {"many": [2, 2], "one": 0}, r
+    assert r["equal"] == [True, True] and r["counts_equal"], r
+    # checkpoints every 2 samples: member 0 stopped after 2 samples, member 1 after 3 (an epoch end)
+    assert r["progress"] == [2, 3] and r["resumed_equal"] == [True, True], r
 
 
 @pytest.mark.parametrize("case, err, match", [

@@ -15,8 +15,14 @@ every tool that reads one network's file (h5py, ``bioreps analyze``, studies) re
 unchanged. :meth:`SpikingEnsemble.fit` with ``checkpoint=FOLDER`` checkpoints each member to
 its own file there, and ``resume=True`` continues each from it.
 
-On the GPU backend the members currently train one after another (each with the persistent
-one-block kernel); running them as concurrent blocks is the next step (issue 14).
+On the GPU (``backend="cuda"``) the members train together: each step of their training is one
+launch of the many-network kernel with one block per member
+(:func:`bioreps.kernels.cuda.lif.fit_samples_many`), so M networks use M of the GPU's
+multiprocessors where one network uses one. Each block runs the very device code of the solo
+network's kernel, so member i is still exactly the network trained alone on that backend. The
+members' training loops (:meth:`SpikingWTA._fit_plan`) run in lockstep in one thread; members
+resumed from checkpoints of different progress catch up one group at a time (the ones furthest
+behind first) until they are aligned.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from .._validation import check_int
-from .spiking import DiehlCookParams, SpikingWTA
+from .spiking import DiehlCookParams, SpikingWTA, _present_many
 
 __all__ = ["SpikingEnsemble", "param_grid"]
 
@@ -141,20 +147,69 @@ class SpikingEnsemble:
                 if path.exists():
                     members[i] = SpikingWTA.load(path, backend=self.options.get("backend"))
 
-        def train(i, m):
-            kw = {}
+        def kwargs(i, m):
+            kw = dict(resume=bool(resume) and m._is_fitted())
             if folder is not None:
-                kw = dict(checkpoint=folder / f"member_{i:03d}.h5", checkpoint_every=checkpoint_every)
-            return m.fit(X, epochs=epochs, resume=bool(resume) and m._is_fitted(), **kw)
+                kw.update(checkpoint=folder / f"member_{i:03d}.h5", checkpoint_every=checkpoint_every)
+            return kw
 
-        self.members_ = self._map(train, members)
+        if self._on_gpu(members):
+            self._lockstep(members, [m._fit_plan(X, epochs, **kwargs(i, m)) for i, m in enumerate(members)])
+            self.members_ = members
+            return self
+        self.members_ = self._map(lambda i, m: m.fit(X, epochs=epochs, **kwargs(i, m)), members)
         return self
+
+    def partial_fit(self, X):
+        """Present the rows of ``X`` once to every member, continuing each one's learning
+        (:meth:`SpikingWTA.partial_fit`); the first call builds the members."""
+        members = self.members_ if getattr(self, "members_", None) else self._plan()
+        X = np.asarray(X)
+        if self._on_gpu(members):
+            self._lockstep(members, [m._partial_plan(X) for m in members])
+        else:
+            self._map(lambda i, m: m.partial_fit(X), members)
+        self.members_ = members
+        return self
+
+    def _on_gpu(self, members):
+        return members[0]._validate_params()[0] == "cuda"
+
+    def _lockstep(self, members, plans):
+        """Drive the members' plans together: each round presents, in one launch, the requests of
+        every member at the lowest sample index (all of them once the members are aligned)."""
+        for m in members:  # every member's checks, before anything trains
+            m._validate_params()
+        pending = {}
+        for i, plan in enumerate(plans):
+            try:
+                pending[i] = next(plan)
+            except StopIteration:
+                pass
+        while pending:
+            first = min(r["first"] for r in pending.values())
+            group = [i for i, r in pending.items() if r["first"] == first]
+            sizes = {pending[i]["X"].shape[0] for i in group}
+            if len(sizes) > 1:  # different checkpoint boundaries: the shortest block first
+                size = min(sizes)
+                group = [i for i in group if pending[i]["X"].shape[0] == size]
+            retries = _present_many([members[i] for i in group], [pending[i] for i in group],
+                                    progress=self.options.get("progress"))
+            for i, r in zip(group, retries):
+                try:
+                    pending[i] = plans[i].send(r)
+                except StopIteration:
+                    del pending[i]
 
     def transform(self, X, **kwargs):
         """Spike counts of every member, float32 (M, n, n_neurons) (``kwargs`` as
-        :meth:`SpikingWTA.transform`)."""
+        :meth:`SpikingWTA.transform`). On the CPU members run in parallel threads; on the GPU one
+        after another, each launch with one block per row (up to the grid limit), which fills
+        the GPU once a call has more rows than it has multiprocessors."""
         self._check_fitted()
         X = np.asarray(X)
+        if self._on_gpu(self.members_):  # each member's launch already spreads its rows over the GPU
+            return np.stack([m.transform(X, **kwargs) for m in self.members_])
         return np.stack(self._map(lambda i, m: m.transform(X, **kwargs), self.members_))
 
     def fit_transform(self, X, epochs=1):

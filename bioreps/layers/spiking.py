@@ -184,6 +184,59 @@ def encode_input(X, params, input_mean=None):
     return channels[0] if len(channels) == 1 else np.concatenate(channels, axis=1)
 
 
+def _drive(plan, present):
+    """Run a plan (:meth:`SpikingWTA._fit_plan`): present each request it yields, send back the
+    retries, until it ends."""
+    try:
+        req = next(plan)
+        while True:
+            req = plan.send(present(req))
+    except StopIteration:
+        pass
+
+
+def _present_many(members, requests, progress=None):
+    """Present the same rows to several CUDA-backed layers in ONE launch of the many-network
+    training kernel (:func:`bioreps.kernels.cuda.lif.fit_samples_many`, one block per network),
+    then each layer's bookkeeping (:meth:`SpikingWTA._rows_done`). ``requests[i]`` is the request
+    ``members[i]``'s plan yielded; all must present the same rows from the same sample index.
+    Returns each layer's retries. Each layer ends exactly as its own ``_present_rows`` leaves it."""
+    from ..kernels.cpu.lif import make_constants
+    from ..kernels.cuda import lif
+
+    first = requests[0]
+    for r in requests[1:]:
+        if (r["first"], r["n_present"], r["n_rest"], r["X"].shape) != (first["first"], first["n_present"],
+                                                                        first["n_rest"], first["X"].shape):
+            raise ValueError("the networks of one launch must present the same rows with the same timing")
+    encodings, index, xidx = [], {}, []
+    for m, r in zip(members, requests):
+        mean = getattr(m, "input_mean_", None)
+        key = (float(r["p"].input_sum), None if mean is None else np.asarray(mean, np.float64).tobytes())
+        if key not in index:
+            index[key] = len(encodings)
+            encodings.append(encode_input(r["X"], r["p"], mean))
+        xidx.append(index[key])
+    n, N = first["X"].shape[0], members[0].weights_.shape[1]
+    counts = [np.zeros((n, N), np.float32) for _ in members]
+    states = []
+    for m in members:
+        state = m._net_state_
+        state.theta = m.theta_
+        states.append(state)
+    bar = progress_bar(total=n, progress=progress, desc=f"{first['desc']} ({len(members)} networks)", unit="sample")
+    try:
+        attempts = lif.fit_samples_many(
+            [m.weights_ for m in members], encodings, xidx, [m.seed_ for m in members], 1, first["first"],
+            first["n_present"], first["n_rest"], [make_constants(m.dt_ms, **r["p"].to_dict()) for m, r in
+                                                  zip(members, requests)],
+            members[0].min_spikes, [r["p"].max_retries for r in requests], states, counts,
+            callback=lambda done: bar.update(done - bar.n))
+    finally:
+        bar.close()
+    return [m._rows_done(n, int((attempts[i] - 1).sum()), states[i]) for i, m in enumerate(members)]
+
+
 class SpikingWTA(Layer):
     """Diehl & Cook (2015) spiking network learning by STDP (Numba CPU or CUDA kernels).
 
@@ -378,9 +431,13 @@ class SpikingWTA(Layer):
         """Train on the rows of ``X`` in order, continuing the sample counter and the state."""
         _, retries, state = self._run(X, self.weights_, self.theta_, n_present, n_rest, p, True, 1,
                                       self.n_samples_seen_, self._net_state_, desc=desc, backend=backend)
+        return self._rows_done(X.shape[0], retries, state)
+
+    def _rows_done(self, n, retries, state):
+        """The bookkeeping after ``n`` rows were presented: state, thresholds, counters."""
         self._net_state_ = state
         self.theta_ = np.array(state.theta, np.float64)
-        self.n_samples_seen_ += X.shape[0]
+        self.n_samples_seen_ += n
         self.n_retries_ += retries
         return retries
 
@@ -407,6 +464,20 @@ class SpikingWTA(Layer):
         checkpoint_every : int or None
             Samples between checkpoints.
         """
+        _drive(self._fit_plan(X, epochs, callback=callback, resume=resume, checkpoint=checkpoint,
+                              checkpoint_every=checkpoint_every), self._present_request)
+        return self
+
+    def _present_request(self, req):
+        return self._present_rows(req["X"], req["p"], req["n_present"], req["n_rest"], req["backend"], req["desc"])
+
+    def _fit_plan(self, X, epochs=1, *, callback=None, resume=False, checkpoint=None, checkpoint_every=None):
+        """:meth:`fit` as a generator: it checks everything, starts (or resumes), then yields each
+        block of rows to present as a request (a dict: the rows ``X``, ``first`` (the global index
+        of the first row), ``p``, ``n_present``, ``n_rest``, ``backend``, ``desc``) and expects
+        the retries back once the caller presented them (:meth:`_present_request`, or
+        :class:`~bioreps.layers.SpikingEnsemble` for many networks in one launch); it checkpoints
+        and calls ``callback`` between blocks."""
         import time
 
         epochs = check_int(epochs, "epochs", 1)
@@ -438,8 +509,8 @@ class SpikingWTA(Layer):
             epoch, row = divmod(seen, n)
             # up to the next checkpoint boundary (multiples of `step` samples) or the epoch's end
             stop = min((seen // step + 1) * step, (epoch + 1) * n) - epoch * n
-            retries = self._present_rows(X[row:stop], p, n_present, n_rest, backend,
-                                         desc=f"spiking fit {epoch + 1}/{epochs}")
+            retries = yield dict(X=X[row:stop], first=seen, p=p, n_present=n_present, n_rest=n_rest,
+                                 backend=backend, desc=f"spiking fit {epoch + 1}/{epochs}")
             done = self.n_samples_seen_
             if checkpoint is not None and (done % step == 0 or done % n == 0):
                 self.save(checkpoint)
@@ -447,12 +518,16 @@ class SpikingWTA(Layer):
                       "seconds": time.perf_counter() - t0}
             if callback is not None and callback(self, record) is False:
                 break
-        return self
 
     def partial_fit(self, X):
         """Present the rows of ``X`` once, in order, continuing the learning (weights, thresholds,
         network state and sample counter) of previous calls; the first call initialises the
         layer. Two calls on the halves of X equal one ``fit(X, epochs=1)``."""
+        _drive(self._partial_plan(X), self._present_request)
+        return self
+
+    def _partial_plan(self, X):
+        """:meth:`partial_fit` as a generator of one request (see :meth:`_fit_plan`)."""
         backend, p, n_present, n_rest = self._validate_params()
         X = self._check_X(X, reset=True)
         if self._is_fitted():
@@ -466,8 +541,8 @@ class SpikingWTA(Layer):
             self.backend_ = backend
         else:
             self._start(X, p, backend)
-        self._present_rows(X, p, n_present, n_rest, backend, desc="spiking partial_fit")
-        return self
+        yield dict(X=X, first=self.n_samples_seen_, p=p, n_present=n_present, n_rest=n_rest, backend=backend,
+                   desc="spiking partial_fit")
 
     # ------------------------------------------------------------------ inference
     def transform(self, X, *, first_index=0, protocol="reset"):

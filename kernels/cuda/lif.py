@@ -73,8 +73,9 @@ from ..cpu.lif import LIFState as _HostState
 from ..poisson import MASK32, generator_functions
 from ._common import MAX_GRID, _check_block, _device_array
 
-__all__ = ["CONSTANTS", "make_constants", "LIFState", "run_presentation", "fit_samples", "transform_samples",
-           "BLOCK", "MAX_BLOCK_TRAIN", "MAX_BLOCK_TRANSFORM", "max_block", "TRAIN_CHUNK", "TRANSFORM_CHUNK"]
+__all__ = ["CONSTANTS", "make_constants", "LIFState", "run_presentation", "fit_samples", "fit_samples_many",
+           "transform_samples", "BLOCK", "MAX_BLOCK_TRAIN", "MAX_BLOCK_TRAIN_MANY", "MAX_BLOCK_TRANSFORM", "max_block",
+           "TRAIN_CHUNK", "TRANSFORM_CHUNK"]
 
 BLOCK = None  # threads per block; None: _config.CUDA_BLOCK (read at call time)
 #: the largest block each kernel launches with: its registers per thread times the block must fit
@@ -86,11 +87,14 @@ BLOCK = None  # threads per block; None: _config.CUDA_BLOCK (read at call time)
 #: assembles both kernels in CI and fails if a future change breaks the bound.
 MAX_BLOCK_TRAIN = 512
 MAX_BLOCK_TRANSFORM = 256
+#: the many-network training kernel (one block per network) indexes a member axis and row slices:
+#: ptxas reports 148 registers (sm_90), so at most 416 threads; blocks of at most 384
+MAX_BLOCK_TRAIN_MANY = 384
 
 
 def max_block(kernel) -> int:
-    """The largest block the ``"train"`` or ``"transform"`` kernel launches with."""
-    limits = {"train": MAX_BLOCK_TRAIN, "transform": MAX_BLOCK_TRANSFORM}
+    """The largest block the ``"train"``, ``"train_many"`` or ``"transform"`` kernel launches with."""
+    limits = {"train": MAX_BLOCK_TRAIN, "train_many": MAX_BLOCK_TRAIN_MANY, "transform": MAX_BLOCK_TRANSFORM}
     if kernel not in limits:
         raise ValueError(f"kernel must be one of {sorted(limits)}, got {kernel!r}")
     return limits[kernel]
@@ -187,29 +191,25 @@ _train_cache: dict = {}
 _transform_cache: dict = {}
 
 
-def _train_kernel(wi, wn):
-    """The persistent training kernel for ``wi = ceil(n_inputs / 32)`` input mask words and ``wn =
-    ceil(n_neurons / 32)`` neuron mask words (shared-array shapes are compile-time constants).
-    Launch with ONE block:
-    ``(W, X, masks, use_masks, seed, phase, first_index, n_present, n_rest, c, learn, normalize,
-    min_spikes, max_retries, v_e, ge_e, gi_e, ref_e, theta, v_i, ge_i, gi_i, ref_i, x_pre, x_post1,
-    x_post2, spk_e, spk_i, counts, attempts)``; ``counts`` (n, N) int32 (n = samples), ``attempts``
-    (n,) int32. Inputs come from the generator (rows of ``X``), or from ``masks`` (n_present, wi)
-    uint32 bit masks when ``use_masks`` (then n must be 1)."""
+_body_cache: dict = {}
+
+
+def _train_body(wi, wn):
+    """The device function one training block runs: every presentation of the rows of ``X`` (or
+    of ``masks``) for ONE network, its arrays as :func:`_train_kernel` takes them, then the
+    block's shared scratch ``imask`` (3, wi), ``emask`` (3, wn), ``cnt`` (3, 2), ``tot`` (1,).
+    :func:`_train_kernel` (one network, one block) and :func:`_train_many_kernel` (block m:
+    network m) both call it, so an ensemble member runs exactly the solo network's code."""
     key = (int(wi), int(wn))
-    kern = _train_cache.get(key)
-    if kern is not None:
-        return kern
+    dev = _body_cache.get(key)
+    if dev is not None:
+        return dev
     WI, WN = key
 
-    @cuda.jit
-    def train(W, X, masks, use_masks, seed, phase, first_index, n_present, n_rest, c, learn, normalize, min_spikes,
-              max_retries, v_e, ge_e, gi_e, ref_e, theta, v_i, ge_i, gi_i, ref_i, x_pre, x_post1, x_post2, spk_e,
-              spk_i, counts, attempts):
-        imask = cuda.shared.array((3, WI), np.uint32)
-        emask = cuda.shared.array((3, WN), np.uint32)
-        cnt = cuda.shared.array((3, 2), np.int32)  # per step buffer: [I spikes, E spikes]
-        tot = cuda.shared.array(1, np.int32)  # E spikes of the presentation steps
+    @cuda.jit(device=True)
+    def body(W, X, masks, use_masks, seed, phase, first_index, n_present, n_rest, c, learn, normalize, min_spikes,
+             max_retries, v_e, ge_e, gi_e, ref_e, theta, v_i, ge_i, gi_i, ref_i, x_pre, x_post1, x_post2, spk_e,
+             spk_i, counts, attempts, imask, emask, cnt, tot):
         t = cuda.threadIdx.x
         nt = cuda.blockDim.x
         n_in = W.shape[0]
@@ -367,8 +367,77 @@ def _train_kernel(wi, wn):
             if t == 0:
                 attempts[r] = n_att
 
+    _body_cache[key] = body
+    return body
+
+
+def _train_kernel(wi, wn):
+    """The persistent training kernel for ``wi = ceil(n_inputs / 32)`` input mask words and ``wn =
+    ceil(n_neurons / 32)`` neuron mask words (shared-array shapes are compile-time constants).
+    Launch with ONE block:
+    ``(W, X, masks, use_masks, seed, phase, first_index, n_present, n_rest, c, learn, normalize,
+    min_spikes, max_retries, v_e, ge_e, gi_e, ref_e, theta, v_i, ge_i, gi_i, ref_i, x_pre, x_post1,
+    x_post2, spk_e, spk_i, counts, attempts)``; ``counts`` (n, N) int32 (n = samples), ``attempts``
+    (n,) int32. Inputs come from the generator (rows of ``X``), or from ``masks`` (n_present, wi)
+    uint32 bit masks when ``use_masks`` (then n must be 1)."""
+    key = (int(wi), int(wn))
+    kern = _train_cache.get(key)
+    if kern is not None:
+        return kern
+    WI, WN = key
+    body = _train_body(WI, WN)
+
+    @cuda.jit
+    def train(W, X, masks, use_masks, seed, phase, first_index, n_present, n_rest, c, learn, normalize, min_spikes,
+              max_retries, v_e, ge_e, gi_e, ref_e, theta, v_i, ge_i, gi_i, ref_i, x_pre, x_post1, x_post2, spk_e,
+              spk_i, counts, attempts):
+        imask = cuda.shared.array((3, WI), np.uint32)
+        emask = cuda.shared.array((3, WN), np.uint32)
+        cnt = cuda.shared.array((3, 2), np.int32)  # per step buffer: [I spikes, E spikes]
+        tot = cuda.shared.array(1, np.int32)  # E spikes of the presentation steps
+        body(W, X, masks, use_masks, seed, phase, first_index, n_present, n_rest, c, learn, normalize, min_spikes,
+             max_retries, v_e, ge_e, gi_e, ref_e, theta, v_i, ge_i, gi_i, ref_i, x_pre, x_post1, x_post2, spk_e,
+             spk_i, counts, attempts, imask, emask, cnt, tot)
+
     _train_cache[key] = train
     return train
+
+
+_many_cache: dict = {}
+
+
+def _train_many_kernel(wi, wn):
+    """M networks at once, block m trains network m (:func:`_train_body`) on the rows of
+    ``X[xidx[m]]``: ``(W, X, xidx, masks, seed, phase, first_index, n_present, n_rest, c,
+    min_spikes, max_retries, v_e, ge_e, gi_e, ref_e, theta, v_i, ge_i, gi_i, ref_i, x_pre, x_post1, x_post2,
+    spk_e, spk_i, counts, attempts)`` with a leading member axis on ``W`` (M, n_in, N), ``seed``,
+    ``c``, ``max_retries`` (M,), every state field and ``counts`` (M, n, N) / ``attempts`` (M, n);
+    ``X`` (G, n, n_in) holds the G distinct encodings of the images. Learning and normalisation
+    on (the training protocol); ``masks`` is a placeholder (1, 1) uint32 array. Launch with M
+    blocks."""
+    key = (int(wi), int(wn))
+    kern = _many_cache.get(key)
+    if kern is not None:
+        return kern
+    WI, WN = key
+    body = _train_body(WI, WN)
+
+    @cuda.jit
+    def train_many(W, X, xidx, masks, seed, phase, first_index, n_present, n_rest, c, min_spikes, max_retries, v_e,
+                   ge_e, gi_e, ref_e, theta, v_i, ge_i, gi_i, ref_i, x_pre, x_post1, x_post2, spk_e, spk_i, counts,
+                   attempts):
+        imask = cuda.shared.array((3, WI), np.uint32)
+        emask = cuda.shared.array((3, WN), np.uint32)
+        cnt = cuda.shared.array((3, 2), np.int32)
+        tot = cuda.shared.array(1, np.int32)
+        m = cuda.blockIdx.x
+        body(W[m], X[xidx[m]], masks, False, seed[m], phase, first_index, n_present, n_rest, c[m], True, True,
+             min_spikes, max_retries[m], v_e[m], ge_e[m], gi_e[m], ref_e[m], theta[m], v_i[m], ge_i[m], gi_i[m],
+             ref_i[m], x_pre[m], x_post1[m], x_post2[m], spk_e[m], spk_i[m], counts[m], attempts[m], imask, emask,
+             cnt, tot)
+
+    _many_cache[key] = train_many
+    return train_many
 
 
 def _transform_kernel(wi, npt):
@@ -503,7 +572,7 @@ def _transform_kernel(wi, npt):
 # --------------------------------------------------------------------------- host side
 
 def _block(kernel):
-    """Threads per block for ``kernel`` ("train" or "transform"): :data:`BLOCK`, else
+    """Threads per block for ``kernel`` ("train", "train_many" or "transform"): :data:`BLOCK`, else
     ``CUDA_BLOCK``, lowered to the kernel's :func:`max_block`."""
     return min(_check_block(_config.CUDA_BLOCK if BLOCK is None else BLOCK), max_block(kernel))
 
@@ -688,6 +757,80 @@ def fit_samples(W, X, seed, phase, first_index, n_present, n_rest, constants, mi
         dW.copy_to_host(hW)
     if host is not None:
         st.copy_to(host)
+    return attempts
+
+
+def fit_samples_many(Ws, Xs, xidx, seeds, phase, first_index, n_present, n_rest, constants, min_spikes, max_retries,
+                     states, counts, callback=None):
+    """:func:`fit_samples` for M networks at once, one block each (:func:`_train_many_kernel`):
+    network m trains on the rows of ``Xs[xidx[m]]`` with ``seeds[m]``, ``constants[m]``,
+    ``max_retries[m]`` and its own weights ``Ws[m]`` (host float64 (n_inputs, N), updated in
+    place) and state ``states[m]`` (a CPU or CUDA :class:`LIFState`, updated); ``counts[m]``
+    (n, N) float32 receives its counts. Every network must have the same shape and see the same
+    number of rows (``Xs``: the distinct encodings of the same images). Each network's result is
+    the one :func:`fit_samples` gives it alone, bit for bit: its block runs the same device code.
+    ``callback(rows_done)`` after each launch of :data:`TRAIN_CHUNK` rows. Returns the
+    presentations per row, (M, n) int64."""
+    M = len(Ws)
+    if M < 1:
+        raise ValueError("fit_samples_many needs at least one network")
+    if not (len(seeds) == len(constants) == len(max_retries) == len(states) == len(counts) == len(xidx) == M):
+        raise ValueError(f"Ws, seeds, constants, max_retries, states, counts and xidx need one entry per network ({M})")
+    xidx = np.asarray(xidx, np.int32)
+    if xidx.min() < 0 or xidx.max() >= len(Xs):
+        raise ValueError(f"xidx must index the {len(Xs)} encodings in Xs, got {xidx.tolist()}")
+    shape = np.shape(Ws[0])
+    for m in range(M):
+        W = Ws[m]
+        if not isinstance(W, np.ndarray) or W.dtype != np.float64 or W.shape != shape or not W.flags.c_contiguous:
+            raise ValueError(f"Ws[{m}] must be a C-contiguous float64 array of shape {shape} (every network the same)")
+    for m in range(M):
+        _check_samples(Ws[m], Xs[xidx[m]], counts[m], n_present, n_rest, constants[m], min_spikes, max_retries[m])
+    if len({np.shape(X) for X in Xs}) != 1:
+        raise ValueError(f"every encoding in Xs must have the same shape, got {[np.shape(X) for X in Xs]}")
+    X3 = np.stack([np.ascontiguousarray(X, np.float64) for X in Xs])
+    n = X3.shape[1]
+    n_in, N = shape
+    dev = [_device_state(st, n_in, N) for st in states]
+    attempts = np.zeros((M, n), np.int64)
+    if n:
+        dW = cuda.to_device(np.stack(Ws))
+        dX = cuda.to_device(X3)
+        dstate = {name: cuda.to_device(np.stack([d.device[name].copy_to_host() for d, _ in dev])) for name in _FIELDS}
+        dc = cuda.to_device(np.stack([np.asarray(c, np.float64) for c in constants]))
+        dseeds = cuda.to_device(np.asarray([np.uint64(s) for s in seeds], np.uint64))
+        dretries = cuda.to_device(np.asarray(max_retries, np.int64))
+        dxidx = cuda.to_device(xidx)
+        chunk = max(1, int(TRAIN_CHUNK))
+        dcounts = cuda.device_array((M, min(chunk, n), N), np.int32)
+        dattempts = cuda.device_array((M, min(chunk, n)), np.int32)
+        kern = _train_many_kernel(-(-n_in // 32), -(-N // 32))
+        masks = _dummy_masks()
+        d = dstate
+        for r0 in range(0, n, chunk):
+            k = min(chunk, n - r0)
+            kern[M, _block("train_many")](dW, dX[:, r0:r0 + k], dxidx, masks, dseeds, int(phase), int(first_index + r0),
+                                     int(n_present), int(n_rest), dc, int(min_spikes), dretries, d["v_e"], d["ge_e"],
+                                     d["gi_e"], d["ref_e"], d["theta"], d["v_i"], d["ge_i"], d["gi_i"], d["ref_i"],
+                                     d["x_pre"], d["x_post1"], d["x_post2"], d["spk_e"], d["spk_i"],
+                                     dcounts[:, :k], dattempts[:, :k])
+            c_host = dcounts[:, :k].copy_to_host()
+            a_host = dattempts[:, :k].copy_to_host()
+            for m in range(M):
+                counts[m][r0:r0 + k] = c_host[m]
+            attempts[:, r0:r0 + k] = a_host
+            if callback is not None:
+                callback(r0 + k)
+        W_host = dW.copy_to_host()
+        for m in range(M):
+            Ws[m][...] = W_host[m]
+        for name in _FIELDS:
+            host = dstate[name].copy_to_host()
+            for m, (st, _) in enumerate(dev):
+                st.device[name].copy_to_device(np.ascontiguousarray(host[m]))
+    for st, host in dev:
+        if host is not None:
+            st.copy_to(host)
     return attempts
 
 
