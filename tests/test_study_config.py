@@ -33,6 +33,7 @@ def test_a_valid_study_gets_its_defaults():
     assert [m["name"] for m in cfg["models"]] == ["hebb", "mlp", "pix"]
     assert cfg["analysis"]["attacks"]["methods"] == ["fgsm", "pgd"] and cfg["analysis"]["cka"] == "linear"
     assert is_study(BASE) and not is_study({"experiment": {}})
+    assert cfg["study"]["ensembles"] is True
 
 
 @pytest.mark.parametrize("change, match", [
@@ -58,6 +59,7 @@ def test_a_valid_study_gets_its_defaults():
     (lambda r: r["study"].update(seeds=[0, 0]), r"study\.seeds has duplicates"),
     (lambda r: r["study"].update(seeds=[0, "1"]), r"study\.seeds\[1\] must be int"),
     (lambda r: r["study"].pop("seeds"), r"study\.seeds is required"),
+    (lambda r: r["study"].update(ensembles="yes"), r"study\.ensembles must be bool, got str 'yes'"),
     (lambda r: r.pop("data"), r"\[data\] is required"),
     (lambda r: r.update(models=[]), r"\[\[models\]\] must be a non-empty array"),
     (lambda r: r.update(extra={}), r"unknown key .*extra"),

@@ -120,3 +120,62 @@ attacks = {{ methods = ["fgsm"], eps = [0.0, 0.05], n_images = 40 }}
     assert (tmp_path / "out" / "results.json").exists()
     assert cli.main(["run", str(study), "--seed", "3"]) == 2
     assert "--seed is for single experiments" in capsys.readouterr().err
+
+
+def _fashion_slice(folder, n_train, n_test):
+    """The first rows of Fashion-MNIST as an IDX folder of their own: a whole training split
+    small enough for a spiking network (every seed of a study trains on all of its rows)."""
+    from _datahelpers import MNIST_NAMES
+
+    from bioreps import data as bdata
+
+    folder.mkdir(parents=True)
+    for split, n in (("train", n_train), ("test", n_test)):
+        X, y = bdata.load("fashion-mnist", split, flatten=False)
+        bdata.write_idx(folder / MNIST_NAMES[split][0], np.round(X[:n] * 255).astype(np.uint8))
+        bdata.write_idx(folder / MNIST_NAMES[split][1], y[:n].astype(np.uint8))
+    return folder
+
+
+def spiking_study(tmp_path, out, **study):
+    return {
+        "study": {"name": "snn", "seeds": [0, 1], "output": str(tmp_path / out), **study},
+        "data": {"dataset": "fashion-mnist", "data_dir": str(tmp_path / "fm")},
+        "models": [{"name": "dc", "kind": "spiking-wta", "n_neurons": 6, "t_present_ms": 20.0, "t_rest_ms": 5.0,
+                    "backend": "cpu", "readout": {"epochs": 5, "batch_size": 16}}],
+        "analysis": {"spectrum": {"enabled": False}, "attacks": {"methods": ["noise"], "eps": [0.0, 0.1],
+                                                                  "n_images": 10},
+                     "cka": "none", "transfer": False},
+    }
+
+
+def test_the_seeds_of_a_spiking_model_train_as_one_ensemble(tmp_path, fashion_mnist_available):
+    from bioreps import io
+    from bioreps.layers import SpikingWTA
+    from bioreps.studies.study import _model_seed
+
+    _fashion_slice(tmp_path / "fm", 30, 20)
+    logs = []
+    res = run_study(spiking_study(tmp_path, "ens"), progress=False, log=logs.append)
+    assert any("unit ('ensemble', 'dc') done" in line for line in logs), logs
+    units = tmp_path / "ens" / "units"
+    X = io.load(units / "train+dc+1" / "model.h5").representations["train"]
+    for seed in (0, 1):
+        info = json.loads((units / f"train+dc+{seed}" / "train.json").read_text())
+        assert info["ensemble"]["members"] == 2 and info["ensemble"]["seeds"] == [0, 1], info
+        assert info["fit_seconds"] == pytest.approx(info["ensemble"]["fit_seconds"] / 2, abs=1e-3)
+    # seed 1's member is the network its seed trains alone on the same rows
+    from bioreps import data as bdata
+
+    Xtr, _ = bdata.load("fashion-mnist", "train", data_dir=tmp_path / "fm")
+    alone = SpikingWTA(n_neurons=6, t_present_ms=20.0, t_rest_ms=5.0, backend="cpu", progress=False,
+                       random_state=_model_seed(1, "dc")).fit(Xtr)
+    member = SpikingWTA.load(units / "train+dc+1" / "model.h5")
+    np.testing.assert_array_equal(member.weights_, alone.weights_)
+    assert X.shape == (30, 6)
+    assert "seeds 0, 1 trained together as one ensemble" in (tmp_path / "ens" / "report.html").read_text()
+    # ensembles = false trains each seed alone: the same figures
+    logs.clear()
+    apart = run_study(spiking_study(tmp_path, "apart", ensembles=False), progress=False, log=logs.append)
+    assert not any("'ensemble'" in line for line in logs)
+    assert _figures(apart) == _figures(res)

@@ -45,6 +45,11 @@ class Layer:
     #: ``noise_units()`` and ``prune()``: units that never learned, found from their weights'
     #: variance (the seed paper's pruning)
     prunable = False
+    #: ``ensemble(layers, n_jobs=None)`` (a classmethod): several unfitted layers of this kind that differ only
+    #: by seed and parameters, as one object whose ``fit(X, epochs=...)`` trains them all at once,
+    #: each exactly as it trains alone (``members_``); None when the kind has no such trainer.
+    #: The studies runner trains a model's seeds with it (:mod:`bioreps.studies.study`).
+    ensemble = None
     #: learns from labels and has its own classifier head.
     supervised = False
     #: True for a layer whose representation is its input (the pixels control): experiments

@@ -91,6 +91,31 @@ class SpikingEnsemble:
         self.n_jobs = n_jobs
         self.options = dict(options)
 
+    @classmethod
+    def of(cls, layers, n_jobs=None):
+        """The ensemble of unfitted :class:`SpikingWTA` layers that differ only by
+        ``random_state`` and ``params`` (every other argument the same): member i trains as
+        ``layers[i]`` would alone. ``layers`` themselves are not modified."""
+        layers = list(layers)
+        if not layers:
+            raise ValueError("an ensemble needs at least one member: give at least one layer")
+        for i, layer in enumerate(layers):
+            if type(layer) is not SpikingWTA:
+                raise TypeError(f"layers[{i}] is a {type(layer).__name__}, not a SpikingWTA")
+        options = [{k: v for k, v in layer.get_params().items() if k not in ("random_state", "params")}
+                   for layer in layers]
+        for i, o in enumerate(options[1:], 1):
+            diff = sorted(k for k in o if o[k] != options[0][k])
+            if diff:
+                raise ValueError(f"layers[{i}] differs from layers[0] in {diff}: members may differ only by "
+                                 "random_state and params")
+        if any(layer.random_state is None for layer in layers):
+            raise ValueError("every layer of an ensemble needs an int random_state (its seed)")
+        opts = dict(options[0])
+        n_neurons = opts.pop("n_neurons")
+        return cls(n_neurons=n_neurons, seeds=[layer.random_state for layer in layers],
+                   params=[layer.params for layer in layers], n_jobs=n_jobs, **opts)
+
     # ------------------------------------------------------------------ members
     def _plan(self):
         seeds = list(self.seeds) if not isinstance(self.seeds, (int, np.integer)) else [int(self.seeds)]

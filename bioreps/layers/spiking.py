@@ -288,6 +288,13 @@ class SpikingWTA(Layer):
     """
 
     kind = "spiking-wta"
+
+    @classmethod
+    def ensemble(cls, layers, n_jobs=None):
+        """The layers as one :class:`~bioreps.layers.SpikingEnsemble` (see :attr:`Layer.ensemble`)."""
+        from .ensemble import SpikingEnsemble
+
+        return SpikingEnsemble.of(layers, n_jobs=n_jobs)
     checkpoint_unit = "samples"
     indexed_transform = True
     has_vote_readout = True

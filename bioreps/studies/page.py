@@ -53,15 +53,16 @@ def collect(cfg, root) -> dict:
     """What the study's unit folders under ``root`` (the study's output folder) hold.
 
     Returns ``{"train": {(model, seed): dict}, "analysis": {...}, "compare": {seed: dict},
-    "records": {key: unit.json}, "missing": [(key, reason)]}``. A unit counts when its record
+    "ensemble": {model: dict}, "records": {key: unit.json}, "missing": [(key, reason)]}``. A unit counts when its record
     says it finished with the configuration the study has now; otherwise it is listed as missing
     with the reason (not run, failed, stale)."""
     from .execute import _read_record
     from .study import plan
 
     root = Path(root)
-    out = {"train": {}, "analysis": {}, "compare": {}, "records": {}, "missing": []}
-    names = {"train": "train.json", "analyze": "analysis.json", "compare": "compare.json"}
+    out = {"train": {}, "analysis": {}, "compare": {}, "ensemble": {}, "records": {}, "missing": []}
+    names = {"train": "train.json", "analyze": "analysis.json", "compare": "compare.json",
+             "ensemble": "ensemble.json"}
     for unit in plan(cfg, root / "units"):
         record = _read_record(unit.folder)
         if not record:
@@ -80,6 +81,8 @@ def collect(cfg, root) -> dict:
             out["train"][unit.key[1:]] = data
         elif unit.key[0] == "analyze":
             out["analysis"][unit.key[1:]] = data
+        elif unit.key[0] == "ensemble":
+            out["ensemble"][unit.key[1]] = data
         else:
             out["compare"][unit.key[1]] = data
     return out
@@ -659,8 +662,12 @@ def _spectra_table(cfg, data):
 
 
 def _notes(cfg, data):
-    """Per-model lines: attacks skipped and why, fit warnings."""
+    """Per-model lines: seeds trained together, attacks skipped and why, fit warnings."""
     lines = []
+    for name, e in sorted(data.get("ensemble", {}).items()):
+        lines.append(f"{name}: seeds {', '.join(map(str, e['seeds']))} trained together as one ensemble "
+                     f"({len(e['seeds'])} networks at once on the {e.get('backend', '?')} backend, "
+                     f"{e['fit_seconds']:.0f} s wall); each is the network its seed trains alone")
     for (name, seed), a in sorted(data["analysis"].items(), key=lambda kv: (kv[0][0], kv[0][1])):
         rob = _robustness(a)
         for attack, why in (rob.get("skipped") or {}).items():

@@ -3,7 +3,8 @@
 A study file has these tables (every key is checked before anything trains; an error names the
 key's path, e.g. ``models[2].regularizer.lam``)::
 
-    [study]                 name, seeds (list of ints), description, output (default runs/<name>)
+    [study]                 name, seeds (list of ints), description, output (default runs/<name>),
+                            ensembles (default true: see "Ensembles" below)
     [data]                  dataset, n_train, n_test, data_dir
     [[models]]              one table per model: name, kind (any registered kind, see
                             ``bioreps.studies.kinds.names()``) and that kind's parameters written
@@ -13,6 +14,14 @@ key's path, e.g. ``models[2].regularizer.lam``)::
                             adversarial) and its parameters
     [models.readout]        local-learning models: the softmax readout (epochs, lr, ...)
     [analysis]              spectrum, attacks, transfer, cka, selectivity, ablation
+
+Ensembles: a model whose kind can train several networks at once (``Layer.ensemble``, the
+spiking layer's :class:`~bioreps.layers.SpikingEnsemble`) has all its seeds trained by one unit
+("ensemble", model) when the study has several seeds and every seed trains on the same rows (no
+``n_train`` subset): the members train in parallel (CPU threads, or one GPU block each), each
+exactly the network its seed trains alone, and each ("train", model, seed) unit takes its member
+from that unit instead of fitting (its ``train.json`` says so, with the ensemble's wall time).
+``ensembles = false`` trains every seed on its own.
 
 The schema is not written out by hand: a model's keys and their types come from its class's
 constructor (and ``fit``) signature through the kinds registry, a regulariser's from its
@@ -260,7 +269,7 @@ def validate_study(raw: dict, source: str = "<study>") -> dict:
             raise ConfigError(f"{source}: [{table}] is required" if table != "models"
                               else f"{source}: at least one [[models]] table is required")
     study = _table(f"{source}: [study]", raw["study"])
-    _unknown(f"{source}: study", study, ("name", "seeds", "description", "output"))
+    _unknown(f"{source}: study", study, ("name", "seeds", "description", "output", "ensembles"))
     if "name" not in study:
         raise ConfigError(f"{source}: study.name is required")
     name = _check(f"{source}: study.name", study["name"], str)
@@ -279,7 +288,8 @@ def validate_study(raw: dict, source: str = "<study>") -> dict:
         raise ConfigError(f"{source}: study.seeds has duplicates: {seeds}")
     out = {"study": {"name": name, "seeds": list(seeds),
                      "description": _check(f"{source}: study.description", study.get("description", ""), str),
-                     "output": _check(f"{source}: study.output", study.get("output", str(Path("runs") / name)), str)}}
+                     "output": _check(f"{source}: study.output", study.get("output", str(Path("runs") / name)), str),
+                     "ensembles": _check(f"{source}: study.ensembles", study.get("ensembles", True), bool)}}
     data = _table(f"{source}: [data]", raw["data"])
     _unknown(f"{source}: data", data, ("dataset", "n_train", "n_test", "data_dir"))
     if "dataset" not in data:
@@ -345,6 +355,54 @@ def _load_readout(model_path):
     return LinearReadout.from_arrays(stored.arrays, stored.hyperparameters)
 
 
+def _same_rows_every_seed(data_cfg) -> bool:
+    """Every seed trains on the same rows: the whole training split (no smaller ``n_train``)."""
+    from .. import data as bdata
+
+    n = data_cfg.get("n_train")
+    return n is None or n >= bdata.spec(data_cfg["dataset"]).n_samples["train"]
+
+
+def _ensembled(cfg) -> list:
+    """The models whose seeds train together in one ("ensemble", model) unit (module docstring)."""
+    from . import kinds
+
+    seeds = cfg["study"]["seeds"]
+    if not cfg["study"].get("ensembles", True) or len(seeds) < 2 or not _same_rows_every_seed(cfg["data"]):
+        return []
+    return [m["name"] for m in cfg["models"] if kinds.get(m["kind"]).ensemble is not None]
+
+
+def ensemble_unit(ctx, data_cfg, model_cfg, seeds):
+    """Unit ("ensemble", model): train the model for every seed at once (``cls.ensemble``), each
+    member exactly as its seed's network alone; write ``member_<seed>.h5`` (each member's saved
+    state) and ``ensemble.json`` (seeds, model seeds, wall time)."""
+    import time
+
+    import numpy as np
+
+    from . import kinds
+    from .run import load_splits
+
+    name, kind = model_cfg["name"], model_cfg["kind"]
+    cls = kinds.get(kind)
+    # every seed's training rows are the whole split (_ensembled checked it): the first seed's
+    Xtr = load_splits(data_cfg, np.random.SeedSequence(seeds[0]))["train"][0]
+    ctor = {k: v for k, v in model_cfg.items() if k in kinds.params(kind)}
+    mseeds = [_model_seed(s, name) for s in seeds]
+    ens = cls.ensemble([kinds.build(kind, ctor, seed=ms, progress=False) for ms in mseeds], n_jobs=ctx.threads)
+    fit_kw = {k: model_cfg[k] for k in kinds.fit_params(kind) if k in model_cfg}
+    t0 = time.perf_counter()
+    ens.fit(Xtr, **fit_kw)
+    seconds = round(time.perf_counter() - t0, 3)
+    for seed, member in zip(seeds, ens.members_):
+        with ctx.atomic(f"member_{seed}.h5", ".h5") as tmp:
+            member.save(tmp)
+    ctx.write_json("ensemble.json", {"model": name, "kind": kind, "seeds": list(seeds), "model_seeds": mseeds,
+                                     "fit_seconds": seconds, "n_train": int(len(Xtr)),
+                                     "backend": str(getattr(ens.members_[0], "backend_", "unknown"))})
+
+
 def train_unit(ctx, data_cfg, model_cfg, seed):
     """Unit ("train", model, seed): fit the model, export ``model.h5`` (train and test
     representations); for a local-learning model fit the readout on the representations read
@@ -370,7 +428,18 @@ def train_unit(ctx, data_cfg, model_cfg, seed):
     info = {"model": name, "kind": kind, "seed": seed, "model_seed": mseed, "n_train": int(len(Xtr)),
             "n_test": int(len(Xte))}
     t0 = time.perf_counter()
-    if cls.supervised:
+    together = ctx.inputs.get(("ensemble", name))
+    if together is not None:  # trained with the other seeds by the ("ensemble", name) unit
+        import json
+
+        meta = json.loads(Path(together["ensemble.json"]).read_text())
+        model = cls.load(together[f"member_{seed}.h5"])
+        if meta["model_seeds"][meta["seeds"].index(seed)] != mseed:
+            raise RuntimeError(f"the ensemble's member for seed {seed} has model seed "
+                               f"{meta['model_seeds'][meta['seeds'].index(seed)]}, expected {mseed}")
+        info["ensemble"] = {"members": len(meta["seeds"]), "seeds": meta["seeds"],
+                            "fit_seconds": meta["fit_seconds"]}
+    elif cls.supervised:
         from ..baselines import train as train_fn
 
         reg_cfg = dict(model_cfg.get("regularizer") or {})
@@ -387,7 +456,9 @@ def train_unit(ctx, data_cfg, model_cfg, seed):
         if kinds.accepts(cls.fit, "X_val"):
             fit_kw["X_val"] = Xte  # held-out diagnostics only (no learning from it)
         model.fit(Xtr, **fit_kw)
-    info["fit_seconds"] = round(time.perf_counter() - t0, 3)
+    # an ensemble member's share of the ensemble's wall time (its whole time is in "ensemble")
+    info["fit_seconds"] = (round(meta["fit_seconds"] / len(meta["seeds"]), 3) if together is not None
+                           else round(time.perf_counter() - t0, 3))
     prov = {"seed": seed, "config": {"data": data_cfg, "model": model_cfg}, "dataset": data_cfg["dataset"]}
     with ctx.atomic("model.h5", ".h5") as tmp:
         if cls.supervised:
@@ -730,11 +801,21 @@ def plan(cfg, root) -> list:
     units = []
     names = [m["name"] for m in cfg["models"]]
     data_key = {k: v for k, v in data_cfg.items() if k != "data_dir"}
+    together = _ensembled(cfg)
+    for m in cfg["models"]:
+        if m["name"] in together:
+            key = ("ensemble", m["name"])
+            trained = {k: v for k, v in m.items() if k != "attacks"}
+            units.append(Unit(key, ensemble_unit, unit_folder(root, key),
+                              args=(data_cfg, trained, list(cfg["study"]["seeds"])),
+                              config_hash=config_hash({"data": data_key, "model": trained,
+                                                       "seeds": cfg["study"]["seeds"]})))
     for seed in cfg["study"]["seeds"]:
         for m in cfg["models"]:
             key = ("train", m["name"], seed)
             trained = {k: v for k, v in m.items() if k != "attacks"}  # attack settings never retrain
             units.append(Unit(key, train_unit, unit_folder(root, key), args=(data_cfg, trained, seed),
+                              deps=(("ensemble", m["name"]),) if m["name"] in together else (),
                               config_hash=config_hash({"data": data_key, "model": trained, "seed": seed})))
             akey = ("analyze", m["name"], seed)
             units.append(Unit(akey, analyze_unit, unit_folder(root, akey), args=(analysis, data_cfg, m, seed), deps=(key,),
