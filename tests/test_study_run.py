@@ -142,7 +142,8 @@ def spiking_study(tmp_path, out, **study):
         "study": {"name": "snn", "seeds": [0, 1], "output": str(tmp_path / out), **study},
         "data": {"dataset": "fashion-mnist", "data_dir": str(tmp_path / "fm")},
         "models": [{"name": "dc", "kind": "spiking-wta", "n_neurons": 6, "t_present_ms": 20.0, "t_rest_ms": 5.0,
-                    "backend": "cpu", "readout": {"epochs": 5, "batch_size": 16}}],
+                    "backend": "cpu", "readout": {"epochs": 5, "batch_size": 16}},
+                   {"name": "mlp", "kind": "mlp", "sizes": [784, 6, 10], "epochs": 2, "batch_size": 10}],
         "analysis": {"spectrum": {"enabled": False}, "attacks": {"methods": ["noise"], "eps": [0.0, 0.1],
                                                                   "n_images": 10},
                      "cka": "none", "transfer": False},
@@ -158,6 +159,7 @@ def test_the_seeds_of_a_spiking_model_train_as_one_ensemble(tmp_path, fashion_mn
     logs = []
     res = run_study(spiking_study(tmp_path, "ens"), progress=False, log=logs.append)
     assert any("unit ('ensemble', 'dc') done" in line for line in logs), logs
+    assert not any("('ensemble', 'mlp')" in line for line in logs)  # a backprop model trains per seed
     units = tmp_path / "ens" / "units"
     X = io.load(units / "train+dc+1" / "model.h5").representations["train"]
     for seed in (0, 1):
