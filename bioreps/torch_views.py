@@ -156,7 +156,7 @@ def spiking_classifier(layer, readout, *, progress=False):
 
     def spiking_logits(X):
         X = X.reshape(X.shape[0], -1)
-        if progress is None or not hasattr(layer, "progress"):
+        if progress is None:
             return readout.decision_function(layer.transform(X))
         own = layer.progress
         layer.progress = progress

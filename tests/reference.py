@@ -68,6 +68,53 @@ def softhebb_epoch(W, X, order, batch_size, t_invert, lr, p, power_lr, adaptive)
     return W
 
 
+def conv_softhebb_batch(W, X, k, stride, padding, t_invert, lr, power_lr=0.5, adaptive=True, bn=None):
+    """One minibatch of SoftHebb's convolutional rule (Journe et al., ICLR 2023;
+    NeuromorphicComputing/SoftHebb, demo.py ``SoftHebbConv2d.forward`` and hebbconv.py
+    ``HebbSoftKrotovConv2d``, mode 0; lebesgue p = 2, reflect padding), in float64, position by
+    position.
+
+    W : (K, C, k, k) filters (returned updated); X : (B, C, H, W) the images
+    bn : None, or [running_mean, running_var] (C,) lists updated as BatchNorm2d(affine=False)
+        in training mode (momentum 0.1, eps 1e-5), the batch normalised by its own statistics
+    Returns (W, bn).
+    """
+    W = np.array(W, dtype=np.float64)
+    X = np.asarray(X, dtype=np.float64)
+    if bn is not None:
+        mean = X.mean(axis=(0, 2, 3))
+        var = X.var(axis=(0, 2, 3))
+        n = X.shape[0] * X.shape[2] * X.shape[3]
+        bn = [0.9 * np.asarray(bn[0]) + 0.1 * mean, 0.9 * np.asarray(bn[1]) + 0.1 * var * n / (n - 1)]
+        X = (X - mean[None, :, None, None]) / np.sqrt(var + 1e-5)[None, :, None, None]
+    if padding:
+        X = np.pad(X, ((0, 0), (0, 0), (padding, padding), (padding, padding)), mode="reflect")
+    B, C, H, Wd = X.shape
+    K = W.shape[0]
+    Ho, Wo = (H - k) // stride + 1, (Wd - k) // stride + 1
+    yx = np.zeros_like(W)
+    yu = np.zeros(K)
+    for b in range(B):
+        for i in range(Ho):
+            for j in range(Wo):
+                x = X[b, :, i * stride:i * stride + k, j * stride:j * stride + k]
+                u = np.array([np.sum(W[c] * x) for c in range(K)])
+                e = np.exp(t_invert * (u - u.max()))
+                y = -e / e.sum()  # soft anti-Hebbian: every channel but the winner negated
+                y[np.argmax(u)] *= -1
+                for c in range(K):
+                    yx[c] += y[c] * x
+                    yu[c] += y[c] * u[c]
+    delta = yx - yu[:, None, None, None] * W
+    delta = delta / (np.abs(delta).max() + 1e-30)
+    if adaptive:
+        norm = np.sqrt(np.sum(W ** 2, axis=(1, 2, 3)))
+        lr_c = lr * (np.abs(norm - 1.0) + 1e-10) ** power_lr
+    else:
+        lr_c = np.full(K, float(lr))
+    return W + lr_c[:, None, None, None] * delta, bn
+
+
 def diehl_cook_presentation(W, indptr, indices, n_rest, p, dt, learn, state):
     """One presentation of the Diehl & Cook (2015) E/I network, time-stepped in float64 NumPy.
 

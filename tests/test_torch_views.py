@@ -85,7 +85,9 @@ def test_numpy_module_runs_numpy_and_refuses_gradients():
 def test_spiking_classifier_wires_transform_and_readout(data):
     X, y = data
 
-    class FakeSpiking:  # the interface of SpikingWTA: transform(X) -> counts
+    class FakeSpiking:  # the interface of SpikingWTA: transform(X) -> counts, a progress setting
+        progress = None
+
         def transform(self, X):
             return np.round(X[:, :8] * 10).astype(np.float32)
 

@@ -118,6 +118,8 @@ class BaselineModel(nn.Module):
     #: learns from labels and has its own classifier head
     supervised = True
     represents_input = False
+    #: no trainer of several networks at once (each seed trains on its own)
+    ensemble = None
     #: ``fit`` keywords a study may set (baselines train through ``baselines.train`` for now)
     config_fit_params = ()
     _input_shape: tuple | None = None   # e.g. (1, 28, 28): also accepted besides flat input

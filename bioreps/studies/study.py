@@ -370,7 +370,7 @@ def _ensembled(cfg) -> list:
     seeds = cfg["study"]["seeds"]
     if not cfg["study"].get("ensembles", True) or len(seeds) < 2 or not _same_rows_every_seed(cfg["data"]):
         return []
-    return [m["name"] for m in cfg["models"] if getattr(kinds.get(m["kind"]), "ensemble", None) is not None]
+    return [m["name"] for m in cfg["models"] if kinds.get(m["kind"]).ensemble is not None]
 
 
 def ensemble_unit(ctx, data_cfg, model_cfg, seeds):

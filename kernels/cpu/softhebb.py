@@ -46,8 +46,8 @@ from numba import njit
 
 from .._config import njit_options
 
-__all__ = ["power_weights", "row_lr", "softmax_columns", "update_max", "apply_update",
-           "softhebb_epoch", "SoftHebbBuffers", "PREC", "LR_EPS"]
+__all__ = ["power_weights", "row_lr", "softmax_columns", "anti_hebbian_columns", "update_max", "apply_update",
+           "softhebb_batch", "softhebb_epoch", "SoftHebbBuffers", "PREC", "LR_EPS"]
 
 PREC = 1e-30  # added to max|ds| before dividing (the reference's ``nc + 1e-30``)
 LR_EPS = 1e-10  # added to | ||w||_p - 1 | in the adaptive learning rate (the reference's ``nc``)
@@ -158,6 +158,30 @@ def softmax_columns(UT, m, t_invert, YT, xx, E, cmax, csum):
 
 
 @njit(**njit_options())
+def anti_hebbian_columns(UT, m, YT, xx):
+    """SoftHebb's soft anti-Hebbian plasticity (the convolutional layers of the reference code,
+    ``hebbconv.py`` mode 0): for each sample b < m, every unit but the winner (the first unit
+    with the largest current, as ``torch.argmax``) gets ``-YT[i, b]``; then ``xx[i] = sum_b
+    YT[i, b] * UT[i, b]`` again with the signed activations (float64, samples in order)."""
+    K = UT.shape[0]
+    for b in range(m):
+        best = UT[0, b]
+        win = 0
+        for i in range(1, K):
+            if UT[i, b] > best:
+                best = UT[i, b]
+                win = i
+        for i in range(K):
+            if i != win:
+                YT[i, b] = -YT[i, b]
+    for i in range(K):
+        s = 0.0
+        for b in range(m):
+            s += np.float64(YT[i, b]) * np.float64(UT[i, b])
+        xx[i] = s
+
+
+@njit(**njit_options())
 def update_max(G, W, xx, colmax):
     """``max |G - xx[:, None] * W|`` over all entries (float64): the update's global scale.
 
@@ -227,6 +251,26 @@ class SoftHebbBuffers:
         self.nc = 0.0  # max|ds| of the last batch
 
 
+def softhebb_batch(W, Wp, V, t_invert, lr, p, power_lr, adaptive, refresh_wp, bf, anti_hebbian=False):
+    """One minibatch: the rows of ``V`` (m <= B, N) float32 are the samples (for the
+    convolutional layer, every patch of every image of the batch). Steps 1-5 of the module
+    docstring, ``W`` (and ``Wp`` when ``refresh_wp``) updated in place, ``bf.lrs`` advanced,
+    ``bf.nc`` set. ``anti_hebbian``: SoftHebb's convolutional rule, every unit but the winner of
+    a sample gets the negated activation (:func:`anti_hebbian_columns`)."""
+    m = V.shape[0]
+    B = bf.UT.shape[1]
+    # the GEMMs through BLAS into the buffers: currents UT = Wp @ V.T and G = YT @ V
+    # (for a short batch, views of the first m columns)
+    UT = bf.UT if m == B else bf.UT[:, :m]
+    np.matmul(Wp, V.T, out=UT)
+    softmax_columns(bf.UT, m, t_invert, bf.YT, bf.xx, bf.E, bf.cmax, bf.csum)
+    if anti_hebbian:
+        anti_hebbian_columns(bf.UT, m, bf.YT, bf.xx)
+    np.matmul(bf.YT if m == B else bf.YT[:, :m], V, out=bf.G)
+    bf.nc = update_max(bf.G, W, bf.xx, bf.colmax)
+    apply_update(W, Wp, bf.G, bf.xx, bf.nc, bf.lrs, lr, p, power_lr, adaptive, refresh_wp)
+
+
 def softhebb_epoch(W, X, order, batch_size, t_invert, lr, p, power_lr, adaptive, buffers=None,
                    callback=None):
     """One pass over ``X[order]`` in minibatches of ``batch_size``, updating ``W`` in place.
@@ -277,14 +321,7 @@ def softhebb_epoch(W, X, order, batch_size, t_invert, lr, p, power_lr, adaptive,
         m = min(B, n - start)
         V = bf.V[:m]
         np.take(X, order[start:start + m], axis=0, out=V)
-        # the GEMMs through BLAS into the buffers: currents UT = Wp @ V.T and G = YT @ V
-        # (for the final short batch, views of the first m columns)
-        UT = bf.UT if m == B else bf.UT[:, :m]
-        np.matmul(Wp, V.T, out=UT)
-        softmax_columns(bf.UT, m, t_invert, bf.YT, bf.xx, bf.E, bf.cmax, bf.csum)
-        np.matmul(bf.YT if m == B else bf.YT[:, :m], V, out=bf.G)
-        bf.nc = update_max(bf.G, W, bf.xx, bf.colmax)
-        apply_update(W, Wp, bf.G, bf.xx, bf.nc, bf.lrs, lr, p, power_lr, adaptive, refresh_wp)
+        softhebb_batch(W, Wp, V, t_invert, lr, p, power_lr, adaptive, refresh_wp, bf)
         n_batches += 1
         if callback is not None:
             callback(n_batches, m)

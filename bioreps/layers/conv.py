@@ -1,0 +1,311 @@
+"""Convolutional soft winner-take-all Hebbian layer: SoftHebb's convolutional layer (Journé,
+Garcia Rodriguez, Guo & Moraitis, "Hebbian deep learning without feedback", ICLR 2023; reference
+code NeuromorphicComputing/SoftHebb, ``hebbconv.py``), learned without labels or feedback.
+
+Per minibatch of images (kernels: :mod:`bioreps.kernels.cpu.conv`): optional batch
+normalisation of the inputs (the reference puts ``BatchNorm2d(affine=False)`` before every
+Hebbian conv), reflect padding, currents ``u = W * x`` at every position, a softmax over the
+channels at each position, SoftHebb's soft anti-Hebbian sign for the losers, the update
+``dW = sum y (x - u w)`` over images and positions scaled by its largest entry, times the
+per-channel adaptive rate ``lr * sqrt(| ||w|| - 1 |)``. The layer passes on SoftHebb's triangle
+activation ``relu(u - mean_c u) ** power`` after optional pooling.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .._progress import progress_bar
+from .._validation import check_array, check_int, plain
+from ._base import Layer
+
+__all__ = ["ConvSoftWTA"]
+
+
+def _pool_spec(pool):
+    """``pool`` as ``(kind, kernel, stride, padding)`` or None, checked."""
+    if pool is None:
+        return None
+    if isinstance(pool, str) or not hasattr(pool, "__len__") or len(pool) != 4:
+        raise ValueError(f"pool must be None or (kind, kernel, stride, padding), e.g. ('max', 4, 2, 1); got {pool!r}")
+    kind, k, s, p = pool
+    if kind not in ("max", "avg"):
+        raise ValueError(f"pool kind must be 'max' or 'avg', got {kind!r}")
+    k, s, p = check_int(k, "pool kernel", 1), check_int(s, "pool stride", 1), check_int(p, "pool padding", 0)
+    if 2 * p > k:
+        raise ValueError(f"pool padding {p} must be at most half the pool kernel {k}")
+    return kind, k, s, p
+
+
+class ConvSoftWTA(Layer):
+    """SoftHebb convolutional layer: ``n_channels`` filters of ``kernel_size`` x ``kernel_size``
+    learned by soft winner-take-all Hebbian plasticity (see the module docstring).
+
+    Parameters
+    ----------
+    n_channels : int
+        Output channels (the competing units at each position).
+    kernel_size, stride, padding : int
+        The convolution's window, step and padding (``padding_mode``: "reflect" as the reference
+        code, or "zeros").
+    pool : tuple or None
+        Pooling after the activation, ``(kind, kernel, stride, padding)`` with kind "max" or
+        "avg" (the reference's first layer: ``("max", 4, 2, 1)``); None: no pooling.
+    temperature : float
+        Softmax temperature T (the reference's ``t_invert`` is 1/T: 1, 1/0.65, 1/0.25 for its
+        three CIFAR-10 layers).
+    lr : float
+        Amplitude of the adaptive rate ``lr * (| ||w||_2 - 1 | + 1e-10) ** power_lr`` (0.08,
+        0.005, 0.01 there); with ``adaptive=False`` the rate itself.
+    power : float
+        Exponent of the triangle activation passed on (0.7, 1.4, 1.0 there).
+    batch_norm : bool
+        Normalise each input channel before the convolution (batch statistics while learning,
+        running statistics after, as ``BatchNorm2d(affine=False)``).
+    init_radius : float
+        Initial weights ``N(0, (init_radius / sqrt(C k^2))^2)``: norms near ``init_radius`` (25
+        in the reference).
+    batch_size : int
+        Images per update (10 in the reference).
+    input_shape : tuple or None
+        ``(C, H, W)`` when ``X`` comes as flat rows; 4-D input ``(n, C, H, W)`` gives it.
+
+    ``transform`` returns flat rows ``(n, n_channels * H' * W')`` (channel-major; ``output_shape_``
+    is ``(n_channels, H', W')``), the form readouts and HDF5 files take.
+    """
+
+    kind = "conv-soft-wta"
+    config_fit_params = ("epochs",)
+    neutral_params = (*Layer.neutral_params, "power")
+    input_dtype = np.float32
+    fitted = {**Layer.fitted, "weights_": np.float32, "bn_mean_": np.float64, "bn_var_": np.float64,
+              "input_shape_": "json", "output_shape_": "json", "seed_": "json", "n_units_": "json",
+              "n_samples_seen_": "json", "epochs_done_": "json", "history_": "json"}
+    representation_description = "pooled triangle activations of the convolution (channel, y, x), flattened"
+    export_block_rows = 512
+
+    def __init__(self, n_channels=96, kernel_size=5, stride=1, padding=0, pool: tuple | None = None,
+                 temperature=1.0, lr=0.08, power_lr=0.5, adaptive=True, power=0.7, batch_norm=True,
+                 padding_mode="reflect", init_radius=25.0, batch_size=10, shuffle=True,
+                 input_shape: tuple | None = None, random_state=None, progress=None):
+        self.n_channels = n_channels
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.padding = padding
+        self.pool = pool
+        self.temperature = temperature
+        self.lr = lr
+        self.power_lr = power_lr
+        self.adaptive = adaptive
+        self.power = power
+        self.batch_norm = batch_norm
+        self.padding_mode = padding_mode
+        self.init_radius = init_radius
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.input_shape = input_shape
+        self.random_state = random_state
+        self.progress = progress
+
+    # ------------------------------------------------------------------ validation
+    def _validate_params(self):
+        from ..kernels.cpu.conv import PADDING_MODES
+
+        check_int(self.n_channels, "n_channels", 1)
+        check_int(self.kernel_size, "kernel_size", 1)
+        check_int(self.stride, "stride", 1)
+        check_int(self.padding, "padding", 0)
+        check_int(self.batch_size, "batch_size", 1)
+        for name in ("temperature", "lr", "power", "init_radius"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not (
+                    np.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a number > 0, got {plain(v)!r}")
+        if not (np.isfinite(self.power_lr) and self.power_lr >= 0):
+            raise ValueError(f"power_lr must be >= 0, got {plain(self.power_lr)!r}")
+        for name in ("adaptive", "batch_norm", "shuffle"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"{name} must be True or False, got {plain(getattr(self, name))!r}")
+        if self.padding_mode not in PADDING_MODES:
+            raise ValueError(f"padding_mode must be one of {list(PADDING_MODES)}, got {self.padding_mode!r}")
+        _pool_spec(self.pool)
+        if self.input_shape is not None:
+            shape = tuple(self.input_shape)
+            if len(shape) != 3 or any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1
+                                      for d in shape):
+                raise ValueError(f"input_shape must be (channels, height, width), got {self.input_shape!r}")
+
+    def _images(self, X, name="X", *, reset=False):
+        """``X`` as float32 images (n, C, H, W): 4-D as given, or flat rows reshaped by
+        ``input_shape`` (or the fitted shape); checked finite, and of the fitted shape unless
+        ``reset``."""
+        X = np.asarray(X)
+        if X.ndim == 4:
+            shape = X.shape[1:]
+            X = check_array(X.reshape(X.shape[0], -1), name=name, ndim=2, dtype=np.float32)
+        else:
+            shape = getattr(self, "input_shape_", None) if not reset else None
+            shape = tuple(self.input_shape) if self.input_shape is not None else shape
+            if shape is None:
+                raise ValueError(f"{name} has shape {X.shape}: give images (n, C, H, W), or flat rows with "
+                                 "input_shape=(C, H, W)")
+            X = check_array(X, name=name, ndim=2, dtype=np.float32)
+            if X.shape[1] != int(np.prod(shape)):
+                raise ValueError(f"{name} has {X.shape[1]} features per row, input_shape {tuple(shape)} "
+                                 f"needs {int(np.prod(shape))}")
+        shape = tuple(int(d) for d in shape)
+        if not reset and self._is_fitted() and shape != tuple(self.input_shape_):
+            raise ValueError(f"{name} holds images of shape {shape}; the layer was fitted on {tuple(self.input_shape_)}")
+        k = int(self.kernel_size)
+        if shape[1] + 2 * int(self.padding) < k or shape[2] + 2 * int(self.padding) < k:
+            raise ValueError(f"{name}: images of {shape[1]} x {shape[2]} (padding {self.padding}) are smaller "
+                             f"than the kernel {k} x {k}")
+        if self.padding_mode == "reflect" and int(self.padding) >= min(shape[1], shape[2]):
+            raise ValueError(f"reflect padding {self.padding} needs images larger than it, got {shape[1]} x {shape[2]}")
+        return np.ascontiguousarray(X.reshape((X.shape[0],) + shape))
+
+    def _check_X(self, X, name="X", *, reset=False):
+        """Flat rows (n, C * H * W) of the images (the form the export writes from)."""
+        Xi = self._images(X, name, reset=reset)
+        return Xi.reshape(Xi.shape[0], -1)
+
+    def _shapes(self, in_shape):
+        from ..kernels.cpu.conv import out_size
+
+        C, H, W = in_shape
+        k, s, p = int(self.kernel_size), int(self.stride), int(self.padding)
+        Ho, Wo = out_size(H, k, s, p), out_size(W, k, s, p)
+        spec = _pool_spec(self.pool)
+        if spec is not None:
+            _, pk, ps, pp = spec
+            if Ho + 2 * pp < pk or Wo + 2 * pp < pk:
+                raise ValueError(f"the convolution's {Ho} x {Wo} output is smaller than the pool kernel {pk}")
+            Ho, Wo = out_size(Ho, pk, ps, pp), out_size(Wo, pk, ps, pp)
+        return (int(self.n_channels), Ho, Wo)
+
+    # ------------------------------------------------------------------ learning
+    def _start(self, X):
+        self._validate_params()
+        seed_seq = np.random.SeedSequence(self.random_state)
+        C = X.shape[1]
+        k = int(self.kernel_size)
+        n_in = C * k * k
+        rng = np.random.default_rng(seed_seq.spawn(1)[0])
+        std = float(self.init_radius) / np.sqrt(n_in)
+        self.weights_ = (std * rng.standard_normal((int(self.n_channels), n_in))).astype(np.float32)
+        self.bn_mean_ = np.zeros(C) if self.batch_norm else None
+        self.bn_var_ = np.ones(C) if self.batch_norm else None
+        self.seed_ = int(seed_seq.entropy % (2**63))
+        self.input_shape_ = [int(d) for d in X.shape[1:]]
+        self.output_shape_ = list(self._shapes(X.shape[1:]))
+        self.n_features_in_ = int(np.prod(X.shape[1:]))
+        self.n_units_ = int(np.prod(self.output_shape_))
+        self.n_samples_seen_ = 0
+        self.epochs_done_ = 0
+        self.history_ = []
+
+    def _pass(self, X, order, desc):
+        from ..kernels.cpu.conv import conv_softhebb_epoch
+
+        bar = progress_bar(total=len(order), progress=self.progress, desc=desc, unit="image")
+        try:
+            conv_softhebb_epoch(self.weights_, X, order, int(self.batch_size), int(self.kernel_size),
+                                int(self.stride), int(self.padding), self.padding_mode, 1.0 / float(self.temperature),
+                                float(self.lr), 2.0, float(self.power_lr), bool(self.adaptive), self.bn_mean_,
+                                self.bn_var_, callback=lambda i, m: bar.update(m))
+        finally:
+            bar.close()
+        self.n_samples_seen_ += len(order)
+
+    def _record(self, seconds):
+        norms = np.linalg.norm(self.weights_.astype(np.float64), axis=1)
+        rec = {"epoch": self.epochs_done_, "seconds": round(seconds, 3),
+               "converged": float(np.mean(np.abs(norms - 1.0) < 0.05)), "mean_norm": float(norms.mean())}
+        self.history_.append(rec)
+        return rec
+
+    def fit(self, X, epochs=1, *, callback=None):
+        """Learn the filters from images ``X`` (n, C, H, W) or flat rows with ``input_shape``,
+        values in [0, 1], ``epochs`` passes (shuffled per epoch with the layer's seed unless
+        ``shuffle=False``). ``callback(layer, record)`` after each epoch; ``False`` stops.
+        ``history_`` records per epoch the fraction of filters within 0.05 of unit norm
+        (``converged``) and their mean norm."""
+        epochs = check_int(epochs, "epochs", 1)
+        self._validate_params()
+        X = self._images(X, reset=True)
+        self._start(X)
+        for e in range(epochs):
+            t0 = time.perf_counter()
+            order = (np.random.default_rng([self.seed_, 1, e]).permutation(X.shape[0]) if self.shuffle
+                     else np.arange(X.shape[0]))
+            self._pass(X, order, f"conv soft-WTA {e + 1}/{epochs}")
+            self.epochs_done_ += 1
+            rec = self._record(time.perf_counter() - t0)
+            if callback is not None and callback(self, rec) is False:
+                break
+        return self
+
+    def partial_fit(self, X):
+        """One pass over ``X`` in order, continuing the learning of earlier calls (the first call
+        initialises the layer): two calls on the halves of ``X`` equal one unshuffled epoch."""
+        self._validate_params()
+        if not self._is_fitted():
+            X = self._images(X, reset=True)
+            self._start(X)
+        else:
+            X = self._images(X)
+        self._pass(X, np.arange(X.shape[0]), "conv soft-WTA partial_fit")
+        return self
+
+    # ------------------------------------------------------------------ inference
+    def currents(self, X, block_rows=256):
+        """The convolution's currents ``u`` (n, n_channels, Ho, Wo), float32, after the input
+        normalisation with the running statistics."""
+        self._check_fitted()
+        X = self._images(X)
+        return np.concatenate([self._currents(X[i:i + block_rows]) for i in range(0, len(X), block_rows)]) \
+            if len(X) else np.zeros((0, self.n_channels, 0, 0), np.float32)
+
+    def _currents(self, Xb):
+        from ..kernels.cpu import conv
+
+        if self.bn_mean_ is not None:
+            Xb = conv.batch_norm_eval(Xb, self.bn_mean_, self.bn_var_)
+        k, s, p = int(self.kernel_size), int(self.stride), int(self.padding)
+        Xp = conv.pad(Xb, p, self.padding_mode)
+        V = conv.patches(Xp, k, s)
+        Ho, Wo = conv.out_size(Xb.shape[2], k, s, p), conv.out_size(Xb.shape[3], k, s, p)
+        U = V @ self.weights_.T  # (B * Ho * Wo, K)
+        return np.ascontiguousarray(U.reshape(Xb.shape[0], Ho, Wo, -1).transpose(0, 3, 1, 2))
+
+    def transform(self, X, block_rows=256):
+        """Flat rows (n, n_channels * H' * W') of the pooled triangle activations."""
+        from ..kernels.cpu import conv
+
+        self._check_fitted()
+        X = self._images(X)
+        spec = _pool_spec(self.pool)
+        out = np.empty((X.shape[0], self.n_units_), np.float32)
+        for i in range(0, X.shape[0], block_rows):
+            A = conv.triangle(self._currents(X[i:i + block_rows]), float(self.power))
+            if spec is not None:
+                A = conv.pool(A, *spec)
+            out[i:i + block_rows] = A.reshape(A.shape[0], -1)
+        return out
+
+    def fit_transform(self, X, y=None, epochs=1):
+        return self.fit(X, epochs=epochs).transform(X)
+
+    # ------------------------------------------------------------------ record
+    def dims(self) -> dict:
+        return {"channel": int(self.n_channels), "patch_feature": int(self.weights_.shape[1])}
+
+    def receptive_field_weights(self):
+        self._check_fitted()
+        return self.weights_
+
+    def _restore(self, hp, arrays, path):
+        if not self.batch_norm:
+            self.bn_mean_ = self.bn_var_ = None

@@ -1,0 +1,155 @@
+"""Convolutional SoftHebb (soft winner-take-all Hebbian plasticity on image patches): CPU kernels.
+
+After Journé, Garcia Rodriguez, Guo & Moraitis, "Hebbian deep learning without feedback" (ICLR
+2023), reference code NeuromorphicComputing/SoftHebb, ``hebbconv.py`` (``HebbSoftKrotovConv2d``,
+mode 0, the class its presets use) and its single-file rewrite ``demo.py``. One training step on
+a minibatch of B images (n, C, H, W):
+
+1. (``batch_norm``) each input channel normalised by the batch's mean and biased variance over
+   images and positions (``BatchNorm2d(C, affine=False)`` in training mode, eps 1e-5); the
+   running mean and unbiased variance updated with momentum 0.1 (what ``transform`` uses);
+2. padding (``reflect`` as the reference, or zeros), then every k x k patch at the stride as a
+   row: the (B * Ho * Wo, C * k * k) matrix ``V`` (:func:`patches`, features ordered (c, ky, kx)
+   as a conv weight ``(K, C, k, k)`` flattens);
+3. the dense SoftHebb step on those rows (:func:`bioreps.kernels.cpu.softhebb.softhebb_batch`):
+   currents ``u = W v`` per patch, ``y = softmax(t_invert * u)`` over the K channels at each
+   position, SoftHebb's soft anti-Hebbian sign (every channel but the position's winner gets
+   ``-y``), ``dW = sum over images and positions of y (v - u w)``, scaled by its largest entry
+   over the whole tensor, times the per-channel adaptive rate ``lr * (| ||w||_2 - 1 | + 1e-10) **
+   power_lr`` taken from the weights before the step. This is the reference's
+   ``yx - yu * W`` with ``yx = conv2d(x^T, y^T)``: the same sums, gathered from the patch matrix.
+
+What the layer passes on (``transform``): ``u`` at every position, SoftHebb's triangle
+activation ``relu(u - mean over channels of u) ** power`` (:func:`triangle`), then pooling
+(:func:`pool`, max or average, torch's ``MaxPool2d``/``AvgPool2d`` semantics with
+``count_include_pad``).
+
+The patch matrix is built with NumPy stride tricks and copied once per batch; the two GEMMs run
+through BLAS (every core); the competition and the update are the dense kernel's Numba loops.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .softhebb import SoftHebbBuffers, power_weights, row_lr, softhebb_batch
+
+__all__ = ["out_size", "pad", "patches", "triangle", "pool", "batch_norm_train", "batch_norm_eval",
+           "conv_softhebb_epoch", "BN_EPS", "BN_MOMENTUM", "PADDING_MODES", "POOLS"]
+
+BN_EPS = 1e-5  # torch BatchNorm2d defaults
+BN_MOMENTUM = 0.1
+PADDING_MODES = ("reflect", "zeros")
+POOLS = ("max", "avg")
+
+
+def out_size(n, k, stride, padding):
+    """Output length of a window of ``k`` at ``stride`` over ``n`` padded by ``padding`` on both sides."""
+    return (n + 2 * padding - k) // stride + 1
+
+
+def pad(X, padding, mode):
+    """``X`` (B, C, H, W) padded by ``padding`` on each side of H and W (``reflect``: torch's
+    reflection, the edge not repeated; ``zeros``)."""
+    if padding == 0:
+        return X
+    width = ((0, 0), (0, 0), (padding, padding), (padding, padding))
+    return np.pad(X, width, mode="reflect" if mode == "reflect" else "constant")
+
+
+def patches(Xp, k, stride, out=None):
+    """Every k x k patch of the padded images ``Xp`` (B, C, Hp, Wp) at ``stride`` as rows of a
+    float32 (B * Ho * Wo, C * k * k) matrix: rows ordered (image, y, x), features (c, ky, kx)."""
+    B, C = Xp.shape[:2]
+    win = np.lib.stride_tricks.sliding_window_view(Xp, (k, k), axis=(2, 3))[:, :, ::stride, ::stride]
+    Ho, Wo = win.shape[2], win.shape[3]
+    shape = (B * Ho * Wo, C * k * k)
+    if out is None:
+        out = np.empty(shape, np.float32)
+    out.reshape(B, Ho, Wo, C, k, k)[...] = win.transpose(0, 2, 3, 1, 4, 5)
+    return out
+
+
+def batch_norm_train(X, running_mean, running_var, eps=BN_EPS, momentum=BN_MOMENTUM):
+    """``X`` (B, C, H, W) normalised per channel by the batch's mean and biased variance (float64
+    statistics), returned float32; ``running_mean``/``running_var`` (C,) float64 updated in place
+    with the unbiased variance, as torch's ``BatchNorm2d`` in training mode."""
+    Xd = X.astype(np.float64)
+    mean = Xd.mean(axis=(0, 2, 3))
+    var = Xd.var(axis=(0, 2, 3))
+    n = X.shape[0] * X.shape[2] * X.shape[3]
+    running_mean *= 1.0 - momentum
+    running_mean += momentum * mean
+    running_var *= 1.0 - momentum
+    running_var += momentum * var * (n / max(n - 1, 1))
+    return ((Xd - mean[None, :, None, None]) / np.sqrt(var + eps)[None, :, None, None]).astype(np.float32)
+
+
+def batch_norm_eval(X, running_mean, running_var, eps=BN_EPS):
+    """``X`` (B, C, H, W) normalised per channel by the running statistics (evaluation mode)."""
+    scale = (1.0 / np.sqrt(running_var + eps)).astype(np.float32)
+    return (X - running_mean.astype(np.float32)[None, :, None, None]) * scale[None, :, None, None]
+
+
+def triangle(U, power):
+    """SoftHebb's ``Triangle``: ``relu(U - mean over channels of U) ** power`` for U (B, K, H, W)."""
+    A = np.maximum(U - U.mean(axis=1, keepdims=True), 0.0)
+    return A if power == 1.0 else A ** np.float32(power)
+
+
+def pool(A, kind, k, stride, padding):
+    """Max or average pooling of ``A`` (B, K, H, W) over k x k windows at ``stride``, padded by
+    ``padding`` (max: padding never wins; average: padded zeros count, torch's default)."""
+    if kind == "max":
+        Ap = np.pad(A, ((0, 0), (0, 0), (padding, padding), (padding, padding)), constant_values=-np.inf) \
+            if padding else A
+        win = np.lib.stride_tricks.sliding_window_view(Ap, (k, k), axis=(2, 3))[:, :, ::stride, ::stride]
+        return win.max(axis=(4, 5))
+    Ap = np.pad(A, ((0, 0), (0, 0), (padding, padding), (padding, padding))) if padding else A
+    win = np.lib.stride_tricks.sliding_window_view(Ap, (k, k), axis=(2, 3))[:, :, ::stride, ::stride]
+    return (win.sum(axis=(4, 5), dtype=np.float64) / (k * k)).astype(A.dtype)
+
+
+def conv_softhebb_epoch(W, X, order, batch_size, kernel_size, stride, padding, padding_mode, t_invert, lr, p,
+                        power_lr, adaptive, bn_mean=None, bn_var=None, buffers=None, callback=None):
+    """One pass over the images ``X[order]`` (n, C, H, W) float32 in minibatches of
+    ``batch_size`` images, updating ``W`` (K, C * k * k) float32 in place (steps 1-3 of the module
+    docstring). ``bn_mean``/``bn_var`` (C,) float64: batch normalisation of the inputs, running
+    statistics updated in place (None: no normalisation). ``callback(batch_index, n_images)``
+    after each minibatch. Returns the number of batches."""
+    W = np.asarray(W)
+    if W.dtype != np.float32 or W.ndim != 2 or not W.flags.c_contiguous:
+        raise TypeError("W must be a 2-D C-contiguous float32 array (it is updated in place)")
+    k, s, pd = int(kernel_size), int(stride), int(padding)
+    n, C, H, Wd = X.shape
+    K, N = W.shape
+    if N != C * k * k:
+        raise ValueError(f"W has {N} features per unit, the patches of {C} channels x {k} x {k} have {C * k * k}")
+    B = int(batch_size)
+    P = out_size(H, k, s, pd) * out_size(Wd, k, s, pd)
+    rows = B * P
+    if buffers is None or buffers.shape != (K, N, rows):
+        buffers = SoftHebbBuffers(K, N, rows, W.dtype)
+    bf = buffers
+    t_invert, lr, p, power_lr, adaptive = float(t_invert), float(lr), float(p), float(power_lr), bool(adaptive)
+    refresh_wp = p != 2.0
+    if refresh_wp:
+        power_weights(W, p, bf.Wp)
+        Wp = bf.Wp
+    else:
+        Wp = W
+    row_lr(W, Wp, lr, p, power_lr, adaptive, bf.lrs)
+    order = np.asarray(order)
+    n_batches = 0
+    for start in range(0, order.shape[0], B):
+        idx = order[start:start + B]
+        Xb = X[idx]
+        if bn_mean is not None:
+            Xb = batch_norm_train(Xb, bn_mean, bn_var)
+        m = len(idx) * P
+        V = patches(pad(Xb, pd, padding_mode), k, s, out=bf.V[:m])
+        softhebb_batch(W, Wp, V, t_invert, lr, p, power_lr, adaptive, refresh_wp, bf, anti_hebbian=True)
+        n_batches += 1
+        if callback is not None:
+            callback(n_batches, len(idx))
+    return n_batches

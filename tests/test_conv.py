@@ -1,0 +1,142 @@
+"""Convolutional SoftHebb layer (ConvSoftWTA): the CPU kernel against the slow NumPy twin
+(tests/reference.py) and against the reference code's own formulas written in torch (SoftHebb's
+demo.py: F.pad, F.conv2d, softmax, the anti-Hebbian sign, the yx convolution); transform against
+torch's conv, triangle and pooling; the sklearn API, files and bad input."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import reference
+from bioreps import io
+from bioreps.kernels.cpu import conv
+from bioreps.layers import ConvSoftWTA
+
+# float32 storage and float32 GEMMs against float64: one step moves a weight by at most lr_c (the
+# update is scaled to a largest entry of 1), and the difference is a few float32 roundings of it
+TOL = dict(rtol=2e-4, atol=2e-5)
+
+
+@pytest.fixture(scope="module")
+def images():
+    rng = np.random.default_rng(7)
+    X = rng.random((9, 2, 9, 8)).astype(np.float32)
+    X[:, :, 2:5, 3:6] += 0.5  # some structure: a bright blob
+    return np.clip(X, 0, 1)
+
+
+def _kernel_steps(W0, X, batch, k, stride, padding, t_invert, lr, adaptive=True, bn=True):
+    W = W0.reshape(W0.shape[0], -1).astype(np.float32)  # a copy: the kernel updates W in place
+    mean, var = (np.zeros(X.shape[1]), np.ones(X.shape[1])) if bn else (None, None)
+    conv.conv_softhebb_epoch(W, X, np.arange(len(X)), batch, k, stride, padding, "reflect", t_invert, lr, 2.0, 0.5,
+                             adaptive, mean, var)
+    return W.reshape(W0.shape), mean, var
+
+
+@pytest.mark.parametrize("k, stride, padding, bn", [(3, 1, 1, True), (3, 2, 0, False), (2, 1, 1, True)])
+def test_kernel_matches_the_numpy_twin(images, k, stride, padding, bn):
+    rng = np.random.default_rng(1)
+    W0 = (rng.standard_normal((5, 2, k, k)) * 0.8).astype(np.float32)
+    W, mean, var = _kernel_steps(W0, images, 4, k, stride, padding, 1.5, 0.05, bn=bn)
+    ref, st = W0.astype(np.float64), ([np.zeros(2), np.ones(2)] if bn else None)
+    for start in range(0, len(images), 4):  # batches of 4, 4, 1
+        ref, st = reference.conv_softhebb_batch(ref, images[start:start + 4], k, stride, padding, 1.5, 0.05, bn=st)
+    assert np.abs(W - W0).max() > 1e-3  # it learned
+    np.testing.assert_allclose(W, ref, **TOL)
+    if bn:
+        np.testing.assert_allclose(mean, st[0], rtol=1e-6)
+        np.testing.assert_allclose(var, st[1], rtol=1e-6)
+
+
+def _demo_step(W, x, t_invert, lr, padding):
+    """SoftHebb's demo.py SoftHebbConv2d.forward (training) and its adaptive rate, verbatim in torch."""
+    x = F.pad(x, (padding,) * 4, "reflect")
+    u = F.conv2d(x, W, None, 1, 0, 1, 1)
+    B, OC, Ho, Wo = u.shape
+    flat = u.transpose(0, 1).reshape(OC, -1)
+    y = -torch.softmax(t_invert * flat, dim=0)
+    win = torch.argmax(flat, dim=0)
+    idx = torch.arange(flat.size(1))
+    y[win, idx] = -y[win, idx]
+    y = y.view(OC, B, Ho, Wo).transpose(0, 1)
+    yx = F.conv2d(x.transpose(0, 1), y.transpose(0, 1), padding=0, stride=1, dilation=1, groups=1).transpose(0, 1)
+    yu = torch.sum(y * u, dim=(0, 2, 3))
+    delta = yx - yu.view(-1, 1, 1, 1) * W
+    delta = delta / (torch.abs(delta).amax() + 1e-30)
+    norm = torch.sqrt((W ** 2).sum(dim=(1, 2, 3)))
+    lr_c = lr * torch.pow(torch.abs(norm - 1) + 1e-10, 0.5)
+    return W + lr_c.view(-1, 1, 1, 1) * delta
+
+
+def test_kernel_matches_the_reference_codes_formulas_in_torch(images):
+    rng = np.random.default_rng(2)
+    W0 = (rng.standard_normal((6, 2, 3, 3)) * 0.9).astype(np.float32)
+    W, _, _ = _kernel_steps(W0, images[:8], 4, 3, 1, 1, 1.0, 0.08, bn=False)
+    Wt = torch.from_numpy(W0.astype(np.float64))
+    for start in (0, 4):
+        Wt = _demo_step(Wt, torch.from_numpy(images[start:start + 4].astype(np.float64)), 1.0, 0.08, 1)
+    np.testing.assert_allclose(W, Wt.numpy(), **TOL)
+
+
+def test_transform_is_conv_triangle_pool_as_torch(images):
+    layer = ConvSoftWTA(n_channels=4, kernel_size=3, padding=1, pool=("max", 4, 2, 1), power=0.7, batch_norm=True,
+                        random_state=0, progress=False).fit(images, epochs=2)
+    H = layer.transform(images)
+    assert layer.output_shape_ == [4, 4, 4] and H.shape == (9, 64)
+    x = torch.from_numpy(images.astype(np.float64))
+    x = F.batch_norm(x, torch.from_numpy(layer.bn_mean_), torch.from_numpy(layer.bn_var_), training=False, eps=1e-5)
+    u = F.conv2d(F.pad(x, (1,) * 4, "reflect"), torch.from_numpy(layer.weights_.astype(np.float64)).view(4, 2, 3, 3))
+    a = torch.relu(u - u.mean(dim=1, keepdim=True)) ** 0.7
+    ref = F.max_pool2d(a, 4, 2, 1).reshape(9, -1).numpy()
+    np.testing.assert_allclose(H, ref, rtol=1e-4, atol=1e-5)
+    avg = ConvSoftWTA(n_channels=4, kernel_size=3, padding=1, pool=("avg", 2, 2, 0), power=1.0, batch_norm=False,
+                      random_state=0, progress=False).fit(images)
+    u = F.conv2d(F.pad(torch.from_numpy(images.astype(np.float64)), (1,) * 4, "reflect"),
+                 torch.from_numpy(avg.weights_.astype(np.float64)).view(4, 2, 3, 3))
+    ref = F.avg_pool2d(torch.relu(u - u.mean(dim=1, keepdim=True)), 2, 2, 0).reshape(9, -1).numpy()
+    np.testing.assert_allclose(avg.transform(images), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_flat_rows_partial_fit_seeds_and_files(images, tmp_path):
+    kw = dict(n_channels=3, kernel_size=3, padding=1, batch_size=3, shuffle=False, random_state=4, progress=False)
+    full = ConvSoftWTA(**kw).fit(images)
+    flat = images.reshape(9, -1)
+    halves = ConvSoftWTA(**kw, input_shape=(2, 9, 8)).partial_fit(flat[:6]).partial_fit(flat[6:])
+    np.testing.assert_array_equal(full.weights_, halves.weights_)
+    np.testing.assert_array_equal(full.transform(images), halves.transform(flat))
+    again = ConvSoftWTA(**kw).fit(images)
+    np.testing.assert_array_equal(full.weights_, again.weights_)  # same seed, same filters
+    other = ConvSoftWTA(**dict(kw, random_state=5)).fit(images)
+    assert not np.array_equal(full.weights_, other.weights_)
+    full.export(tmp_path / "c.h5", {"train": (images, np.arange(9) % 2)}, dataset="synthetic")
+    with io.load(tmp_path / "c.h5") as f:
+        np.testing.assert_array_equal(f.representations["train"].to_numpy(), full.transform(images))
+        assert f.model.kind == "conv-soft-wta"
+    back = ConvSoftWTA.load(tmp_path / "c.h5")
+    np.testing.assert_array_equal(back.transform(images), full.transform(images))
+    assert back.output_shape_ == full.output_shape_ == [3, 9, 8]
+
+
+@pytest.mark.parametrize("kw, X, err, match", [
+    (dict(), "flat", ValueError, r"give images \(n, C, H, W\), or flat rows with input_shape"),
+    (dict(input_shape=(2, 9, 9)), "flat", ValueError, "input_shape \\(2, 9, 9\\) needs 162"),
+    (dict(kernel_size=12), "img", ValueError, "smaller than the kernel 12 x 12"),
+    (dict(padding_mode="circular"), "img", ValueError, "padding_mode must be one of"),
+    (dict(pool=("median", 2, 2, 0)), "img", ValueError, "pool kind must be 'max' or 'avg'"),
+    (dict(pool=("max", 2)), "img", ValueError, "pool must be None or \\(kind, kernel, stride, padding\\)"),
+    (dict(temperature=0.0), "img", ValueError, "temperature must be a number > 0"),
+    (dict(), "nan", ValueError, "NaN|finite"),
+])
+def test_bad_input_names_the_problem(images, kw, X, err, match):
+    data = {"flat": images.reshape(9, -1), "img": images, "nan": np.where(images > 0.9, np.nan, images)}[X]
+    with pytest.raises(err, match=match):
+        ConvSoftWTA(**{"n_channels": 3, "kernel_size": 3, "padding": 1, "progress": False, **kw}).fit(data)
+
+
+def test_a_fitted_layer_refuses_images_of_another_shape(images):
+    layer = ConvSoftWTA(n_channels=3, kernel_size=3, padding=1, progress=False).fit(images)
+    with pytest.raises(ValueError, match=r"images of shape \(2, 8, 8\); the layer was fitted on \(2, 9, 8\)"):
+        layer.transform(images[:, :, :8])
+    with pytest.raises(RuntimeError, match="not fitted yet"):
+        ConvSoftWTA().transform(images)
