@@ -140,3 +140,56 @@ def test_a_fitted_layer_refuses_images_of_another_shape(images):
         layer.transform(images[:, :, :8])
     with pytest.raises(RuntimeError, match="not fitted yet"):
         ConvSoftWTA().transform(images)
+
+
+NET = [{"kind": "conv-soft-wta", "n_channels": 4, "kernel_size": 3, "padding": 1, "pool": ["max", 2, 2, 0],
+        "batch_size": 3},
+       {"kind": "conv-soft-wta", "n_channels": 6, "kernel_size": 3, "padding": 1, "temperature": 1.5,
+        "pool": ["avg", 2, 2, 0], "power": 1.0, "batch_size": 3}]
+
+
+def test_a_net_trains_layer_after_layer_on_the_lower_layers_output(images, tmp_path):
+    from bioreps.layers import HebbianNet
+
+    net = HebbianNet(NET, random_state=3, block_images=4, progress=False).fit(images, epochs=2)
+    assert [layer.output_shape_ for layer in net.layers_] == [[4, 4, 4], [6, 2, 2]]
+    assert net.transform(images).shape == (9, 24) and net.transform(images, layer=0).shape == (9, 64)
+    # by hand: layer 0 on the images, layer 1 on layer 0's output, each with the net's order and seeds
+    seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(3).spawn(2)]
+    X = images
+    for li, (spec, seed) in enumerate(zip(NET, seeds)):
+        kw = {k: v for k, v in spec.items() if k != "kind"}
+        layer = ConvSoftWTA(**kw, random_state=seed, progress=False)
+        layer._start(X)
+        for e in range(2):
+            order = np.random.default_rng([net.seed_, 1, li, e]).permutation(len(X))
+            layer._pass(X[order], np.arange(len(X)), "")
+        np.testing.assert_allclose(net.layers_[li].weights_, layer.weights_, rtol=1e-6, atol=1e-6)
+        X = layer.transform(X).reshape((len(X),) + tuple(layer.output_shape_))
+    np.testing.assert_allclose(net.transform(images), X.reshape(9, -1), rtol=1e-5, atol=1e-6)
+    # blocks of images through the lower layers give the same net as one block
+    whole = HebbianNet(NET, random_state=3, block_images=100, progress=False).fit(images, epochs=2)
+    np.testing.assert_array_equal(whole.layers_[1].weights_, net.layers_[1].weights_)
+    # files: one group of arrays per layer; load gives the same representation
+    net.export(tmp_path / "net.h5", {"test": images}, dataset="synthetic")
+    back = HebbianNet.load(tmp_path / "net.h5")
+    np.testing.assert_array_equal(back.transform(images), net.transform(images))
+    np.testing.assert_array_equal(back.transform(images, layer=0), net.transform(images, layer=0))
+    with io.load(tmp_path / "net.h5") as f:
+        assert sorted(f.model.arrays) == ["layer0", "layer1"] and f.model.kind == "hebbian-net"
+
+
+@pytest.mark.parametrize("layers, match", [
+    ([], "non-empty list of layer tables"),
+    ([{"kind": "hebbian-wta"}], r"layers\[0\]\.kind must be one of \['conv-soft-wta'\]"),
+    ([{"kind": "conv-soft-wta", "n_units": 3}], r"layers\[0\] has keys its kind does not take from a net: \['n_units'\]"),
+    ([{"kind": "conv-soft-wta", "random_state": 3}], r"layers\[0\] has keys .*\['random_state'\]"),
+    ([{"kind": "conv-soft-wta", "padding_mode": "wrap"}], "padding_mode must be one of"),
+])
+def test_a_bad_net_is_refused_before_training(images, layers, match):
+    from bioreps.layers import HebbianNet
+
+    with pytest.raises(ValueError, match=match):
+        HebbianNet(layers, progress=False).fit(images)
+    with pytest.raises(ValueError, match="layer must be < 2"):
+        HebbianNet(NET, progress=False).fit(images).transform(images, layer=2)

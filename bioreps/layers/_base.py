@@ -181,6 +181,12 @@ class Layer:
                 raise ValueError(f"{path} holds a {f.model.kind!r} model, not {cls.kind!r}")
             hp, arrays = dict(f.model.hyperparameters), _copy_arrays(f.model.arrays)
             cls._upgrade(hp, f)
+        return cls._from_record(hp, arrays, path, backend=backend)
+
+    @classmethod
+    def _from_record(cls, hp, arrays, path=None, backend=None):
+        """A layer from its stored hyperparameters and ``/model`` arrays (what :meth:`load` reads;
+        a stack of layers stores each layer's record in its own file group)."""
         names = cls._param_names()
         params = {k: cls._param_from_file(k, hp[k], arrays) for k in names if k in hp and k != "progress"}
         if backend is not None and "backend" in names:

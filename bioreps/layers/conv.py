@@ -21,7 +21,7 @@ from .._progress import progress_bar
 from .._validation import check_array, check_int, plain
 from ._base import Layer
 
-__all__ = ["ConvSoftWTA"]
+__all__ = ["ConvSoftWTA", "HebbianNet"]
 
 
 def _pool_spec(pool):
@@ -309,3 +309,164 @@ class ConvSoftWTA(Layer):
     def _restore(self, hp, arrays, path):
         if not self.batch_norm:
             self.bn_mean_ = self.bn_var_ = None
+
+
+#: the layer classes a :class:`HebbianNet` stacks, by kind
+_STACKABLE = {cls.kind: cls for cls in (ConvSoftWTA,)}
+
+
+class HebbianNet(Layer):
+    """A stack of convolutional Hebbian layers trained without labels, layer after layer
+    (greedy, as SoftHebb's presets train: "successive" mode), each on the previous layers'
+    output.
+
+    Parameters
+    ----------
+    layers : list of dict
+        One table per layer: ``kind`` (``"conv-soft-wta"``) and that layer's parameters (its
+        ``random_state`` and ``progress`` come from the net), e.g. SoftHebb's first block
+        ``{"kind": "conv-soft-wta", "n_channels": 96, "kernel_size": 5, "padding": 2,
+        "pool": ["max", 4, 2, 1], "temperature": 1.0, "lr": 0.08, "power": 0.7}``.
+    input_shape : tuple or None
+        ``(C, H, W)`` when ``X`` comes as flat rows.
+    block_images : int
+        Images pushed through the lower layers at a time while a layer learns (memory: the
+        lower layers' outputs of one block only); rounded down to whole minibatches of the
+        learning layer, so the result does not depend on it.
+
+    ``fit(X, epochs)`` trains each layer ``epochs`` passes (its images shuffled per epoch with
+    the net's seed) before the next; ``layers_`` are the fitted :class:`ConvSoftWTA` objects;
+    ``transform(X)`` gives the last layer's representation (flat rows), ``transform(X,
+    layer=i)`` layer i's.
+    """
+
+    kind = "hebbian-net"
+    config_fit_params = ("epochs",)
+    input_dtype = np.float32
+    fitted = {**Layer.fitted, "input_shape_": "json", "output_shape_": "json", "n_units_": "json",
+              "seed_": "json", "layer_records_": "json"}
+    representation_description = "the last layer's pooled triangle activations (channel, y, x), flattened"
+    export_block_rows = 256
+
+    def __init__(self, layers: list = (), input_shape: tuple | None = None, block_images=1000, random_state=None,
+                 progress=None):
+        self.layers = layers
+        self.input_shape = input_shape
+        self.block_images = block_images
+        self.random_state = random_state
+        self.progress = progress
+
+    def _validate_params(self):
+        check_int(self.block_images, "block_images", 1)
+        if isinstance(self.layers, (str, dict)) or not hasattr(self.layers, "__len__") or len(self.layers) == 0:
+            raise ValueError("layers must be a non-empty list of layer tables, e.g. "
+                             "[{'kind': 'conv-soft-wta', 'n_channels': 96, 'kernel_size': 5}]")
+        for i, spec in enumerate(self.layers):
+            if not isinstance(spec, dict):
+                raise ValueError(f"layers[{i}] must be a table (dict) with a kind, got {type(spec).__name__}")
+            if spec.get("kind") not in _STACKABLE:
+                raise ValueError(f"layers[{i}].kind must be one of {sorted(_STACKABLE)}, got {spec.get('kind')!r}")
+            bad = sorted(k for k in spec if k != "kind" and k not in _STACKABLE[spec["kind"]]._param_names())
+            if bad or "random_state" in spec or "progress" in spec or "input_shape" in spec:
+                raise ValueError(f"layers[{i}] has keys its kind does not take from a net: "
+                                 f"{bad or [k for k in ('random_state', 'progress', 'input_shape') if k in spec]}")
+            _STACKABLE[spec["kind"]](**{k: v for k, v in spec.items() if k != "kind"})._validate_params()
+        if self.input_shape is not None:
+            ConvSoftWTA(input_shape=self.input_shape)._validate_params()
+
+    def _build(self):
+        seeds = np.random.SeedSequence(self.random_state).spawn(len(self.layers))
+        return [_STACKABLE[spec["kind"]](**{k: v for k, v in spec.items() if k != "kind"},
+                                          random_state=int(s.generate_state(1)[0]), progress=self.progress)
+                for spec, s in zip(self.layers, seeds)]
+
+    def _images(self, X, name="X", *, reset=False):
+        probe = ConvSoftWTA(input_shape=self.input_shape)
+        if not reset and self._is_fitted():
+            probe.input_shape_ = self.input_shape_
+            probe.n_features_in_ = self.n_features_in_
+        return probe._images(X, name, reset=reset)
+
+    def _check_X(self, X, name="X", *, reset=False):
+        Xi = self._images(X, name, reset=reset)
+        return Xi.reshape(Xi.shape[0], -1)
+
+    def _forward(self, Xi, upto):
+        """Images through layers ``0 .. upto - 1``, as 4-D arrays (the input of layer ``upto``)."""
+        for layer in self.layers_[:upto]:
+            Xi = layer.transform(Xi).reshape((Xi.shape[0],) + tuple(layer.output_shape_))
+        return Xi
+
+    def fit(self, X, epochs=1, *, callback=None):
+        """Train the layers in turn on images ``X`` (see the class docstring). ``callback(net,
+        record)`` after each layer's epoch (``record``: layer, epoch, seconds, its filters'
+        mean norm); ``False`` stops."""
+        epochs = check_int(epochs, "epochs", 1)
+        self._validate_params()
+        X = self._images(X, reset=True)
+        self.layers_ = self._build()
+        self.seed_ = int(np.random.SeedSequence(self.random_state).entropy % (2**63))
+        self.input_shape_ = [int(d) for d in X.shape[1:]]
+        self.n_features_in_ = int(np.prod(X.shape[1:]))
+        shape = tuple(X.shape[1:])
+        for li, layer in enumerate(self.layers_):
+            layer._validate_params()
+            layer._start(np.empty((0,) + shape, np.float32))
+            bs = int(layer.batch_size)
+            block = max(bs, int(self.block_images) // bs * bs)  # whole minibatches per block
+            for e in range(epochs):
+                t0 = time.perf_counter()
+                order = np.random.default_rng([self.seed_, 1, li, e]).permutation(X.shape[0])
+                for start in range(0, len(order), block):
+                    Xb = self._forward(X[order[start:start + block]], li)
+                    layer._pass(Xb, np.arange(Xb.shape[0]), f"layer {li + 1}/{len(self.layers_)} epoch {e + 1}")
+                layer.epochs_done_ += 1
+                rec = dict(layer._record(time.perf_counter() - t0), layer=li)
+                if callback is not None and callback(self, rec) is False:
+                    break
+            shape = tuple(layer.output_shape_)
+        self.output_shape_ = list(shape)
+        self.n_units_ = int(np.prod(shape))
+        self.layer_records_ = [{"kind": layer.kind, "hyperparameters": layer.hyperparameters()}
+                               for layer in self.layers_]
+        return self
+
+    def transform(self, X, layer=None, block_rows=256):
+        """Flat rows of the last layer's representation (``layer=i``: layer i's)."""
+        self._check_fitted()
+        last = len(self.layers_) - 1 if layer is None else check_int(layer, "layer", 0)
+        if last >= len(self.layers_):
+            raise ValueError(f"layer must be < {len(self.layers_)} (the net has {len(self.layers_)} layers), got {last}")
+        X = self._images(X)
+        width = int(np.prod(self.layers_[last].output_shape_))
+        out = np.empty((X.shape[0], width), np.float32)
+        for i in range(0, X.shape[0], block_rows):
+            out[i:i + block_rows] = self.layers_[last].transform(self._forward(X[i:i + block_rows], last))
+        return out
+
+    def fit_transform(self, X, y=None, epochs=1):
+        return self.fit(X, epochs=epochs).transform(X)
+
+    # ------------------------------------------------------------------ record
+    def model_arrays(self) -> dict:
+        self._check_fitted()
+        return {f"layer{i}": layer.model_arrays() for i, layer in enumerate(self.layers_)}
+
+    def hyperparameters(self) -> dict:
+        hp = super().hyperparameters()
+        hp["layer_records_"] = [{"kind": layer.kind, "hyperparameters": layer.hyperparameters()}
+                                for layer in self.layers_]
+        return hp
+
+    def dims(self) -> dict:
+        return {}
+
+    def receptive_field_weights(self):
+        self._check_fitted()
+        return self.layers_[0].weights_
+
+    def _restore(self, hp, arrays, path):
+        self.layers_ = [_STACKABLE[rec["kind"]]._from_record(dict(rec["hyperparameters"]), arrays[f"layer{i}"], path)
+                        for i, rec in enumerate(hp["layer_records_"])]
+        for layer in self.layers_:
+            layer.progress = self.progress
