@@ -90,11 +90,11 @@ def test_transform_is_conv_triangle_pool_as_torch(images):
     a = torch.relu(u - u.mean(dim=1, keepdim=True)) ** 0.7
     ref = F.max_pool2d(a, 4, 2, 1).reshape(9, -1).numpy()
     np.testing.assert_allclose(H, ref, rtol=1e-4, atol=1e-5)
-    avg = ConvSoftWTA(n_channels=4, kernel_size=3, padding=1, pool=("avg", 2, 2, 0), power=1.0, batch_norm=False,
+    avg = ConvSoftWTA(n_channels=4, kernel_size=3, padding=1, pool=("avg", 3, 2, 1), power=1.4, batch_norm=False,
                       random_state=0, progress=False).fit(images)
     u = F.conv2d(F.pad(torch.from_numpy(images.astype(np.float64)), (1,) * 4, "reflect"),
                  torch.from_numpy(avg.weights_.astype(np.float64)).view(4, 2, 3, 3))
-    ref = F.avg_pool2d(torch.relu(u - u.mean(dim=1, keepdim=True)), 2, 2, 0).reshape(9, -1).numpy()
+    ref = F.avg_pool2d(torch.relu(u - u.mean(dim=1, keepdim=True)) ** 1.4, 3, 2, 1).reshape(9, -1).numpy()
     np.testing.assert_allclose(avg.transform(images), ref, rtol=1e-4, atol=1e-5)
 
 

@@ -265,10 +265,12 @@ class ConvSoftWTA(Layer):
         normalisation with the running statistics."""
         self._check_fitted()
         X = self._images(X)
-        return np.concatenate([self._currents(X[i:i + block_rows]) for i in range(0, len(X), block_rows)]) \
-            if len(X) else np.zeros((0, self.n_channels, 0, 0), np.float32)
+        parts = [self._currents(X[i:i + block_rows]).transpose(0, 3, 1, 2) for i in range(0, len(X), block_rows)]
+        return np.ascontiguousarray(np.concatenate(parts)) if parts else np.zeros((0, self.n_channels, 0, 0),
+                                                                                   np.float32)
 
     def _currents(self, Xb):
+        """Currents of a block of images, channel-last (B, Ho, Wo, K): the GEMM's own layout."""
         from ..kernels.cpu import conv
 
         if self.bn_mean_ is not None:
@@ -277,8 +279,7 @@ class ConvSoftWTA(Layer):
         Xp = conv.pad(Xb, p, self.padding_mode)
         V = conv.patches(Xp, k, s)
         Ho, Wo = conv.out_size(Xb.shape[2], k, s, p), conv.out_size(Xb.shape[3], k, s, p)
-        U = V @ self.weights_.T  # (B * Ho * Wo, K)
-        return np.ascontiguousarray(U.reshape(Xb.shape[0], Ho, Wo, -1).transpose(0, 3, 1, 2))
+        return (V @ self.weights_.T).reshape(Xb.shape[0], Ho, Wo, -1)
 
     def transform(self, X, block_rows=256):
         """Flat rows (n, n_channels * H' * W') of the pooled triangle activations."""
@@ -289,9 +290,7 @@ class ConvSoftWTA(Layer):
         spec = _pool_spec(self.pool)
         out = np.empty((X.shape[0], self.n_units_), np.float32)
         for i in range(0, X.shape[0], block_rows):
-            A = conv.triangle(self._currents(X[i:i + block_rows]), float(self.power))
-            if spec is not None:
-                A = conv.pool(A, *spec)
+            A = conv.activation(self._currents(X[i:i + block_rows]), float(self.power), spec)
             out[i:i + block_rows] = A.reshape(A.shape[0], -1)
         return out
 
