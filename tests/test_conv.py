@@ -181,7 +181,7 @@ def test_a_net_trains_layer_after_layer_on_the_lower_layers_output(images, tmp_p
 
 @pytest.mark.parametrize("layers, match", [
     ([], "non-empty list of layer tables"),
-    ([{"kind": "hebbian-wta"}], r"layers\[0\]\.kind must be one of \['conv-soft-wta'\]"),
+    ([{"kind": "hebbian-wta"}], r"layers\[0\]\.kind must be one of \['conv-hebbian-wta', 'conv-soft-wta'\]"),
     ([{"kind": "conv-soft-wta", "n_units": 3}], r"layers\[0\] has keys its kind does not take from a net: \['n_units'\]"),
     ([{"kind": "conv-soft-wta", "random_state": 3}], r"layers\[0\] has keys .*\['random_state'\]"),
     ([{"kind": "conv-soft-wta", "padding_mode": "wrap"}], "padding_mode must be one of"),
@@ -193,3 +193,49 @@ def test_a_bad_net_is_refused_before_training(images, layers, match):
         HebbianNet(layers, progress=False).fit(images)
     with pytest.raises(ValueError, match="layer must be < 2"):
         HebbianNet(NET, progress=False).fit(images).transform(images, layer=2)
+
+
+def _patch_rows(X, k, stride, padding, mode):
+    """Every patch as a row, by plain loops (image, y, x; features c, ky, kx)."""
+    width = ((0, 0), (0, 0), (padding, padding), (padding, padding))
+    Xp = np.pad(X, width, mode="reflect" if mode == "reflect" else "constant") if padding else X
+    B, C, H, W = Xp.shape
+    rows = []
+    for b in range(B):
+        for i in range(0, H - k + 1, stride):
+            for j in range(0, W - k + 1, stride):
+                rows.append(Xp[b, :, i:i + k, j:j + k].reshape(-1))
+    return np.array(rows, np.float64)
+
+
+@pytest.mark.parametrize("k, stride, padding, mode", [(3, 1, 1, "zeros"), (2, 2, 0, "zeros"), (3, 1, 1, "reflect")])
+def test_krotov_hopfield_on_patches_matches_the_dense_twin(images, k, stride, padding, mode):
+    rng = np.random.default_rng(3)
+    W0 = rng.standard_normal((5, 2 * k * k)).astype(np.float32)
+    W = W0.copy()
+    conv.conv_hebbian_epoch(W, images, np.arange(9), 4, k, stride, padding, mode, 2, 0.4, 0.05, 3.0)
+    ref = W0.astype(np.float64)
+    for start in range(0, 9, 4):  # every patch of a batch of images is a sample of one update
+        ref = reference.krotov_hopfield_batch(ref, _patch_rows(images[start:start + 4], k, stride, padding, mode),
+                                              2, 0.4, 0.05, 3.0)
+    assert np.abs(W - W0).max() > 1e-3
+    np.testing.assert_allclose(W, ref, **TOL)
+
+
+def test_conv_hebbian_layer_transform_and_a_mixed_net(images, tmp_path):
+    from bioreps.layers import ConvHebbianWTA, HebbianNet
+
+    layer = ConvHebbianWTA(n_channels=5, kernel_size=3, padding=1, pool=("max", 2, 2, 0), power=3.0, k=2,
+                           random_state=1, progress=False).fit(images, epochs=2)
+    W = layer.weights_.astype(np.float64)
+    Wp = torch.from_numpy(np.sign(W) * np.abs(W) ** 2).view(5, 2, 3, 3)
+    u = F.conv2d(F.pad(torch.from_numpy(images.astype(np.float64)), (1,) * 4), Wp)
+    ref = F.max_pool2d(torch.relu(u) ** 3.0, 2, 2, 0).reshape(9, -1).numpy()
+    np.testing.assert_allclose(layer.transform(images), ref, rtol=1e-4, atol=1e-4)
+    net = HebbianNet([{"kind": "conv-hebbian-wta", "n_channels": 4, "kernel_size": 3, "padding": 1,
+                       "pool": ["max", 2, 2, 0], "power": 2.0}, NET[1]], random_state=0, progress=False).fit(images)
+    assert [type(m).__name__ for m in net.layers_] == ["ConvHebbianWTA", "ConvSoftWTA"]
+    net.save(tmp_path / "mixed.h5")
+    np.testing.assert_array_equal(HebbianNet.load(tmp_path / "mixed.h5").transform(images), net.transform(images))
+    with pytest.raises(ValueError, match="k = 7 must be at most n_channels = 5"):
+        ConvHebbianWTA(n_channels=5, k=7, kernel_size=3, progress=False).fit(images)

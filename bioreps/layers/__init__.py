@@ -8,10 +8,10 @@ attributes; a new ``layers/<rule>.py`` with such a class is found by the study r
 
 from ._base import Layer
 from .controls import Pixels, RandomReLU
-from .conv import ConvSoftWTA, HebbianNet
+from .conv import ConvCompetitiveLayer, ConvHebbianWTA, ConvSoftWTA, HebbianNet
 from .hebbian import CollapseWarning, CompetitiveLayer, HebbianWTA, SoftWTA
 from .spiking import DiehlCookParams, SpikingWTA
 from .ensemble import SpikingEnsemble, param_grid
 
-__all__ = ["CollapseWarning", "CompetitiveLayer", "ConvSoftWTA", "HebbianNet", "DiehlCookParams", "HebbianWTA", "Layer", "Pixels", "RandomReLU",
+__all__ = ["CollapseWarning", "CompetitiveLayer", "ConvCompetitiveLayer", "ConvHebbianWTA", "ConvSoftWTA", "HebbianNet", "DiehlCookParams", "HebbianWTA", "Layer", "Pixels", "RandomReLU",
            "SoftWTA", "SpikingEnsemble", "SpikingWTA", "param_grid"]

@@ -21,7 +21,15 @@ from .._progress import progress_bar
 from .._validation import check_array, check_int, plain
 from ._base import Layer
 
-__all__ = ["ConvSoftWTA", "HebbianNet"]
+__all__ = ["ConvCompetitiveLayer", "ConvHebbianWTA", "ConvSoftWTA", "HebbianNet"]
+
+
+def _positive(layer, *names):
+    for name in names:
+        v = getattr(layer, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not (
+                np.isfinite(v) and v > 0):
+            raise ValueError(f"{name} must be a number > 0, got {plain(v)!r}")
 
 
 def _pool_spec(pool):
@@ -39,75 +47,23 @@ def _pool_spec(pool):
     return kind, k, s, p
 
 
-class ConvSoftWTA(Layer):
-    """SoftHebb convolutional layer: ``n_channels`` filters of ``kernel_size`` x ``kernel_size``
-    learned by soft winner-take-all Hebbian plasticity (see the module docstring).
+class ConvCompetitiveLayer(Layer):
+    """What the convolutional competitive layers share: images in as (n, C, H, W) or flat rows
+    with ``input_shape``, padding, batch normalisation of the inputs, the patch matrix, fit /
+    partial_fit over minibatches of images, the activation and pooling passed on, files.
+    Subclasses set ``kind`` and define ``__init__``, ``_validate_rule``, ``_initial_weights``,
+    ``_epoch`` (the rule's kernel), ``_current_weights`` and ``triangle``."""
 
-    Parameters
-    ----------
-    n_channels : int
-        Output channels (the competing units at each position).
-    kernel_size, stride, padding : int
-        The convolution's window, step and padding (``padding_mode``: "reflect" as the reference
-        code, or "zeros").
-    pool : tuple or None
-        Pooling after the activation, ``(kind, kernel, stride, padding)`` with kind "max" or
-        "avg" (the reference's first layer: ``("max", 4, 2, 1)``); None: no pooling.
-    temperature : float
-        Softmax temperature T (the reference's ``t_invert`` is 1/T: 1, 1/0.65, 1/0.25 for its
-        three CIFAR-10 layers).
-    lr : float
-        Amplitude of the adaptive rate ``lr * (| ||w||_2 - 1 | + 1e-10) ** power_lr`` (0.08,
-        0.005, 0.01 there); with ``adaptive=False`` the rate itself.
-    power : float
-        Exponent of the triangle activation passed on (0.7, 1.4, 1.0 there).
-    batch_norm : bool
-        Normalise each input channel before the convolution (batch statistics while learning,
-        running statistics after, as ``BatchNorm2d(affine=False)``).
-    init_radius : float
-        Initial weights ``N(0, (init_radius / sqrt(C k^2))^2)``: norms near ``init_radius`` (25
-        in the reference).
-    batch_size : int
-        Images per update (10 in the reference).
-    input_shape : tuple or None
-        ``(C, H, W)`` when ``X`` comes as flat rows; 4-D input ``(n, C, H, W)`` gives it.
-
-    ``transform`` returns flat rows ``(n, n_channels * H' * W')`` (channel-major; ``output_shape_``
-    is ``(n_channels, H', W')``), the form readouts and HDF5 files take.
-    """
-
-    kind = "conv-soft-wta"
     config_fit_params = ("epochs",)
     neutral_params = (*Layer.neutral_params, "power")
     input_dtype = np.float32
     fitted = {**Layer.fitted, "weights_": np.float32, "bn_mean_": np.float64, "bn_var_": np.float64,
               "input_shape_": "json", "output_shape_": "json", "seed_": "json", "n_units_": "json",
               "n_samples_seen_": "json", "epochs_done_": "json", "history_": "json"}
-    representation_description = "pooled triangle activations of the convolution (channel, y, x), flattened"
     export_block_rows = 512
-
-    def __init__(self, n_channels=96, kernel_size=5, stride=1, padding=0, pool: tuple | None = None,
-                 temperature=1.0, lr=0.08, power_lr=0.5, adaptive=True, power=0.7, batch_norm=True,
-                 padding_mode="reflect", init_radius=25.0, batch_size=10, shuffle=True,
-                 input_shape: tuple | None = None, random_state=None, progress=None):
-        self.n_channels = n_channels
-        self.kernel_size = kernel_size
-        self.stride = stride
-        self.padding = padding
-        self.pool = pool
-        self.temperature = temperature
-        self.lr = lr
-        self.power_lr = power_lr
-        self.adaptive = adaptive
-        self.power = power
-        self.batch_norm = batch_norm
-        self.padding_mode = padding_mode
-        self.init_radius = init_radius
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.input_shape = input_shape
-        self.random_state = random_state
-        self.progress = progress
+    #: the activation passed on: SoftHebb's triangle ``relu(u - mean_c u) ** power`` (True) or
+    #: the Krotov-Hopfield ``relu(u) ** power`` (False)
+    triangle = True
 
     # ------------------------------------------------------------------ validation
     def _validate_params(self):
@@ -118,14 +74,8 @@ class ConvSoftWTA(Layer):
         check_int(self.stride, "stride", 1)
         check_int(self.padding, "padding", 0)
         check_int(self.batch_size, "batch_size", 1)
-        for name in ("temperature", "lr", "power", "init_radius"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not (
-                    np.isfinite(v) and v > 0):
-                raise ValueError(f"{name} must be a number > 0, got {plain(v)!r}")
-        if not (np.isfinite(self.power_lr) and self.power_lr >= 0):
-            raise ValueError(f"power_lr must be >= 0, got {plain(self.power_lr)!r}")
-        for name in ("adaptive", "batch_norm", "shuffle"):
+        _positive(self, "lr", "power")
+        for name in ("batch_norm", "shuffle"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"{name} must be True or False, got {plain(getattr(self, name))!r}")
         if self.padding_mode not in PADDING_MODES:
@@ -136,6 +86,7 @@ class ConvSoftWTA(Layer):
             if len(shape) != 3 or any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1
                                       for d in shape):
                 raise ValueError(f"input_shape must be (channels, height, width), got {self.input_shape!r}")
+        self._validate_rule()
 
     def _images(self, X, name="X", *, reset=False):
         """``X`` as float32 images (n, C, H, W): 4-D as given, or flat rows reshaped by
@@ -193,8 +144,7 @@ class ConvSoftWTA(Layer):
         k = int(self.kernel_size)
         n_in = C * k * k
         rng = np.random.default_rng(seed_seq.spawn(1)[0])
-        std = float(self.init_radius) / np.sqrt(n_in)
-        self.weights_ = (std * rng.standard_normal((int(self.n_channels), n_in))).astype(np.float32)
+        self.weights_ = self._initial_weights(rng, n_in)
         self.bn_mean_ = np.zeros(C) if self.batch_norm else None
         self.bn_var_ = np.ones(C) if self.batch_norm else None
         self.seed_ = int(seed_seq.entropy % (2**63))
@@ -207,14 +157,9 @@ class ConvSoftWTA(Layer):
         self.history_ = []
 
     def _pass(self, X, order, desc):
-        from ..kernels.cpu.conv import conv_softhebb_epoch
-
         bar = progress_bar(total=len(order), progress=self.progress, desc=desc, unit="image")
         try:
-            conv_softhebb_epoch(self.weights_, X, order, int(self.batch_size), int(self.kernel_size),
-                                int(self.stride), int(self.padding), self.padding_mode, 1.0 / float(self.temperature),
-                                float(self.lr), 2.0, float(self.power_lr), bool(self.adaptive), self.bn_mean_,
-                                self.bn_var_, callback=lambda i, m: bar.update(m))
+            self._epoch(X, order, lambda i, m: bar.update(m))
         finally:
             bar.close()
         self.n_samples_seen_ += len(order)
@@ -279,7 +224,7 @@ class ConvSoftWTA(Layer):
         Xp = conv.pad(Xb, p, self.padding_mode)
         V = conv.patches(Xp, k, s)
         Ho, Wo = conv.out_size(Xb.shape[2], k, s, p), conv.out_size(Xb.shape[3], k, s, p)
-        return (V @ self.weights_.T).reshape(Xb.shape[0], Ho, Wo, -1)
+        return (V @ self._current_weights().T).reshape(Xb.shape[0], Ho, Wo, -1)
 
     def transform(self, X, block_rows=256):
         """Flat rows (n, n_channels * H' * W') of the pooled triangle activations."""
@@ -290,7 +235,7 @@ class ConvSoftWTA(Layer):
         spec = _pool_spec(self.pool)
         out = np.empty((X.shape[0], self.n_units_), np.float32)
         for i in range(0, X.shape[0], block_rows):
-            A = conv.activation(self._currents(X[i:i + block_rows]), float(self.power), spec)
+            A = conv.activation(self._currents(X[i:i + block_rows]), float(self.power), spec, self.triangle)
             out[i:i + block_rows] = A.reshape(A.shape[0], -1)
         return out
 
@@ -310,8 +255,156 @@ class ConvSoftWTA(Layer):
             self.bn_mean_ = self.bn_var_ = None
 
 
+class ConvSoftWTA(ConvCompetitiveLayer):
+    """SoftHebb convolutional layer: ``n_channels`` filters of ``kernel_size`` x ``kernel_size``
+    learned by soft winner-take-all Hebbian plasticity (see the module docstring).
+
+    Parameters
+    ----------
+    n_channels : int
+        Output channels (the competing units at each position).
+    kernel_size, stride, padding : int
+        The convolution's window, step and padding (``padding_mode``: "reflect" as the reference
+        code, or "zeros").
+    pool : tuple or None
+        Pooling after the activation, ``(kind, kernel, stride, padding)`` with kind "max" or
+        "avg" (the reference's first layer: ``("max", 4, 2, 1)``); None: no pooling.
+    temperature : float
+        Softmax temperature T (the reference's ``t_invert`` is 1/T: 1, 1/0.65, 1/0.25 for its
+        three CIFAR-10 layers).
+    lr : float
+        Amplitude of the adaptive rate ``lr * (| ||w||_2 - 1 | + 1e-10) ** power_lr`` (0.08,
+        0.005, 0.01 there); with ``adaptive=False`` the rate itself.
+    power : float
+        Exponent of the triangle activation passed on (0.7, 1.4, 1.0 there).
+    batch_norm : bool
+        Normalise each input channel before the convolution (batch statistics while learning,
+        running statistics after, as ``BatchNorm2d(affine=False)``).
+    init_radius : float
+        Initial weights ``N(0, (init_radius / sqrt(C k^2))^2)``: norms near ``init_radius`` (25
+        in the reference).
+    batch_size : int
+        Images per update (10 in the reference).
+    input_shape : tuple or None
+        ``(C, H, W)`` when ``X`` comes as flat rows; 4-D input ``(n, C, H, W)`` gives it.
+
+    ``transform`` returns flat rows ``(n, n_channels * H' * W')`` (channel-major; ``output_shape_``
+    is ``(n_channels, H', W')``), the form readouts and HDF5 files take.
+    """
+
+    kind = "conv-soft-wta"
+    representation_description = "pooled triangle activations of the convolution (channel, y, x), flattened"
+
+    def __init__(self, n_channels=96, kernel_size=5, stride=1, padding=0, pool: tuple | None = None,
+                 temperature=1.0, lr=0.08, power_lr=0.5, adaptive=True, power=0.7, batch_norm=True,
+                 padding_mode="reflect", init_radius=25.0, batch_size=10, shuffle=True,
+                 input_shape: tuple | None = None, random_state=None, progress=None):
+        self.n_channels = n_channels
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.padding = padding
+        self.pool = pool
+        self.temperature = temperature
+        self.lr = lr
+        self.power_lr = power_lr
+        self.adaptive = adaptive
+        self.power = power
+        self.batch_norm = batch_norm
+        self.padding_mode = padding_mode
+        self.init_radius = init_radius
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.input_shape = input_shape
+        self.random_state = random_state
+        self.progress = progress
+
+    def _validate_rule(self):
+        _positive(self, "temperature", "init_radius")
+        if not (np.isfinite(self.power_lr) and self.power_lr >= 0):
+            raise ValueError(f"power_lr must be >= 0, got {plain(self.power_lr)!r}")
+        if not isinstance(self.adaptive, (bool, np.bool_)):
+            raise ValueError(f"adaptive must be True or False, got {plain(self.adaptive)!r}")
+
+    def _initial_weights(self, rng, n_in):
+        std = float(self.init_radius) / np.sqrt(n_in)
+        return (std * rng.standard_normal((int(self.n_channels), n_in))).astype(np.float32)
+
+    def _epoch(self, X, order, callback):
+        from ..kernels.cpu.conv import conv_softhebb_epoch
+
+        conv_softhebb_epoch(self.weights_, X, order, int(self.batch_size), int(self.kernel_size), int(self.stride),
+                            int(self.padding), self.padding_mode, 1.0 / float(self.temperature), float(self.lr), 2.0,
+                            float(self.power_lr), bool(self.adaptive), self.bn_mean_, self.bn_var_, callback=callback)
+
+    def _current_weights(self):
+        return self.weights_
+
+
+class ConvHebbianWTA(ConvCompetitiveLayer):
+    """The Krotov-Hopfield rule ("competing hidden units", Krotov & Hopfield 2019) applied to
+    image patches, as Grinberg, Hopfield & Krotov (2019) apply it: every patch of a minibatch of
+    images is a sample; at each patch the channel with the largest current ``sign(w)|w|^(p-1) .
+    x`` is pushed towards it and the k-th pushed away by ``delta``; the update is scaled so its
+    largest entry is ``lr``. The layer passes on ``relu(u) ** power`` (the dense layer's
+    activation) after optional pooling.
+
+    Parameters as :class:`ConvSoftWTA` (``n_channels``, ``kernel_size``, ``stride``,
+    ``padding``, ``pool``, ``batch_norm``, ``padding_mode``, ``batch_size``, ``input_shape``),
+    plus the rule's ``p``, ``k``, ``delta``, ``lr`` (the dense :class:`HebbianWTA`'s meaning) and
+    ``power``. Initial weights N(0, 1).
+    """
+
+    kind = "conv-hebbian-wta"
+    triangle = False
+    representation_description = "pooled rectified powered currents of the convolution (channel, y, x), flattened"
+
+    def __init__(self, n_channels=96, kernel_size=5, stride=1, padding=0, pool: tuple | None = None, p=3.0, k=2,
+                 delta=0.4, lr=0.04, power=4.5, batch_norm=False, padding_mode="zeros", batch_size=10, shuffle=True,
+                 input_shape: tuple | None = None, random_state=None, progress=None):
+        self.n_channels = n_channels
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.padding = padding
+        self.pool = pool
+        self.p = p
+        self.k = k
+        self.delta = delta
+        self.lr = lr
+        self.power = power
+        self.batch_norm = batch_norm
+        self.padding_mode = padding_mode
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.input_shape = input_shape
+        self.random_state = random_state
+        self.progress = progress
+
+    def _validate_rule(self):
+        if not (np.isfinite(self.p) and self.p >= 2):
+            raise ValueError(f"p must be >= 2, got {plain(self.p)!r}")
+        check_int(self.k, "k", 1)
+        if self.k > self.n_channels:
+            raise ValueError(f"k = {self.k} must be at most n_channels = {self.n_channels}")
+        if not (np.isfinite(self.delta) and self.delta >= 0):
+            raise ValueError(f"delta must be >= 0, got {plain(self.delta)!r}")
+
+    def _initial_weights(self, rng, n_in):
+        return rng.standard_normal((int(self.n_channels), n_in)).astype(np.float32)
+
+    def _epoch(self, X, order, callback):
+        from ..kernels.cpu.conv import conv_hebbian_epoch
+
+        conv_hebbian_epoch(self.weights_, X, order, int(self.batch_size), int(self.kernel_size), int(self.stride),
+                           int(self.padding), self.padding_mode, int(self.k), float(self.delta), float(self.lr),
+                           float(self.p), self.bn_mean_, self.bn_var_, callback=callback)
+
+    def _current_weights(self):
+        W = self.weights_.astype(np.float64)
+        return (np.sign(W) * np.abs(W) ** (float(self.p) - 1.0)).astype(np.float32)
+
+
 #: the layer classes a :class:`HebbianNet` stacks, by kind
-_STACKABLE = {cls.kind: cls for cls in (ConvSoftWTA,)}
+_STACKABLE = {cls.kind: cls for cls in (ConvSoftWTA, ConvHebbianWTA)}
 
 
 class HebbianNet(Layer):

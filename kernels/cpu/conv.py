@@ -128,15 +128,17 @@ def pool(A, kind, k, stride, padding, channels_last=False):
 
 
 @njit(**njit_options())
-def _triangle_inplace(U):
-    """``U`` (B, H, W, K) float32 <- relu(U - mean over K), the mean in float64."""
+def _triangle_inplace(U, center):
+    """``U`` (B, H, W, K) float32 <- relu(U - mean over K) (the mean in float64), or relu(U)
+    when not ``center``."""
     B, H, W, K = U.shape
     for b in range(B):
         for y in range(H):
             for x in range(W):
                 m = 0.0
-                for c in range(K):
-                    m += U[b, y, x, c]
+                if center:
+                    for c in range(K):
+                        m += U[b, y, x, c]
                 m = np.float32(m / K)
                 for c in range(K):
                     v = U[b, y, x, c] - m
@@ -175,13 +177,14 @@ def _pool_nhwc(A, is_max, k, stride, padding, out):
                     out[b, oy, ox, c] = acc[c] if is_max else acc[c] / (k * k)
 
 
-def activation(U, power, pool_spec):
+def activation(U, power, pool_spec, triangle=True):
     """What the layer passes on from its currents ``U`` (B, H, W, K) channel-last (overwritten):
-    the triangle activation, then the pooling ``pool_spec`` ((kind, k, stride, padding) or None),
+    the triangle activation ``relu(U - mean_c U) ** power`` (or ``relu(U) ** power`` without
+    ``triangle``: the Krotov-Hopfield activation), then the pooling ``pool_spec`` ((kind, k, stride, padding) or None),
     as (B, K, H', W') float32. With max pooling the power comes after the pool (a power of a
     non-negative number is increasing, so the same values; 4x fewer powers for a 4/2 pool)."""
     U = np.ascontiguousarray(U, np.float32)
-    _triangle_inplace(U)
+    _triangle_inplace(U, bool(triangle))
     late = pool_spec is not None and pool_spec[0] == "max"
     if power != 1.0 and not late:
         np.power(U, np.float32(power), out=U)
@@ -196,13 +199,22 @@ def activation(U, power, pool_spec):
     return np.ascontiguousarray(U.transpose(0, 3, 1, 2))
 
 
-def conv_softhebb_epoch(W, X, order, batch_size, kernel_size, stride, padding, padding_mode, t_invert, lr, p,
-                        power_lr, adaptive, bn_mean=None, bn_var=None, buffers=None, callback=None):
-    """One pass over the images ``X[order]`` (n, C, H, W) float32 in minibatches of
-    ``batch_size`` images, updating ``W`` (K, C * k * k) float32 in place (steps 1-3 of the module
-    docstring). ``bn_mean``/``bn_var`` (C,) float64: batch normalisation of the inputs, running
-    statistics updated in place (None: no normalisation). ``callback(batch_index, n_images)``
-    after each minibatch. Returns the number of batches."""
+def _patch_batches(X, order, batch_size, kernel_size, stride, padding, padding_mode, bn_mean, bn_var, V):
+    """For each minibatch of ``batch_size`` images of ``X[order]``: (batch) normalised, padded,
+    its patches written into the first rows of ``V``; yields (number of patch rows, images)."""
+    k, s, pd = int(kernel_size), int(stride), int(padding)
+    for start in range(0, len(order), int(batch_size)):
+        Xb = X[order[start:start + int(batch_size)]]
+        if bn_mean is not None:
+            Xb = batch_norm_train(Xb, bn_mean, bn_var)
+        P = out_size(Xb.shape[2], k, s, pd) * out_size(Xb.shape[3], k, s, pd)
+        m = Xb.shape[0] * P
+        patches(pad(Xb, pd, padding_mode), k, s, out=V[:m])
+        yield m, Xb.shape[0]
+
+
+def _geometry(W, X, kernel_size, stride, padding, batch_size):
+    """(K, N, patch rows of a full minibatch), checked."""
     W = np.asarray(W)
     if W.dtype != np.float32 or W.ndim != 2 or not W.flags.c_contiguous:
         raise TypeError("W must be a 2-D C-contiguous float32 array (it is updated in place)")
@@ -211,9 +223,42 @@ def conv_softhebb_epoch(W, X, order, batch_size, kernel_size, stride, padding, p
     K, N = W.shape
     if N != C * k * k:
         raise ValueError(f"W has {N} features per unit, the patches of {C} channels x {k} x {k} have {C * k * k}")
-    B = int(batch_size)
-    P = out_size(H, k, s, pd) * out_size(Wd, k, s, pd)
-    rows = B * P
+    return K, N, int(batch_size) * out_size(H, k, s, pd) * out_size(Wd, k, s, pd)
+
+
+def conv_hebbian_epoch(W, X, order, batch_size, kernel_size, stride, padding, padding_mode, k, delta, eps, p,
+                       bn_mean=None, bn_var=None, buffers=None, callback=None):
+    """The Krotov-Hopfield rule on patches (as Grinberg, Hopfield & Krotov 2019 apply it to
+    images): one pass over the images ``X[order]`` in minibatches of ``batch_size`` images, every
+    patch of a minibatch a sample of one update of :func:`bioreps.kernels.cpu.hebbian.hebbian_batch`
+    (the winner of each patch pushed towards it, the k-th pushed away by ``delta``, the update
+    scaled so its largest entry is ``eps``). Inputs as :func:`conv_softhebb_epoch`."""
+    from .hebbian import HebbianBuffers, hebbian_batch
+    from .hebbian import power_weights as kh_power_weights
+
+    K, N, rows = _geometry(W, X, kernel_size, stride, padding, batch_size)
+    if buffers is None or buffers.shape != (K, N, rows, int(k)):
+        buffers = HebbianBuffers(K, N, rows, int(k), W.dtype)
+    bf = buffers
+    kh_power_weights(W, float(p), bf.Wp)
+    n_batches = 0
+    for m, n_img in _patch_batches(X, np.asarray(order), batch_size, kernel_size, stride, padding, padding_mode,
+                                   bn_mean, bn_var, bf.V):
+        hebbian_batch(W, m, int(k), float(delta), float(eps), float(p), bf)
+        n_batches += 1
+        if callback is not None:
+            callback(n_batches, n_img)
+    return n_batches
+
+
+def conv_softhebb_epoch(W, X, order, batch_size, kernel_size, stride, padding, padding_mode, t_invert, lr, p,
+                        power_lr, adaptive, bn_mean=None, bn_var=None, buffers=None, callback=None):
+    """One pass over the images ``X[order]`` (n, C, H, W) float32 in minibatches of
+    ``batch_size`` images, updating ``W`` (K, C * k * k) float32 in place (steps 1-3 of the module
+    docstring). ``bn_mean``/``bn_var`` (C,) float64: batch normalisation of the inputs, running
+    statistics updated in place (None: no normalisation). ``callback(batch_index, n_images)``
+    after each minibatch. Returns the number of batches."""
+    K, N, rows = _geometry(W, X, kernel_size, stride, padding, batch_size)
     if buffers is None or buffers.shape != (K, N, rows):
         buffers = SoftHebbBuffers(K, N, rows, W.dtype)
     bf = buffers
@@ -225,17 +270,11 @@ def conv_softhebb_epoch(W, X, order, batch_size, kernel_size, stride, padding, p
     else:
         Wp = W
     row_lr(W, Wp, lr, p, power_lr, adaptive, bf.lrs)
-    order = np.asarray(order)
     n_batches = 0
-    for start in range(0, order.shape[0], B):
-        idx = order[start:start + B]
-        Xb = X[idx]
-        if bn_mean is not None:
-            Xb = batch_norm_train(Xb, bn_mean, bn_var)
-        m = len(idx) * P
-        V = patches(pad(Xb, pd, padding_mode), k, s, out=bf.V[:m])
-        softhebb_batch(W, Wp, V, t_invert, lr, p, power_lr, adaptive, refresh_wp, bf, anti_hebbian=True)
+    for m, n_img in _patch_batches(X, np.asarray(order), batch_size, kernel_size, stride, padding, padding_mode,
+                                   bn_mean, bn_var, bf.V):
+        softhebb_batch(W, Wp, bf.V[:m], t_invert, lr, p, power_lr, adaptive, refresh_wp, bf, anti_hebbian=True)
         n_batches += 1
         if callback is not None:
-            callback(n_batches, len(idx))
+            callback(n_batches, n_img)
     return n_batches

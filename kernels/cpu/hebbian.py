@@ -158,6 +158,20 @@ class HebbianBuffers:
         self.xx = np.empty(2 * B, np.float64)
 
 
+def hebbian_batch(W, m, k, delta, eps, p, bf):
+    """One minibatch: the samples are the first ``m`` rows of ``bf.V`` (for the convolutional
+    layer, every patch of every image of the batch); ``bf.Wp`` must hold
+    :func:`power_weights` of ``W`` (kept up to date by the update). Currents through BLAS, the
+    top-k per sample, the sparse update of the winners and k-th units (in place)."""
+    K = W.shape[0]
+    B = bf.I.shape[1]
+    # currents I[:, :m] = Wp @ V[:m].T through BLAS, no allocation
+    I = bf.I if m == B else np.empty((K, m), W.dtype)
+    np.matmul(bf.Wp, bf.V[:m].T, out=I)
+    topk_columns(I, m, k, bf.win, bf.kth, bf.vals, bf.idx, bf.thr)
+    sparse_update(W, bf.Wp, bf.V, I, m, bf.win, bf.kth, delta, eps, p, bf.slot, bf.units, bf.ds, bf.xx)
+
+
 def hebbian_epoch(W, X, order, batch_size, k, delta, eps, p, buffers=None, callback=None):
     """One pass over ``X[order]`` in minibatches of ``batch_size``, updating ``W`` in place.
 
@@ -185,11 +199,7 @@ def hebbian_epoch(W, X, order, batch_size, k, delta, eps, p, buffers=None, callb
     for start in range(0, n, B):
         m = min(B, n - start)
         np.take(X, order[start:start + m], axis=0, out=bf.V[:m])
-        # currents I[:, :m] = Wp @ V[:m].T through BLAS, no allocation
-        I = bf.I if m == B else np.empty((K, m), W.dtype)
-        np.matmul(bf.Wp, bf.V[:m].T, out=I)
-        topk_columns(I, m, k, bf.win, bf.kth, bf.vals, bf.idx, bf.thr)
-        sparse_update(W, bf.Wp, bf.V, I, m, bf.win, bf.kth, delta, eps, p, bf.slot, bf.units, bf.ds, bf.xx)
+        hebbian_batch(W, m, k, delta, eps, p, bf)
         n_batches += 1
         if callback is not None:
             callback(n_batches, m)
