@@ -239,3 +239,28 @@ def test_conv_hebbian_layer_transform_and_a_mixed_net(images, tmp_path):
     np.testing.assert_array_equal(HebbianNet.load(tmp_path / "mixed.h5").transform(images), net.transform(images))
     with pytest.raises(ValueError, match="k = 7 must be at most n_channels = 5"):
         ConvHebbianWTA(n_channels=5, k=7, kernel_size=3, progress=False).fit(images)
+
+
+def test_the_backprop_counterpart_has_the_nets_shape_and_trains(images, tmp_path):
+    from bioreps import baselines
+    from bioreps.layers import HebbianNet
+
+    net = HebbianNet(NET, random_state=0, progress=False).fit(images)
+    bp = baselines.ConvNet(NET, input_shape=(2, 9, 8), n_classes=2, seed=0)
+    assert bp.output_shape_ == net.output_shape_ and bp.n_units == net.n_units_
+    for i in range(2):
+        assert bp.block_output(images, i).shape == net.transform(images, layer=i).shape
+    y = (images[:, 0, 3:5, 4:6].mean(axis=(1, 2)) > np.median(images[:, 0, 3:5, 4:6].mean(axis=(1, 2)))).astype(np.int64)
+    X = np.concatenate([images] * 8)
+    Y = np.concatenate([y] * 8)
+    before = [p.detach().clone() for p in bp.parameters()]
+    baselines.train(bp, X.reshape(len(X), -1), Y, None, epochs=3, batch_size=8, lr=3e-3, seed=0, progress=False)
+    assert any(not torch.equal(a, b) for a, b in zip(before, bp.parameters()))  # it learned
+    bp.export(tmp_path / "bp.h5", {"train": (images.reshape(9, -1), y)}, dataset="synthetic")
+    back = baselines.load(tmp_path / "bp.h5")
+    np.testing.assert_array_equal(back.transform(images.reshape(9, -1)), bp.transform(images.reshape(9, -1)))
+    assert back.transform(images.reshape(9, -1)).shape == (9, net.n_units_)
+    with pytest.raises(ValueError, match="non-empty list of layer tables"):
+        baselines.ConvNet([], input_shape=(2, 9, 8))
+    with pytest.raises(ValueError, match="too small"):
+        baselines.ConvNet([{"n_channels": 2, "kernel_size": 9}], input_shape=(2, 9, 8))

@@ -14,7 +14,7 @@ from bioreps.studies import kinds
 from bioreps.studies import run as study
 from bioreps.studies.run import ConfigError
 
-ALL = ["cnn", "conv-hebbian-wta", "conv-soft-wta", "hebbian-net", "hebbian-wta", "mlp", "pixels", "random-relu", "soft-wta", "spiking-mlp", "spiking-wta"]
+ALL = ["cnn", "conv-hebbian-wta", "conv-net", "conv-soft-wta", "hebbian-net", "hebbian-wta", "mlp", "pixels", "random-relu", "soft-wta", "spiking-mlp", "spiking-wta"]
 
 
 def test_names():
@@ -24,7 +24,7 @@ def test_names():
 
 
 def test_unknown_kind_message():
-    with pytest.raises(ValueError, match=r"^unknown model kind 'hopfield'; known kinds: cnn, conv-hebbian-wta, conv-soft-wta, hebbian-net, hebbian-wta, mlp, "
+    with pytest.raises(ValueError, match=r"^unknown model kind 'hopfield'; known kinds: cnn, conv-hebbian-wta, conv-net, conv-soft-wta, hebbian-net, hebbian-wta, mlp, "
                                          r"pixels, random-relu, soft-wta, spiking-mlp, spiking-wta$"):
         kinds.get("hopfield")
 
@@ -57,6 +57,7 @@ def test_capability_matrix():
         "hebbian-wta": ("epochs", False, False, True, True, False, False, ("epochs",), True, True),
         "soft-wta":    ("epochs", False, False, True, True, False, False, ("epochs",), True, True),
         "conv-hebbian-wta": (None, False, False, False, False, False, False, ("epochs",), False, False),
+        "conv-net":    ("epochs", False, False, True, True, True, False, (), False, False),
         "conv-soft-wta": (None, False, False, False, False, False, False, ("epochs",), False, False),
         "hebbian-net": (None, False, False, False, False, False, False, ("epochs",), False, False),
         "spiking-wta": ("samples", True, True, False, False, False, False, ("epochs",), False, False),

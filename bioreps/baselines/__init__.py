@@ -11,12 +11,12 @@ a deterministic, resumable training loop and export to the bioreps HDF5 schema.
     model = baselines.load("mlp_jacobian.h5")
 """
 
-from .models import CNN, MLP, BaselineModel, export, load
+from .models import CNN, MLP, BaselineModel, ConvNet, export, load
 from .regularizers import (AdversarialTraining, JacobianReg, Regularizer, SpectralReg, WeightDecay,
                            from_dict, jacobian_frobenius, pgd_attack, spectral_penalty)
 from .snn import SpikingMLP
 from .train import NonFiniteLossError, train
 
-__all__ = ["MLP", "CNN", "SpikingMLP", "BaselineModel", "train", "NonFiniteLossError",
+__all__ = ["MLP", "CNN", "ConvNet", "SpikingMLP", "BaselineModel", "train", "NonFiniteLossError",
            "Regularizer", "WeightDecay", "JacobianReg", "SpectralReg", "AdversarialTraining",
            "jacobian_frobenius", "spectral_penalty", "pgd_attack", "from_dict", "export", "load"]

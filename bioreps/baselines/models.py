@@ -29,7 +29,7 @@ from torch import nn
 
 from .._validation import check_array, check_int, check_labels
 
-__all__ = ["MLP", "CNN", "BaselineModel", "load", "export"]
+__all__ = ["MLP", "CNN", "ConvNet", "BaselineModel", "load", "export"]
 
 class RePU(nn.Module):
     """Rectified power unit ``ReLU(x) ** power`` (Krotov & Hopfield's rectified polynomial: what
@@ -501,6 +501,143 @@ class CNN(BaselineModel):
 
     def forward(self, x):
         return self.out(self._forward_until_representation(self._as_tensor(x)))
+
+
+class _Triangle(nn.Module):
+    """SoftHebb's activation ``relu(x - mean over channels of x) ** power``."""
+
+    def __init__(self, power):
+        super().__init__()
+        self.power = float(power)
+
+    def forward(self, x):
+        return torch.relu(x - x.mean(dim=1, keepdim=True)) ** self.power
+
+
+class _ReflectPad(nn.Module):
+    def __init__(self, padding, mode):
+        super().__init__()
+        self.padding, self.mode = int(padding), mode
+
+    def forward(self, x):
+        if not self.padding:
+            return x
+        return nn.functional.pad(x, (self.padding,) * 4, "reflect" if self.mode == "reflect" else "constant")
+
+
+#: the keys of a Hebbian network's layer table that shape it (the rest are its learning rule's)
+_SHAPE_KEYS = ("n_channels", "kernel_size", "stride", "padding", "pool", "padding_mode", "batch_norm", "power")
+
+
+class ConvNet(BaselineModel):
+    """The backprop counterpart of a :class:`bioreps.layers.HebbianNet`: the same blocks
+    (channels, kernel sizes, strides, padding and its mode, batch normalisation of each block's
+    input, pooling), trained end to end with a linear classifier on the last block's flattened
+    output (dropout before it, as SoftHebb's classifier), so every Hebbian layer has a layer of
+    the same shape learned by backprop.
+
+    Parameters
+    ----------
+    layers : list of dict
+        The HebbianNet's layer tables, as they are: the keys that shape a block (``n_channels``,
+        ``kernel_size``, ``stride``, ``padding``, ``pool``, ``padding_mode``, ``batch_norm``,
+        ``power``) are used, the learning rule's (``lr``, ``temperature``, ...) ignored.
+    input_shape : (C, H, W)
+    activation : "relu" or "triangle"
+        Each block's activation: ReLU (default), or SoftHebb's triangle with the table's power.
+    dropout : float
+        Dropout before the classifier.
+
+    The representation (``transform``) is the last block's pooled output, flattened channel-major
+    as :meth:`HebbianNet.transform`; ``block_output(X, i)`` gives block i's.
+    """
+
+    kind = "conv-net"
+    has_preactivations = False
+
+    def __init__(self, layers: list = (), input_shape: tuple = (1, 28, 28), n_classes=10, activation="relu",
+                 dropout=0.5, seed=None):
+        super().__init__()
+        if isinstance(layers, (str, Mapping)) or not isinstance(layers, Sequence) or len(layers) == 0:
+            raise ValueError("layers must be a non-empty list of layer tables (those of a HebbianNet)")
+        if activation not in ("relu", "triangle"):
+            raise ValueError(f"activation must be 'relu' or 'triangle', got {activation!r}")
+        if isinstance(input_shape, (str, bytes)) or len(tuple(input_shape)) != 3:
+            raise ValueError(f"input_shape must be (channels, height, width), got {input_shape!r}")
+        C, H, W = (check_int(d, "input_shape") for d in input_shape)
+        n_classes = check_int(n_classes, "n_classes", minimum=2)
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        seed = _resolve_seed(seed)
+        tables = []
+        for i, t in enumerate(layers):
+            if not isinstance(t, Mapping) or "n_channels" not in t or "kernel_size" not in t:
+                raise ValueError(f"layers[{i}] must be a table with at least n_channels and kernel_size")
+            tables.append({k: t[k] for k in _SHAPE_KEYS if k in t})
+        self._params = {"layers": tables, "input_shape": [C, H, W], "n_classes": n_classes,
+                        "activation": activation, "dropout": float(dropout), "seed": seed}
+        blocks = []
+        with _global_rng_untouched():
+            for t in tables:
+                k, st, pd = int(t["kernel_size"]), int(t.get("stride", 1)), int(t.get("padding", 0))
+                mods = [nn.BatchNorm2d(C, affine=False)] if t.get("batch_norm", True) else []
+                mods += [_ReflectPad(pd, t.get("padding_mode", "reflect")), nn.Conv2d(C, int(t["n_channels"]), k, st),
+                         nn.ReLU() if activation == "relu" else _Triangle(t.get("power", 1.0))]
+                C, H, W = int(t["n_channels"]), (H + 2 * pd - k) // st + 1, (W + 2 * pd - k) // st + 1
+                if t.get("pool") is not None:
+                    kind, pk, ps, pp = t["pool"]
+                    mods.append((nn.MaxPool2d if kind == "max" else nn.AvgPool2d)(int(pk), int(ps), int(pp)))
+                    H, W = (H + 2 * int(pp) - int(pk)) // int(ps) + 1, (W + 2 * int(pp) - int(pk)) // int(ps) + 1
+                if H < 1 or W < 1:
+                    raise ValueError(f"layers[{len(blocks)}] leaves no output (the images are too small for it)")
+                blocks.append(nn.Sequential(*mods))
+            self.blocks = nn.ModuleList(blocks)
+            self.flatten = nn.Flatten()
+            self.drop = nn.Dropout(float(dropout))
+            self.out = nn.Linear(C * H * W, n_classes)
+        self._input_shape = (self._params["input_shape"][0], self._params["input_shape"][1],
+                             self._params["input_shape"][2])
+        self.n_features = int(np.prod(self._input_shape))
+        self.n_classes = n_classes
+        self._n_units = C * H * W
+        self.output_shape_ = [C, H, W]
+        _init_parameters(self, torch.Generator().manual_seed(seed))
+
+    @property
+    def representation_module(self) -> nn.Module:
+        return self.flatten
+
+    representation_description = "the last block's pooled activations (channel, y, x), flattened"
+
+    def _forward_until_representation(self, x):
+        x = x.reshape(-1, *self._input_shape)
+        for block in self.blocks:
+            x = block(x)
+        return self.flatten(x)
+
+    def forward(self, x):
+        return self.out(self.drop(self._forward_until_representation(self._as_tensor(x))))
+
+    @torch.no_grad()
+    def block_output(self, X, layer, *, batch_size: int = 1024) -> np.ndarray:
+        """Block ``layer``'s output (flattened, float32), in eval mode: the counterpart of
+        ``HebbianNet.transform(X, layer=layer)``."""
+        layer = check_int(layer, "layer", 0)
+        if layer >= len(self.blocks):
+            raise ValueError(f"layer must be < {len(self.blocks)}, got {layer}")
+        X = _check_inputs(X, self)
+        was = self.training
+        self.eval()
+        try:
+            out = []
+            for s in range(0, X.shape[0], batch_size):
+                x = self._as_tensor(X[s:s + batch_size]).reshape(-1, *self._input_shape)
+                for block in self.blocks[:layer + 1]:
+                    x = block(x)
+                out.append(x.reshape(x.shape[0], -1).cpu().numpy())
+        finally:
+            self.train(was)
+        return np.concatenate(out).astype(np.float32, copy=False)
 
 
 def load(path):
