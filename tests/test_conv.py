@@ -264,3 +264,22 @@ def test_the_backprop_counterpart_has_the_nets_shape_and_trains(images, tmp_path
         baselines.ConvNet([], input_shape=(2, 9, 8))
     with pytest.raises(ValueError, match="too small"):
         baselines.ConvNet([{"n_channels": 2, "kernel_size": 9}], input_shape=(2, 9, 8))
+
+
+def test_checkpoint_and_resume_end_where_an_uninterrupted_fit_does(images, tmp_path):
+    from bioreps.layers import ConvHebbianWTA
+
+    for cls in (ConvSoftWTA, ConvHebbianWTA):
+        kw = dict(n_channels=3, kernel_size=3, padding=1, batch_size=4, random_state=2, progress=False)
+        full = cls(**kw).fit(images, epochs=3)
+        cls(**kw).fit(images, epochs=3, checkpoint=tmp_path / "ck.h5", callback=lambda layer, rec: rec["epoch"] < 1)
+        part = cls.load(tmp_path / "ck.h5")
+        assert part.epochs_done_ == 1 and part.checkpoint_progress() == "epoch 1"
+        ran = []
+        part.fit(images, epochs=3, resume=True, callback=lambda layer, rec: ran.append(rec["epoch"]))
+        assert ran == [2, 3]  # only the epochs left
+        np.testing.assert_array_equal(part.weights_, full.weights_)
+        if part.bn_mean_ is not None:
+            np.testing.assert_array_equal(part.bn_var_, full.bn_var_)
+        with pytest.raises(ValueError, match="cannot resume: the checkpoint is of a fit of 3 epochs over 9 images"):
+            cls.load(tmp_path / "ck.h5").fit(images, epochs=4, resume=True)

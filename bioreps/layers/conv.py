@@ -59,7 +59,9 @@ class ConvCompetitiveLayer(Layer):
     input_dtype = np.float32
     fitted = {**Layer.fitted, "weights_": np.float32, "bn_mean_": np.float64, "bn_var_": np.float64,
               "input_shape_": "json", "output_shape_": "json", "seed_": "json", "n_units_": "json",
-              "n_samples_seen_": "json", "epochs_done_": "json", "history_": "json"}
+              "n_samples_seen_": "json", "epochs_done_": "json", "n_epochs_": "json", "n_fit_rows_": "json",
+              "history_": "json"}
+    checkpoint_unit = "epochs"
     export_block_rows = 512
     #: the activation passed on: SoftHebb's triangle ``relu(u - mean_c u) ** power`` (True) or
     #: the Krotov-Hopfield ``relu(u) ** power`` (False)
@@ -154,6 +156,7 @@ class ConvCompetitiveLayer(Layer):
         self.n_units_ = int(np.prod(self.output_shape_))
         self.n_samples_seen_ = 0
         self.epochs_done_ = 0
+        self.n_epochs_ = self.n_fit_rows_ = None
         self.history_ = []
 
     def _pass(self, X, order, desc):
@@ -171,23 +174,39 @@ class ConvCompetitiveLayer(Layer):
         self.history_.append(rec)
         return rec
 
-    def fit(self, X, epochs=1, *, callback=None):
+    def fit(self, X, epochs=1, *, callback=None, resume=False, checkpoint=None, checkpoint_every=None):
         """Learn the filters from images ``X`` (n, C, H, W) or flat rows with ``input_shape``,
         values in [0, 1], ``epochs`` passes (shuffled per epoch with the layer's seed unless
         ``shuffle=False``). ``callback(layer, record)`` after each epoch; ``False`` stops.
         ``history_`` records per epoch the fraction of filters within 0.05 of unit norm
-        (``converged``) and their mean norm."""
+        (``converged``) and their mean norm.
+
+        ``checkpoint``: save the layer there (atomically) every ``checkpoint_every`` epochs
+        (default 1) and at the end; ``resume=True`` on a loaded checkpoint continues the same
+        schedule (same ``epochs`` and images) from ``epochs_done_`` and ends exactly where an
+        uninterrupted fit does (each epoch's order comes from the seed and the epoch number)."""
         epochs = check_int(epochs, "epochs", 1)
+        every = 1 if checkpoint_every is None else check_int(checkpoint_every, "checkpoint_every", 1)
         self._validate_params()
-        X = self._images(X, reset=True)
-        self._start(X)
-        for e in range(epochs):
+        if resume and self._is_fitted():
+            X = self._images(X)
+            if (self.n_epochs_, self.n_fit_rows_) != (epochs, X.shape[0]):
+                raise ValueError(f"cannot resume: the checkpoint is of a fit of {self.n_epochs_} epochs over "
+                                 f"{self.n_fit_rows_} images, asked for {epochs} epochs over {X.shape[0]}")
+        else:
+            X = self._images(X, reset=True)
+            self._start(X)
+            self.n_epochs_, self.n_fit_rows_ = epochs, int(X.shape[0])
+        name = type(self).__name__
+        for e in range(self.epochs_done_, epochs):
             t0 = time.perf_counter()
             order = (np.random.default_rng([self.seed_, 1, e]).permutation(X.shape[0]) if self.shuffle
                      else np.arange(X.shape[0]))
-            self._pass(X, order, f"conv soft-WTA {e + 1}/{epochs}")
+            self._pass(X, order, f"{name} {e + 1}/{epochs}")
             self.epochs_done_ += 1
             rec = self._record(time.perf_counter() - t0)
+            if checkpoint is not None and (self.epochs_done_ % every == 0 or self.epochs_done_ == epochs):
+                self.save(checkpoint)
             if callback is not None and callback(self, rec) is False:
                 break
         return self
