@@ -9,8 +9,9 @@ NeuromorphicComputing/SoftHebb ``presets.json``) on 1-channel 28 x 28 images, it
 384 channels k3 p1, t_invert 0.65, lr 0.005, triangle 1.4, max-pool 4/2/1; 1536 channels k3 p1,
 t_invert 0.25, lr 0.01, triangle 1.0, avg-pool 2/2/0; batch 10, one epoch per layer, greedy.
 The readout: :class:`bioreps.readout.LinearReadout` (Adam on standardised features, learning
-rate decaying linearly to 0). Prints per-layer wall times, the test accuracy and the settings,
-for benchmarks/RESULTS.md.
+rate decaying linearly to 0). ``--backprop-epochs N`` also trains ``baselines.ConvNet`` of the
+same blocks end to end (ReLU, Adam, batch 64) in the same run, for context. Prints per-layer wall
+times, the test accuracy and the settings, for benchmarks/RESULTS.md.
 """
 
 import argparse
@@ -40,6 +41,8 @@ def main():
     ap.add_argument("--epochs", type=int, default=1, help="unsupervised epochs per layer")
     ap.add_argument("--readout-epochs", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--backprop-epochs", type=int, default=0,
+                    help="also train baselines.ConvNet of the same blocks by backprop for this many epochs (0: no)")
     args = ap.parse_args()
     Xtr, ytr = data.load("fashion-mnist", "train", flatten=False)
     Xte, yte = data.load("fashion-mnist", "test", flatten=False)
@@ -64,6 +67,16 @@ def main():
     acc = float(ro.score(Hte, yte))
     print(f"test accuracy {acc:.4f} (train {float(ro.score(Htr, ytr)):.4f}); unsupervised fit {fit_s:.0f} s, "
           f"transform {tr_s:.0f} s, readout {ro_s:.0f} s ({args.readout_epochs} epochs)", flush=True)
+    if args.backprop_epochs:
+        from bioreps import baselines
+
+        del Htr, Hte
+        bp = baselines.ConvNet(BLOCKS[:args.layers], input_shape=(1, 28, 28), seed=args.seed)
+        t0 = time.perf_counter()
+        baselines.train(bp, Xtr.reshape(len(Xtr), -1), ytr, None, epochs=args.backprop_epochs, batch_size=64,
+                        lr=1e-3, seed=args.seed, progress=False)
+        print(f"backprop ConvNet of the same blocks: test accuracy {float(bp.score(Xte.reshape(len(Xte), -1), yte)):.4f}"
+              f" after {args.backprop_epochs} epochs ({time.perf_counter() - t0:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":
