@@ -1,6 +1,6 @@
 """One HDF5 file per trained model: learned arrays, representations and provenance.
 
-The layout (schema ``1.2.0``) is documented in ``docs/hdf5-schema.md`` and readable with plain
+The layout (schema ``1.3.0``) is documented in ``docs/hdf5-schema.md`` and readable with plain
 ``h5py``. Following anndata, every group and dataset carries ``encoding-type`` and
 ``encoding-version`` attributes; the reader dispatches on them and refuses what it does not
 know. Writing goes to a temporary file in the destination folder that is renamed into place only
@@ -67,8 +67,10 @@ __all__ = [
 #: Version of the file layout; stored as the root ``encoding-version``. 1.1.0 added HDF5
 #: dimension scales (``sample``, ``unit``, ...), so netCDF readers (xarray) see named dimensions;
 #: files of schema 1.0.0 are read as before. 1.2.0 added the optional ``/readout`` group (the
-#: linear classifier trained on the file's representations); older files have none.
-SCHEMA_VERSION = "1.2.0"
+#: linear classifier trained on the file's representations); older files have none. 1.3.0 added
+#: the optional ``layer`` attribute of a representation (which layer of a multi-layer model it
+#: is, 0 = the first; a stack of layers writes each one's representation).
+SCHEMA_VERSION = "1.3.0"
 
 #: The newest version of each encoding this module reads and writes.
 ENCODING_VERSIONS = MappingProxyType({
@@ -77,7 +79,7 @@ ENCODING_VERSIONS = MappingProxyType({
     "array": "1.0.0",
     "dict": "1.0.0",
     "representations": "1.0.0",
-    "representation": "1.1.0",    # 1.1.0: holds the "sample" and "unit" dimensions
+    "representation": "1.2.0",    # 1.1.0: holds the "sample" and "unit" dimensions; 1.2.0: may say its "layer"
     "activations": "1.0.0",
     "labels": "1.0.0",
     "index": "1.0.0",
@@ -775,7 +777,7 @@ class Writer:
     def create_representation(self, split: str, n_samples: int, n_units: int, *, labels=None,
                               inputs_index=None, dataset: str | None = None,
                               dataset_split: str | None = None,
-                              description: str = "") -> RepresentationWriter:
+                              description: str = "", layer: int | None = None) -> RepresentationWriter:
         """Create ``/representations/<split>`` and return a writer for its rows.
 
         Parameters
@@ -794,6 +796,9 @@ class Writer:
             Source dataset name and split (stored as ``"unknown"`` when not given).
         description : str
             Free text, e.g. ``"ReLU(Wx)^4.5"``.
+        layer : int, optional
+            Which layer of a multi-layer model this is (0 = the first), stored as the ``layer``
+            attribute (schema >= 1.3.0); omitted for single-layer models.
 
         Returns
         -------
@@ -801,6 +806,8 @@ class Writer:
         """
         self._check_open()
         _check_name(split, "split name")
+        if layer is not None:
+            layer = check_int(layer, "layer", 0)
         if split in self._reps:
             raise ValueError(f"representation {split!r} already exists in this file")
         n = check_int(n_samples, "n_samples", 0)
@@ -820,6 +827,8 @@ class Writer:
         group.attrs.update(attrs)
         group.attrs["n_samples"] = np.int64(n)
         group.attrs["n_units"] = np.int64(units)
+        if layer is not None:
+            group.attrs["layer"] = np.int64(layer)
         chunk_rows = _activation_chunk_rows(units, n)
         dset = group.create_dataset(
             "activations", shape=(n, units), dtype=np.float32, chunks=(chunk_rows, units),
@@ -1224,7 +1233,9 @@ class Representation:
         Rows per HDF5 chunk.
     attrs : dict
         The split group's attributes (``dataset``, ``dataset_split``, ``n_samples``,
-        ``n_units``, ``description``, and the encoding attributes).
+        ``n_units``, ``description``, ``layer`` when the file says, and the encoding attributes).
+    layer : int or None
+        Which layer of a multi-layer model the representation is (schema >= 1.3.0), else None.
     """
 
     dtype = np.dtype(np.float32)
@@ -1247,6 +1258,9 @@ class Representation:
             if self.attrs.get(key) != actual:
                 raise SchemaError(f"{file}: {group.name} attribute {key}={self.attrs.get(key)!r} "
                                   f"disagrees with the activations' shape {self.shape}")
+        self.layer = self.attrs.get("layer")
+        if self.layer is not None and (not isinstance(self.layer, int) or self.layer < 0):
+            raise SchemaError(f"{file}: {group.name} attribute layer={self.layer!r} must be an int >= 0")
         self._vectors = {}
         for name, etype, required in (("labels", "labels", False),
                                       ("inputs_index", "index", True)):

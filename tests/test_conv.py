@@ -177,6 +177,11 @@ def test_a_net_trains_layer_after_layer_on_the_lower_layers_output(images, tmp_p
     np.testing.assert_array_equal(back.transform(images, layer=0), net.transform(images, layer=0))
     with io.load(tmp_path / "net.h5") as f:
         assert sorted(f.model.arrays) == ["layer0", "layer1"] and f.model.kind == "hebbian-net"
+        # every layer's representation, each with its layer attribute; the last under the split's name
+        assert sorted(f.representations) == ["test", "test.layer0"]
+        assert f.representations["test"].layer == 1 and f.representations["test.layer0"].layer == 0
+        np.testing.assert_array_equal(f.representations["test.layer0"].to_numpy(), net.transform(images, layer=0))
+        np.testing.assert_array_equal(f.representations["test"].to_numpy(), net.transform(images))
 
 
 @pytest.mark.parametrize("layers, match", [

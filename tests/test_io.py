@@ -91,7 +91,7 @@ def test_model_arrays_and_hyperparameters_round_trip(tmp_path):
     path = tmp_path / "m.h5"
     io.save(path, model_kind="hebbian-wta", model_arrays=arrays, hyperparameters=hyper)
     with io.load(path) as f:
-        assert f.schema_version == io.SCHEMA_VERSION == "1.2.0"
+        assert f.schema_version == io.SCHEMA_VERSION == "1.3.0"
         assert isinstance(f.model, io.ModelRecord)
         assert f.model.kind == "hebbian-wta"
         assert f.model.hyperparameters == {"n_hidden": 4, "power": 4.5, "lr": 0.02,
@@ -361,7 +361,7 @@ def test_plain_h5py_sees_the_documented_layout(tmp_path):
     seen = []
     with h5py.File(path, "r") as f:
         assert f.attrs["encoding-type"] == "bioreps-file"
-        assert f.attrs["encoding-version"] == "1.2.0"
+        assert f.attrs["encoding-version"] == "1.3.0"
 
         def check(name, obj):
             seen.append(name)
@@ -404,7 +404,7 @@ def test_plain_h5py_sees_the_documented_layout(tmp_path):
 # refusals: versions, encodings, broken files
 # --------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("version", ["2.0.0", "1.3.0"])
+@pytest.mark.parametrize("version", ["2.0.0", "1.4.0"])
 def test_newer_schema_is_refused(tmp_path, version):
     path = tmp_path / "m.h5"
     _save_simple(path)
@@ -439,8 +439,8 @@ def test_unsupported_or_malformed_version_is_refused(tmp_path, version):
 def test_newer_element_version_is_refused_naming_the_path(tmp_path, h5path):
     path = tmp_path / "m.h5"
     _save_simple(path)
-    _set_attr(path, h5path, "encoding-version", "1.2.0")
-    with pytest.raises(io.SchemaError, match=rf"{h5path} .*1\.2\.0.*upgrade"):
+    _set_attr(path, h5path, "encoding-version", "1.9.0")
+    with pytest.raises(io.SchemaError, match=rf"{h5path} .*1\.9\.0.*upgrade"):
         io.load(path)
 
 
@@ -935,3 +935,18 @@ def test_property_blockwise_writes_round_trip(case, chunk_bytes):
             assert os.listdir(folder) == ["p.h5"]
     finally:
         io.ACTIVATION_CHUNK_BYTES = old
+
+
+def test_a_representation_may_say_its_layer(tmp_path):
+    path = tmp_path / "layers.h5"
+    with io.Writer(path) as w:
+        w.write_model("hebbian-wta", {"w": np.ones((2, 3))}, {})
+        w.create_representation("test.layer0", 2, 3, layer=0).write_rows(0, np.ones((2, 3), np.float32))
+        w.create_representation("test", 2, 4).write_rows(0, np.ones((2, 4), np.float32))
+        with pytest.raises(ValueError, match="layer must be >= 0"):
+            w.create_representation("bad", 2, 3, layer=-1)
+    with io.load(path) as f:
+        assert f.representations["test.layer0"].layer == 0 and f.representations["test"].layer is None
+    _set_attr(path, "/representations/test.layer0", "layer", "first")
+    with pytest.raises(io.SchemaError, match=r"/representations/test.layer0 attribute layer='first' must be an int"):
+        io.load(path).representations["test.layer0"]

@@ -51,7 +51,7 @@ def test_readout_arrays_round_trip_exactly_through_a_file(tmp_path):
         w.write_representation("train", X)
         w.write_readout(arrays, readout.hyperparameters())
     with io.load(path) as f:
-        assert f.schema_version == io.SCHEMA_VERSION == "1.2.0"
+        assert f.schema_version == io.SCHEMA_VERSION == "1.3.0"
         stored = f.readout
     assert isinstance(stored, io.ReadoutRecord)
     assert stored.n_classes == 5 and stored.representation == "activations of /representations/*"
@@ -83,7 +83,7 @@ def test_add_readout_to_an_older_file_then_refuses_a_second_readout(tmp_path):
     arrays = {"coef": np.ones((3, 4)), "intercept": np.zeros(3), "mean": np.zeros(4), "scale": np.ones(4)}
     io.add_readout(path, arrays, {"epochs": 1})
     with io.load(path) as f:
-        assert f.schema_version == "1.2.0"   # the first schema with a /readout
+        assert f.schema_version == io.SCHEMA_VERSION   # raised to the newest (>= 1.2.0, the first with a /readout)
         assert f.readout.n_classes == 3 and f.readout.hyperparameters == {"epochs": 1}
         assert f.representations["train"].shape == (3, 4)
     with pytest.raises(ValueError, match=r"m\.h5 already holds a /readout"):
@@ -134,7 +134,7 @@ def test_runner_stores_its_readout_and_file_classifier_attacks_that_one(tmp_path
     load = _fake_data(monkeypatch)
     path, results = _run_hebbian(tmp_path)
     with io.load(path) as f:
-        assert f.schema_version == "1.2.0"
+        assert f.schema_version == io.SCHEMA_VERSION
         stored = f.readout
         Hte, yte = f.representations["test"].to_numpy(), f.representations["test"].labels
     assert stored is not None and stored.hyperparameters["epochs"] == 3

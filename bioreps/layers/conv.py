@@ -558,6 +558,36 @@ class HebbianNet(Layer):
     def fit_transform(self, X, y=None, epochs=1):
         return self.fit(X, epochs=epochs).transform(X)
 
+    def export(self, path, splits, *, dataset=None, provenance=None, block_rows=None, progress=False):
+        """Write the net and, for each split, every layer's representation: the last layer's under
+        the split's own name (what analyses read), layer i's below it under ``<split>.layer<i>``;
+        each carries its ``layer`` attribute (schema 1.3.0). ``splits`` as :meth:`Layer.export`."""
+        from .. import io
+        from .._progress import progress_bar
+
+        self._check_fitted()
+        block_rows = int(block_rows or self.export_block_rows)
+        last = len(self.layers_) - 1
+        with io.Writer(path, overwrite=True) as w:
+            w.write_model(self.kind, self.model_arrays(), self.hyperparameters(), dims=self.dims())
+            for split, value in splits.items():
+                X, y, index = (tuple(value) + (None, None))[:3] if isinstance(value, tuple) else (value, None, None)
+                X = self._images(X, name=f"splits[{split!r}]")
+                reps = [w.create_representation(split if i == last else f"{split}.layer{i}", X.shape[0],
+                                                int(np.prod(layer.output_shape_)), labels=y, inputs_index=index,
+                                                dataset=dataset, dataset_split=split, layer=i,
+                                                description=f"layer {i}: {layer.representation_description}")
+                        for i, layer in enumerate(self.layers_)]
+                for start in progress_bar(range(0, X.shape[0], block_rows), progress=progress,
+                                          desc=f"export {split}", unit="block"):
+                    H = X[start:start + block_rows]
+                    for i, layer in enumerate(self.layers_):  # each layer's output feeds the next
+                        A = layer.transform(H)
+                        reps[i].write_rows(start, A)
+                        H = A.reshape((A.shape[0],) + tuple(layer.output_shape_))
+            w.write_provenance(self.provenance({"dataset": dataset or "unknown", **(provenance or {})}))
+        return path
+
     # ------------------------------------------------------------------ record
     def model_arrays(self) -> dict:
         self._check_fitted()
