@@ -87,7 +87,7 @@ def kernels():
     """(module, name, kernel, argument types, the block sizes its driver may launch it with)."""
     from numba import types as t
 
-    from bioreps.kernels.cuda import _common, hebbian as H, lif as L, softhebb as S
+    from bioreps.kernels.cuda import _common, conv as CV, hebbian as H, lif as L, softhebb as S
 
     f2, d1, d2, l1, i1, i2, u1 = (t.float32[:, ::1], t.float64[::1], t.float64[:, ::1], t.int64[::1],
                                   t.int32[::1], t.int32[:, ::1], t.uint8[::1])
@@ -102,6 +102,8 @@ def kernels():
         ("softhebb", "_partial_max", S._partial_max, (f2, f2, d1, d1), one_d),
         ("softhebb", "_final_max", S._final_max, (d1, i8, d1), one_d),
         ("softhebb", "_apply_update", S._apply_update, (f2, f2, f2, d1, d1, d1, f8, f8, f8, b1, b1), one_d),
+        ("conv", "_im2col", CV._im2col, (t.float32[:, :, :, ::1], i8, i8, i8, b1, i8, i8, i8, f2), one_d),
+        ("conv", "_anti_hebbian_rows", CV._anti_hebbian_rows, (f2, f2), one_d),
         ("hebbian", "_power_weights", H._power_weights, (f2, f8, f2), one_d),
         ("hebbian", "_topk_columns", H._topk_columns, (f2, i8, i1, i1), one_d),
         ("hebbian", "_collect_units", H._collect_units, (i1, i1, i8, i1, i1, i1, d1), one_d),

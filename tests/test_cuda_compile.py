@@ -40,7 +40,7 @@ def test_every_kernel_compiles_for_both_targets(report):
     names = {(r["module"], r["kernel"]) for r in report}
     assert {r["cc"] for r in report} == {"8.0", "9.0"}
     assert sum(1 for r in report if r["cc"] == "9.0") == len(names)  # each one for each target
-    for module in ("softhebb", "hebbian", "lif", "_common"):
+    for module in ("softhebb", "hebbian", "lif", "_common", "conv"):
         assert any(m == module for m, _ in names)
     assert all(r["registers"] > 0 for r in report)
 

@@ -60,7 +60,7 @@ class ConvCompetitiveLayer(Layer):
     fitted = {**Layer.fitted, "weights_": np.float32, "bn_mean_": np.float64, "bn_var_": np.float64,
               "input_shape_": "json", "output_shape_": "json", "seed_": "json", "n_units_": "json",
               "n_samples_seen_": "json", "epochs_done_": "json", "n_epochs_": "json", "n_fit_rows_": "json",
-              "history_": "json"}
+              "history_": "json", "backend_": "json"}
     checkpoint_unit = "epochs"
     export_block_rows = 512
     #: the activation passed on: SoftHebb's triangle ``relu(u - mean_c u) ** power`` (True) or
@@ -306,6 +306,10 @@ class ConvSoftWTA(ConvCompetitiveLayer):
         Images per update (10 in the reference).
     input_shape : tuple or None
         ``(C, H, W)`` when ``X`` comes as flat rows; 4-D input ``(n, C, H, W)`` gives it.
+    backend : "auto", "cpu" or "cuda"
+        Where the training step runs (:mod:`bioreps.kernels.cuda.conv` on a GPU: the patch
+        matrix built on the device, the dense SoftHebb kernels; weights equal the CPU's to
+        float32 rounding). ``transform`` runs on the CPU.
 
     ``transform`` returns flat rows ``(n, n_channels * H' * W')`` (channel-major; ``output_shape_``
     is ``(n_channels, H', W')``), the form readouts and HDF5 files take.
@@ -317,7 +321,7 @@ class ConvSoftWTA(ConvCompetitiveLayer):
     def __init__(self, n_channels=96, kernel_size=5, stride=1, padding=0, pool: tuple | None = None,
                  temperature=1.0, lr=0.08, power_lr=0.5, adaptive=True, power=0.7, batch_norm=True,
                  padding_mode="reflect", init_radius=25.0, batch_size=10, shuffle=True,
-                 input_shape: tuple | None = None, random_state=None, progress=None):
+                 input_shape: tuple | None = None, backend="auto", random_state=None, progress=None):
         self.n_channels = n_channels
         self.kernel_size = kernel_size
         self.stride = stride
@@ -334,10 +338,14 @@ class ConvSoftWTA(ConvCompetitiveLayer):
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.input_shape = input_shape
+        self.backend = backend
         self.random_state = random_state
         self.progress = progress
 
     def _validate_rule(self):
+        from ..backend import resolve
+
+        resolve(self.backend)
         _positive(self, "temperature", "init_radius")
         if not (np.isfinite(self.power_lr) and self.power_lr >= 0):
             raise ValueError(f"power_lr must be >= 0, got {plain(self.power_lr)!r}")
@@ -349,7 +357,13 @@ class ConvSoftWTA(ConvCompetitiveLayer):
         return (std * rng.standard_normal((int(self.n_channels), n_in))).astype(np.float32)
 
     def _epoch(self, X, order, callback):
-        from ..kernels.cpu.conv import conv_softhebb_epoch
+        from ..backend import resolve
+
+        self.backend_ = resolve(self.backend)
+        if self.backend_ == "cuda":  # the training step on the GPU (transform stays on the CPU)
+            from ..kernels.cuda.conv import conv_softhebb_epoch
+        else:
+            from ..kernels.cpu.conv import conv_softhebb_epoch
 
         conv_softhebb_epoch(self.weights_, X, order, int(self.batch_size), int(self.kernel_size), int(self.stride),
                             int(self.padding), self.padding_mode, 1.0 / float(self.temperature), float(self.lr), 2.0,
