@@ -159,12 +159,17 @@ class ConvCompetitiveLayer(Layer):
         self.n_epochs_ = self.n_fit_rows_ = None
         self.history_ = []
 
-    def _pass(self, X, order, desc):
-        bar = progress_bar(total=len(order), progress=self.progress, desc=desc, unit="image")
+    def _pass(self, X, order, desc, bar=None):
+        """One pass over ``X[order]``; progress on ``bar`` when given (a caller's bar spanning
+        several passes, left open), else on a bar of its own."""
+        own = bar is None
+        if own:
+            bar = progress_bar(total=len(order), progress=self.progress, desc=desc, unit="image")
         try:
             self._epoch(X, order, lambda i, m: bar.update(m))
         finally:
-            bar.close()
+            if own:
+                bar.close()
         self.n_samples_seen_ += len(order)
 
     def _record(self, seconds):
@@ -542,9 +547,14 @@ class HebbianNet(Layer):
             for e in range(epochs):
                 t0 = time.perf_counter()
                 order = np.random.default_rng([self.seed_, 1, li, e]).permutation(X.shape[0])
-                for start in range(0, len(order), block):
-                    Xb = self._forward(X[order[start:start + block]], li)
-                    layer._pass(Xb, np.arange(Xb.shape[0]), f"layer {li + 1}/{len(self.layers_)} epoch {e + 1}")
+                bar = progress_bar(total=len(order), progress=self.progress, unit="image",
+                                   desc=f"layer {li + 1}/{len(self.layers_)} epoch {e + 1}/{epochs}")
+                try:
+                    for start in range(0, len(order), block):
+                        Xb = self._forward(X[order[start:start + block]], li)
+                        layer._pass(Xb, np.arange(Xb.shape[0]), "", bar=bar)
+                finally:
+                    bar.close()
                 layer.epochs_done_ += 1
                 rec = dict(layer._record(time.perf_counter() - t0), layer=li)
                 if callback is not None and callback(self, rec) is False:
