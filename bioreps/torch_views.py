@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["HebbianModule", "ReadoutModule", "NumpyModule", "classifier", "spiking_classifier"]
+__all__ = ["HebbianModule", "ConvModule", "ReadoutModule", "NumpyModule", "classifier", "spiking_classifier"]
 
 
 class HebbianModule(torch.nn.Module):
@@ -36,6 +36,49 @@ class HebbianModule(torch.nn.Module):
 
     def extra_repr(self):
         return f"n_units={self.weight.shape[0]}, n_features={self.weight.shape[1]}, power={self.power}, input_norm={self.input_norm}"
+
+
+class ConvModule(torch.nn.Module):
+    """A fitted convolutional Hebbian layer, frozen: the input normalised by the running
+    statistics, padding (reflect or zeros), the convolution with the layer's current weights
+    (``sign(W)|W|^(p-1)`` for the Krotov-Hopfield rule), SoftHebb's triangle ``relu(u - mean_c
+    u) ** power`` or ``relu(u) ** power``, the pooling; output flattened channel-major, as the
+    layer's ``transform``. Input: flat rows (reshaped to ``input_shape``) or images.
+    """
+
+    def __init__(self, weights, input_shape, kernel_size, stride, padding, padding_mode, power, triangle, pool=None,
+                 bn_mean=None, bn_var=None, eps=1e-5):
+        super().__init__()
+        C = int(input_shape[0])
+        k = int(kernel_size)
+        W = np.asarray(weights, np.float32).reshape(-1, C, k, k)
+        self.register_buffer("weight", torch.as_tensor(W).clone())
+        self.register_buffer("bn_mean", None if bn_mean is None else torch.as_tensor(np.asarray(bn_mean, np.float32)))
+        self.register_buffer("bn_var", None if bn_var is None else torch.as_tensor(np.asarray(bn_var, np.float32)))
+        self.input_shape = tuple(int(d) for d in input_shape)
+        self.stride, self.padding, self.padding_mode = int(stride), int(padding), padding_mode
+        self.power, self.triangle, self.pool, self.eps = float(power), bool(triangle), pool, float(eps)
+
+    def forward(self, x):
+        F = torch.nn.functional
+        x = x.reshape(x.shape[0], *self.input_shape).to(self.weight.dtype)
+        if self.bn_mean is not None:
+            x = (x - self.bn_mean.view(1, -1, 1, 1)) / torch.sqrt(self.bn_var.view(1, -1, 1, 1) + self.eps)
+        if self.padding:
+            x = F.pad(x, (self.padding,) * 4, "reflect" if self.padding_mode == "reflect" else "constant")
+        u = F.conv2d(x, self.weight, stride=self.stride)
+        a = torch.relu(u - u.mean(dim=1, keepdim=True)) if self.triangle else torch.relu(u)
+        if self.power != 1.0:
+            a = a.pow(self.power)
+        if self.pool is not None:
+            kind, k, s, p = self.pool
+            a = (F.max_pool2d if kind == "max" else F.avg_pool2d)(a, int(k), int(s), int(p))
+        return a.reshape(a.shape[0], -1)
+
+    def extra_repr(self):
+        return (f"weight={tuple(self.weight.shape)}, input_shape={self.input_shape}, stride={self.stride}, "
+                f"padding={self.padding} ({self.padding_mode}), power={self.power}, triangle={self.triangle}, "
+                f"pool={self.pool}")
 
 
 class ReadoutModule(torch.nn.Module):

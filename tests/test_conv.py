@@ -288,3 +288,21 @@ def test_checkpoint_and_resume_end_where_an_uninterrupted_fit_does(images, tmp_p
             np.testing.assert_array_equal(part.bn_var_, full.bn_var_)
         with pytest.raises(ValueError, match="cannot resume: the checkpoint is of a fit of 3 epochs over 9 images"):
             cls.load(tmp_path / "ck.h5").fit(images, epochs=4, resume=True)
+
+
+def test_torch_views_compute_the_transform_and_carry_gradients(images):
+    from bioreps.layers import ConvHebbianWTA, HebbianNet
+
+    mixed = [{"kind": "conv-hebbian-wta", "n_channels": 4, "kernel_size": 3, "padding": 1, "pool": ["max", 2, 2, 0],
+              "power": 2.0}, NET[1]]
+    models = [ConvSoftWTA(n_channels=4, kernel_size=3, padding=1, pool=("max", 4, 2, 1), random_state=0,
+                          progress=False).fit(images),
+              ConvHebbianWTA(n_channels=4, kernel_size=3, padding=1, stride=2, pool=("avg", 2, 1, 0), power=3.0,
+                             random_state=0, progress=False).fit(images),
+              HebbianNet(mixed, random_state=0, progress=False).fit(images)]
+    for m in models:
+        x = torch.from_numpy(images.reshape(9, -1)).requires_grad_(True)
+        out = m.to_torch()(x)
+        np.testing.assert_allclose(out.detach().numpy(), m.transform(images), rtol=2e-4, atol=1e-4)
+        out.sum().backward()
+        assert x.grad is not None and float(x.grad.abs().sum()) > 0

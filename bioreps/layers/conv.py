@@ -62,6 +62,8 @@ class ConvCompetitiveLayer(Layer):
               "n_samples_seen_": "json", "epochs_done_": "json", "n_epochs_": "json", "n_fit_rows_": "json",
               "history_": "json", "backend_": "json"}
     checkpoint_unit = "epochs"
+    torch_view = True
+    gradient_attacks = True
     export_block_rows = 512
     #: the activation passed on: SoftHebb's triangle ``relu(u - mean_c u) ** power`` (True) or
     #: the Krotov-Hopfield ``relu(u) ** power`` (False)
@@ -265,6 +267,16 @@ class ConvCompetitiveLayer(Layer):
 
     def fit_transform(self, X, y=None, epochs=1):
         return self.fit(X, epochs=epochs).transform(X)
+
+    def to_torch(self):
+        """A frozen, differentiable torch module computing :meth:`transform`
+        (:class:`bioreps.torch_views.ConvModule`)."""
+        from ..torch_views import ConvModule
+
+        self._check_fitted()
+        return ConvModule(self._current_weights(), self.input_shape_, self.kernel_size, self.stride, self.padding,
+                          self.padding_mode, self.power, self.triangle, _pool_spec(self.pool), self.bn_mean_,
+                          self.bn_var_)
 
     # ------------------------------------------------------------------ record
     def dims(self) -> dict:
@@ -472,6 +484,8 @@ class HebbianNet(Layer):
 
     kind = "hebbian-net"
     config_fit_params = ("epochs",)
+    torch_view = True
+    gradient_attacks = True
     input_dtype = np.float32
     fitted = {**Layer.fitted, "input_shape_": "json", "output_shape_": "json", "n_units_": "json",
               "seed_": "json", "layer_records_": "json"}
@@ -581,6 +595,14 @@ class HebbianNet(Layer):
 
     def fit_transform(self, X, y=None, epochs=1):
         return self.fit(X, epochs=epochs).transform(X)
+
+    def to_torch(self):
+        """The net as a frozen, differentiable torch module: each layer's
+        :meth:`ConvCompetitiveLayer.to_torch` in sequence."""
+        import torch
+
+        self._check_fitted()
+        return torch.nn.Sequential(*[layer.to_torch() for layer in self.layers_])
 
     def export(self, path, splits, *, dataset=None, provenance=None, block_rows=None, progress=False):
         """Write the net and, for each split, every layer's representation: the last layer's under
