@@ -131,7 +131,7 @@ def classifier(layer, readout, power=None):
         warnings.warn("classifier(power=) is deprecated: power is stored with the layer; set layer.power",
                       DeprecationWarning, stacklevel=2)
     body, head = layer.to_torch(power), readout.to_torch()
-    n_units, n_in = body.weight.shape[0], head.weight.shape[1]
+    n_units, n_in = int(layer.n_units_), head.weight.shape[1]  # the representation's width
     if n_units != n_in:
         raise ValueError(f"the layer has {n_units} units but the readout was fitted on {n_in} features")
     return torch.nn.Sequential(body, head)

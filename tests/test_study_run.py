@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from bioreps import io
 from bioreps.studies.run import ConfigError
 from bioreps.studies.study import run_study
 
@@ -151,7 +152,6 @@ def spiking_study(tmp_path, out, **study):
 
 
 def test_the_seeds_of_a_spiking_model_train_as_one_ensemble(tmp_path, fashion_mnist_available):
-    from bioreps import io
     from bioreps.layers import SpikingWTA
     from bioreps.studies.study import _model_seed
 
@@ -181,3 +181,21 @@ def test_the_seeds_of_a_spiking_model_train_as_one_ensemble(tmp_path, fashion_mn
     apart = run_study(spiking_study(tmp_path, "apart", ensembles=False), progress=False, log=logs.append)
     assert not any("'ensemble'" in line for line in logs)
     assert _figures(apart) == _figures(res)
+
+
+def test_a_study_compares_a_hebbian_net_with_its_backprop_counterpart(tmp_path, fashion_mnist_available):
+    blocks = [{"kind": "conv-soft-wta", "n_channels": 6, "kernel_size": 5, "padding": 2, "pool": ["max", 4, 2, 1]},
+              {"kind": "conv-hebbian-wta", "n_channels": 8, "kernel_size": 3, "padding": 1,
+               "pool": ["avg", 2, 2, 0], "power": 2.0}]
+    cfg = {"study": {"name": "conv", "seeds": [0], "output": str(tmp_path / "out")},
+           "data": {"dataset": "fashion-mnist", "n_train": 120, "n_test": 40},
+           "models": [{"name": "hnet", "kind": "hebbian-net", "input_shape": [1, 28, 28], "layers": blocks,
+                       "readout": {"epochs": 3}},
+                      {"name": "cnet", "kind": "conv-net", "epochs": 2, "layers": blocks}],
+           "analysis": {"attacks": {"methods": ["fgsm"], "eps": [0.0, 0.1], "n_images": 20}}}
+    res = run_study(cfg, progress=False, log=lambda *a: None)
+    for name in ("hnet", "cnet"):  # trained, attacked with gradients, spectrum measured
+        m = res["per_seed"][name]["0"]
+        assert 0.1 < m["test_accuracy"] <= 1 and "fgsm_accuracy@0.1" in m and "alpha" in m, (name, m)
+    with io.load(tmp_path / "out" / "units" / "train+hnet+0" / "model.h5") as f:
+        assert f.representations["test"].layer == 1 and f.representations["test.layer0"].layer == 0

@@ -268,14 +268,15 @@ class ConvCompetitiveLayer(Layer):
     def fit_transform(self, X, y=None, epochs=1):
         return self.fit(X, epochs=epochs).transform(X)
 
-    def to_torch(self):
+    def to_torch(self, power=None):
         """A frozen, differentiable torch module computing :meth:`transform`
-        (:class:`bioreps.torch_views.ConvModule`)."""
+        (:class:`bioreps.torch_views.ConvModule`); ``power`` overrides the activation's (None:
+        the layer's)."""
         from ..torch_views import ConvModule
 
         self._check_fitted()
         return ConvModule(self._current_weights(), self.input_shape_, self.kernel_size, self.stride, self.padding,
-                          self.padding_mode, self.power, self.triangle, _pool_spec(self.pool), self.bn_mean_,
+                          self.padding_mode, self.power if power is None else power, self.triangle, _pool_spec(self.pool), self.bn_mean_,
                           self.bn_var_)
 
     # ------------------------------------------------------------------ record
@@ -596,13 +597,15 @@ class HebbianNet(Layer):
     def fit_transform(self, X, y=None, epochs=1):
         return self.fit(X, epochs=epochs).transform(X)
 
-    def to_torch(self):
+    def to_torch(self, power=None):
         """The net as a frozen, differentiable torch module: each layer's
-        :meth:`ConvCompetitiveLayer.to_torch` in sequence."""
+        :meth:`ConvCompetitiveLayer.to_torch` in sequence (``power`` overrides the last layer's)."""
         import torch
 
         self._check_fitted()
-        return torch.nn.Sequential(*[layer.to_torch() for layer in self.layers_])
+        last = len(self.layers_) - 1
+        return torch.nn.Sequential(*[layer.to_torch(power if i == last else None)
+                                     for i, layer in enumerate(self.layers_)])
 
     def export(self, path, splits, *, dataset=None, provenance=None, block_rows=None, progress=False):
         """Write the net and, for each split, every layer's representation: the last layer's under
