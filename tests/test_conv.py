@@ -306,3 +306,19 @@ def test_torch_views_compute_the_transform_and_carry_gradients(images):
         np.testing.assert_allclose(out.detach().numpy(), m.transform(images), rtol=2e-4, atol=1e-4)
         out.sum().backward()
         assert x.grad is not None and float(x.grad.abs().sum()) > 0
+
+
+def test_each_epoch_records_convergence_and_distinct_winners(images):
+    from bioreps.layers import ConvHebbianWTA, HebbianNet
+
+    layer = ConvHebbianWTA(n_channels=5, kernel_size=3, padding=1, p=3.0, random_state=0, progress=False)
+    layer.fit(images, epochs=2)
+    rec = layer.history_[-1]
+    norms = np.sum(np.abs(layer.weights_.astype(np.float64)) ** 3, axis=1) ** (1 / 3)  # the rule's p-norm
+    assert rec["mean_norm"] == pytest.approx(norms.mean())
+    assert rec["winners"] == np.unique(layer.currents(images).argmax(axis=1)).size
+    assert 1 <= rec["winners"] <= 5 and len(layer.history_) == 2
+    net = HebbianNet(NET, random_state=0, progress=False)
+    seen = []
+    net.fit(images, callback=lambda n, r: seen.append((r["layer"], r["winners"])))
+    assert [s[0] for s in seen] == [0, 1] and all(1 <= w <= 6 for _, w in seen)

@@ -174,10 +174,24 @@ class ConvCompetitiveLayer(Layer):
                 bar.close()
         self.n_samples_seen_ += len(order)
 
-    def _record(self, seconds):
-        norms = np.linalg.norm(self.weights_.astype(np.float64), axis=1)
+    #: images of the probe set the "winners" diagnostic uses
+    probe_images = 100
+
+    def _norm_order(self):
+        """The Lebesgue norm the rule drives the filters to (2 for SoftHebb)."""
+        return 2.0
+
+    def _record(self, seconds, probe=None):
+        """The epoch's diagnostics (``history_``): ``converged``, the fraction of filters within
+        0.05 of unit norm (the rule's Lebesgue norm), their ``mean_norm``, and ``winners``, the
+        number of distinct channels that have the largest current at some position of the
+        probe images (a collapse shows as few winners)."""
+        p = self._norm_order()
+        norms = np.sum(np.abs(self.weights_.astype(np.float64)) ** p, axis=1) ** (1.0 / p)
         rec = {"epoch": self.epochs_done_, "seconds": round(seconds, 3),
                "converged": float(np.mean(np.abs(norms - 1.0) < 0.05)), "mean_norm": float(norms.mean())}
+        if probe is not None and len(probe):
+            rec["winners"] = int(np.unique(self._currents(probe).argmax(axis=-1)).size)
         self.history_.append(rec)
         return rec
 
@@ -211,7 +225,7 @@ class ConvCompetitiveLayer(Layer):
                      else np.arange(X.shape[0]))
             self._pass(X, order, f"{name} {e + 1}/{epochs}")
             self.epochs_done_ += 1
-            rec = self._record(time.perf_counter() - t0)
+            rec = self._record(time.perf_counter() - t0, X[:self.probe_images])
             if checkpoint is not None and (self.epochs_done_ % every == 0 or self.epochs_done_ == epochs):
                 self.save(checkpoint)
             if callback is not None and callback(self, rec) is False:
@@ -449,6 +463,9 @@ class ConvHebbianWTA(ConvCompetitiveLayer):
                            int(self.padding), self.padding_mode, int(self.k), float(self.delta), float(self.lr),
                            float(self.p), self.bn_mean_, self.bn_var_, callback=callback)
 
+    def _norm_order(self):
+        return float(self.p)
+
     def _current_weights(self):
         W = self.weights_.astype(np.float64)
         return (np.sign(W) * np.abs(W) ** (float(self.p) - 1.0)).astype(np.float32)
@@ -571,7 +588,8 @@ class HebbianNet(Layer):
                 finally:
                     bar.close()
                 layer.epochs_done_ += 1
-                rec = dict(layer._record(time.perf_counter() - t0), layer=li)
+                rec = dict(layer._record(time.perf_counter() - t0, self._forward(X[:layer.probe_images], li)),
+                           layer=li)
                 if callback is not None and callback(self, rec) is False:
                     break
             shape = tuple(layer.output_shape_)
