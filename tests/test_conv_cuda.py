@@ -59,15 +59,33 @@ def _checks(mode):
             rel=float(np.linalg.norm(Wg - Wc) / np.linalg.norm(Wc)),
             bn_equal=bool(mc is None or (np.array_equal(mc, mg) and np.array_equal(vc, vg))),
             patches=float(np.abs(Vdev - Vref).max())))
+    # the Krotov-Hopfield rule on patches: the GPU driver against the CPU kernel
+    out["kh"] = []
+    for padding, mode_pad in ((1, "zeros"), (1, "reflect")):
+        W0 = rng.standard_normal((K, C * k * k)).astype(np.float32)
+        Wc, Wg = W0.copy(), W0.copy()
+        order = rng.permutation(n)
+        cpu.conv_hebbian_epoch(Wc, X, order, B, k, 1, padding, mode_pad, 2, 0.4, 0.05, 3.0)
+        Ho, Wo = cpu.out_size(H, k, 1, padding), cpu.out_size(W, k, 1, padding)
+        bf = gpu.ConvHebbianBuffers(K, C * k * k, B * Ho * Wo, 2, (B, C, H, W), block=block, tile=tile)
+        gpu.conv_hebbian_epoch(Wg, X, order, B, k, 1, padding, mode_pad, 2, 0.4, 0.05, 3.0, buffers=bf)
+        out["kh"].append(dict(mode=mode_pad, moved=float(np.abs(Wc - W0).max()),
+                              rel=float(np.linalg.norm(Wg - Wc) / np.linalg.norm(Wc))))
     # the layer: backend "cuda" trains as "cpu" does (to float32 rounding)
     from bioreps.layers import ConvSoftWTA
 
     kw = dict(n_channels=K, kernel_size=k, padding=1, pool=("max", 2, 2, 0), batch_size=B, random_state=0,
               progress=False)
+    from bioreps.layers import ConvHebbianWTA
+
     lc = ConvSoftWTA(backend="cpu", **kw).fit(X)
     lg = ConvSoftWTA(backend="cuda", **kw).fit(X)
     out["layer"] = dict(backend=lg.backend_, rel=float(np.linalg.norm(lg.weights_ - lc.weights_)
                                                        / np.linalg.norm(lc.weights_)))
+    hc = ConvHebbianWTA(backend="cpu", k=2, **kw).fit(X)
+    hg = ConvHebbianWTA(backend="cuda", k=2, **kw).fit(X)
+    out["layer_kh"] = dict(backend=hg.backend_, rel=float(np.linalg.norm(hg.weights_ - hc.weights_)
+                                                          / np.linalg.norm(hc.weights_)))
     return out
 
 
@@ -82,8 +100,14 @@ def test_cuda_epoch_matches_the_cpu_kernel(res):
         assert case["patches"] < 1e-5, case  # the device's im2col (padding by index) == the CPU's
 
 
+def test_cuda_krotov_hopfield_on_patches_matches_the_cpu_kernel(res):
+    for case in res["kh"]:
+        assert case["moved"] > 1e-3 and case["rel"] < 1e-5, case
+
+
 def test_layer_cuda_backend_trains_as_the_cpu_one(res):
-    assert res["layer"]["backend"] == "cuda" and res["layer"]["rel"] < 1e-4, res["layer"]
+    for key in ("layer", "layer_kh"):
+        assert res[key]["backend"] == "cuda" and res[key]["rel"] < 1e-4, res[key]
 
 
 def test_cuda_calls_back_per_minibatch_of_images(res):
@@ -97,4 +121,4 @@ if __name__ == "__main__":
 
 def test_cuda_module_imports_only_what_kernels_may():
     imports = _cudasim.kernel_module_imports("conv")
-    assert imports <= _cudasim.ALLOWED_KERNEL_IMPORTS | {"..cpu.conv", ".softhebb"}, imports
+    assert imports <= _cudasim.ALLOWED_KERNEL_IMPORTS | {"..cpu.conv", ".softhebb", ".hebbian"}, imports

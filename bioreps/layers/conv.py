@@ -415,8 +415,9 @@ class ConvHebbianWTA(ConvCompetitiveLayer):
 
     Parameters as :class:`ConvSoftWTA` (``n_channels``, ``kernel_size``, ``stride``,
     ``padding``, ``pool``, ``batch_norm``, ``padding_mode``, ``batch_size``, ``input_shape``),
-    plus the rule's ``p``, ``k``, ``delta``, ``lr`` (the dense :class:`HebbianWTA`'s meaning) and
-    ``power``. Initial weights N(0, 1).
+    plus the rule's ``p``, ``k``, ``delta``, ``lr`` (the dense :class:`HebbianWTA`'s meaning),
+    ``power`` and ``backend`` (the training step on the GPU: :func:`bioreps.kernels.cuda.conv.
+    conv_hebbian_epoch`). Initial weights N(0, 1).
     """
 
     kind = "conv-hebbian-wta"
@@ -425,7 +426,7 @@ class ConvHebbianWTA(ConvCompetitiveLayer):
 
     def __init__(self, n_channels=96, kernel_size=5, stride=1, padding=0, pool: tuple | None = None, p=3.0, k=2,
                  delta=0.4, lr=0.04, power=4.5, batch_norm=False, padding_mode="zeros", batch_size=10, shuffle=True,
-                 input_shape: tuple | None = None, random_state=None, progress=None):
+                 input_shape: tuple | None = None, backend="auto", random_state=None, progress=None):
         self.n_channels = n_channels
         self.kernel_size = kernel_size
         self.stride = stride
@@ -441,10 +442,14 @@ class ConvHebbianWTA(ConvCompetitiveLayer):
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.input_shape = input_shape
+        self.backend = backend
         self.random_state = random_state
         self.progress = progress
 
     def _validate_rule(self):
+        from ..backend import resolve
+
+        resolve(self.backend)
         if not (np.isfinite(self.p) and self.p >= 2):
             raise ValueError(f"p must be >= 2, got {plain(self.p)!r}")
         check_int(self.k, "k", 1)
@@ -457,7 +462,13 @@ class ConvHebbianWTA(ConvCompetitiveLayer):
         return rng.standard_normal((int(self.n_channels), n_in)).astype(np.float32)
 
     def _epoch(self, X, order, callback):
-        from ..kernels.cpu.conv import conv_hebbian_epoch
+        from ..backend import resolve
+
+        self.backend_ = resolve(self.backend)
+        if self.backend_ == "cuda":  # the training step on the GPU (transform stays on the CPU)
+            from ..kernels.cuda.conv import conv_hebbian_epoch
+        else:
+            from ..kernels.cpu.conv import conv_hebbian_epoch
 
         conv_hebbian_epoch(self.weights_, X, order, int(self.batch_size), int(self.kernel_size), int(self.stride),
                            int(self.padding), self.padding_mode, int(self.k), float(self.delta), float(self.lr),

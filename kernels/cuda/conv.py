@@ -1,5 +1,6 @@
-"""Convolutional SoftHebb on the GPU: Numba-CUDA twin of ``kernels/cpu/conv.py``
-(:func:`conv_softhebb_epoch`, the same signature).
+"""Convolutional SoftHebb and Krotov-Hopfield on the GPU: Numba-CUDA twins of
+``kernels/cpu/conv.py`` (:func:`conv_softhebb_epoch`, :func:`conv_hebbian_epoch`, the same
+signatures).
 
 Per minibatch of images: the batch normalisation of the inputs is computed on the host with the
 CPU module's function (a few thousand numbers per batch: the same float64 statistics and running
@@ -23,11 +24,14 @@ from numba import cuda
 
 from .._config import CUDA_BLOCK
 from ..cpu.conv import _geometry, batch_norm_train, out_size
-from ._common import MAX_BLOCK, _check_block, _gemm_kernel, _rows_per_thread, _stage_weights, _unstage_weights
+from ._common import MAX_BLOCK, MAX_GRID, _check_block, _gemm_kernel, _rows_per_thread, _stage_weights, _unstage_weights
+from .hebbian import (HebbianBuffers, _accumulate, _collect_units, _currents_kernel, _topk_columns)
+from .hebbian import _apply_update as _kh_apply_update
+from .hebbian import _power_weights as _kh_power_weights
 from .softhebb import (SoftHebbBuffers, _apply_update, _final_max, _partial_max, _power_weights, _row_lr,
                        _softmax_rows, _weighted_sums)
 
-__all__ = ["conv_softhebb_epoch", "ConvBuffers"]
+__all__ = ["conv_softhebb_epoch", "conv_hebbian_epoch", "ConvBuffers", "ConvHebbianBuffers"]
 
 
 @cuda.jit
@@ -162,6 +166,65 @@ def conv_softhebb_epoch(W, X, order, batch_size, kernel_size, stride, padding, p
         _partial_max[grid_rows, block](bf.G, Wd_, bf.xx, bf.partial)
         _final_max[1, block](bf.partial, grid_rows, bf.nc)
         _apply_update[grid_rows, block](Wd_, Wp, bf.G, bf.xx, bf.nc, bf.lrs, lr, p, power_lr, adaptive, refresh_wp)
+        bf.last_rows = m
+        n_batches += 1
+        if callback is not None:
+            callback(n_batches, nb)
+    _unstage_weights(W, dW, bf.W)
+    return n_batches
+
+
+class ConvHebbianBuffers(HebbianBuffers):
+    """:class:`.hebbian.HebbianBuffers` (per-batch kernels) for the patch matrix of a minibatch
+    plus the device copy of one normalised minibatch of images."""
+
+    def __init__(self, n_units, n_features, rows, k, image_shape, block=None, tile=None):
+        super().__init__(n_units, n_features, rows, k, block=block, tile=tile, persistent=False)
+        self.images = cuda.device_array(tuple(int(d) for d in image_shape), np.float32)
+
+
+def conv_hebbian_epoch(W, X, order, batch_size, kernel_size, stride, padding, padding_mode, k, delta, eps, p,
+                       bn_mean=None, bn_var=None, buffers=None, callback=None):
+    """:func:`bioreps.kernels.cpu.conv.conv_hebbian_epoch` on the GPU: per minibatch the patch
+    matrix built on the device (:func:`_im2col`), then the Krotov-Hopfield per-batch kernels of
+    :mod:`.hebbian` (currents GEMM, top-k per patch, the affected units, their float64 update).
+    Same arguments; weights equal the CPU's up to the GEMM's float32 rounding."""
+    K, N, rows = _geometry(W, X, kernel_size, stride, padding, batch_size)
+    B = int(batch_size)
+    n_img, C, H, Wd = X.shape
+    kk, s, pd = int(kernel_size), int(stride), int(padding)
+    k = int(k)
+    if not 1 <= k <= K:
+        raise ValueError(f"k must be in [1, n_units={K}], got {k}")
+    Ho, Wo = out_size(H, kk, s, pd), out_size(Wd, kk, s, pd)
+    if buffers is None or buffers.shape != (K, N, rows, k) or buffers.images.shape != (B, C, H, Wd):
+        buffers = ConvHebbianBuffers(K, N, rows, k, (B, C, H, Wd))
+    bf = buffers
+    block = _check_block(CUDA_BLOCK if bf.block is None else bf.block)
+    tile = bf.tile
+    dW = None if isinstance(W, np.ndarray) else W
+    Wd_ = _stage_weights(W, dW, bf.W)
+    delta, eps, p = np.float64(delta), np.float64(eps), np.float64(p)
+    gemm = _currents_kernel(tile)
+    _kh_power_weights[max(1, min(K, MAX_GRID)), block](Wd_, p, bf.Wp)
+    order = np.asarray(order)
+    reflect = padding_mode == "reflect"
+    n_batches = 0
+    for start in range(0, order.shape[0], B):
+        Xb = X[order[start:start + B]]
+        if bn_mean is not None:
+            Xb = batch_norm_train(Xb, bn_mean, bn_var)
+        nb = Xb.shape[0]
+        images = bf.images if nb == B else bf.images[:nb]
+        images.copy_to_device(np.ascontiguousarray(Xb, np.float32))
+        m = nb * Ho * Wo
+        _im2col[min(-(-m * N // block), MAX_GRID), block](images, kk, s, pd, reflect, Ho, Wo, m, bf.V)
+        gemm[(-(-K // tile), -(-m // tile)), (tile, tile)](bf.V, bf.Wp, m, K, N, bf.IT)
+        _topk_columns[m, block](bf.IT, k, bf.win, bf.kth)
+        _collect_units[1, 1](bf.win, bf.kth, m, bf.slot, bf.units, bf.n_aff, bf.nc)
+        _accumulate[min(2 * m, K), block](Wd_, bf.V, bf.IT, m, bf.win, bf.kth, delta, bf.units, bf.n_aff, bf.ds,
+                                          bf.nc)
+        _kh_apply_update[min(2 * m, K), block](Wd_, bf.Wp, bf.units, bf.n_aff, bf.ds, bf.nc, eps, p)
         bf.last_rows = m
         n_batches += 1
         if callback is not None:
