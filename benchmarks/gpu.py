@@ -12,7 +12,8 @@ with a line saying so, once the budget is spent):
 1. ``pytest -m gpu`` (the real-GPU variants of the CUDA tests);
 2. agreement checks on real data (Fashion-MNIST when installed, else synthetic): one epoch of the
    Krotov-Hopfield rule (persistent kernel, per-batch kernels, CPU kernel), one epoch of the
-   SoftHebb rule (CUDA vs CPU), the Diehl & Cook transform (CUDA vs CPU spike counts) and a
+   SoftHebb rule (CUDA vs CPU), convolutional SoftHebb and Krotov-Hopfield epochs (CUDA vs CPU,
+   images/s of both), the Diehl & Cook transform (CUDA vs CPU spike counts) and a
    spiking ensemble trained in one launch (a member equals the network trained alone);
 3. the benchmarks in the same run: ``benchmarks/hebbian_cuda.py`` (ms per epoch of both GPU
    paths and the CPU, the projection to the paper's 1000 epochs) and
@@ -114,6 +115,45 @@ def check_softhebb(smoke):
             "ok": rel < 1e-3}
 
 
+def check_conv(smoke):
+    """Convolutional SoftHebb and Krotov-Hopfield epochs (SoftHebb's first layer), CUDA vs CPU,
+    with both sides timed after a warm-up."""
+    from bioreps.kernels.cpu import conv as cpu
+    from bioreps.kernels.cuda import conv as gpu
+
+    X, source = _images(24 if smoke else 2000)
+    X = X.reshape(-1, 1, 28, 28)
+    if smoke:
+        X = np.ascontiguousarray(X[:3, :, 10:16, 10:15])
+    K, k, pad, B = (4, 3, 1, 2) if smoke else (96, 5, 2, 10)
+    rng = np.random.default_rng(3)
+    W0 = (rng.standard_normal((K, k * k)) * (0.8 if smoke else 5.0)).astype(np.float32)
+    order = rng.permutation(len(X))
+    out = {"check": "conv epochs", "data": source, "shape": [K, k, len(X), B]}
+    rows = B * X.shape[2] * X.shape[3]  # stride 1, "same" padding
+    small = dict(block=16, tile=4) if smoke else {}
+    for name, fc, fg, args, bufs in (
+            ("softhebb", cpu.conv_softhebb_epoch, gpu.conv_softhebb_epoch, (1.0, 0.08, 2.0, 0.5, True),
+             lambda: gpu.ConvBuffers(K, k * k, rows, (B,) + X.shape[1:], **small)),
+            ("hebbian", cpu.conv_hebbian_epoch, gpu.conv_hebbian_epoch, (2, 0.4, 0.04, 3.0),
+             lambda: gpu.ConvHebbianBuffers(K, k * k, rows, 2, (B,) + X.shape[1:], **small))):
+        Wc, Wg = W0.copy(), W0.copy()
+        if not smoke:  # compile both (untimed)
+            fc(W0.copy(), X[:B], order[:B] % B, B, k, 1, pad, "reflect", *args)
+            fg(W0.copy(), X[:B], order[:B] % B, B, k, 1, pad, "reflect", *args)
+        t0 = time.perf_counter()
+        fc(Wc, X, order, B, k, 1, pad, "reflect", *args)
+        tc = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        fg(Wg, X, order, B, k, 1, pad, "reflect", *args, buffers=bufs())
+        tg = time.perf_counter() - t0
+        out[f"{name}_rel_vs_cpu"] = _rel(Wg, Wc)
+        if not smoke:
+            out[f"{name}_images_per_s"] = {"cpu": round(len(X) / tc, 1), "cuda": round(len(X) / tg, 1)}
+    out["ok"] = out["softhebb_rel_vs_cpu"] < 1e-3 and out["hebbian_rel_vs_cpu"] < 1e-3
+    return out
+
+
 def check_spiking(smoke):
     """The Diehl & Cook transform of frozen weights: CUDA vs CPU spike counts."""
     from bioreps.layers import SpikingWTA
@@ -180,7 +220,7 @@ def main(argv=None):
     steps = []
     if not args.smoke and not args.skip_tests:
         steps.append(run_tests(left()))
-    for check in (check_hebbian, check_softhebb, check_spiking):
+    for check in (check_hebbian, check_softhebb, check_conv, check_spiking):
         if left() <= 0:
             steps.append({"check": check.__name__, "ok": None, "skipped": "budget spent"})
             continue

@@ -23,7 +23,7 @@ def test_gpu_script_smoke_runs_every_check_in_the_simulator(tmp_path):
     res = json.loads(out.read_text())
     assert res["device"] == "CUDA simulator" and res["smoke"] is True
     checks = {s["check"]: s for s in res["steps"]}
-    assert set(checks) == {"hebbian epoch", "softhebb epoch", "spiking transform, ensemble"}
+    assert set(checks) == {"hebbian epoch", "softhebb epoch", "conv epochs", "spiking transform, ensemble"}
     assert all(s["ok"] is True for s in checks.values()), checks
     assert checks["hebbian epoch"]["persistent_equals_per_batch"] is True
     assert checks["spiking transform, ensemble"]["identical_count_rows"] == 1.0
