@@ -103,7 +103,7 @@ def kernels():
         ("softhebb", "_final_max", S._final_max, (d1, i8, d1), one_d),
         ("softhebb", "_apply_update", S._apply_update, (f2, f2, f2, d1, d1, d1, f8, f8, f8, b1, b1), one_d),
         ("conv", "_im2col", CV._im2col, (t.float32[:, :, :, ::1], i8, i8, i8, b1, i8, i8, i8, f2), one_d),
-        ("conv", "_anti_hebbian_rows", CV._anti_hebbian_rows, (f2, f2), one_d),
+        ("conv", "_anti_hebbian_rows", CV._anti_hebbian_rows, (f2, f2, i1), one_d),
         ("hebbian", "_power_weights", H._power_weights, (f2, f8, f2), one_d),
         ("hebbian", "_topk_columns", H._topk_columns, (f2, i8, i1, i1), one_d),
         ("hebbian", "_collect_units", H._collect_units, (i1, i1, i8, i1, i1, i1, d1), one_d),

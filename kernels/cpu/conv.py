@@ -34,7 +34,7 @@ import numpy as np
 from numba import njit
 
 from .._config import njit_options
-from .softhebb import SoftHebbBuffers, power_weights, row_lr, softhebb_batch
+from .softhebb import SoftHebbBuffers, softhebb_batch, start_epoch
 
 __all__ = ["out_size", "pad", "patches", "triangle", "pool", "activation", "batch_norm_train", "batch_norm_eval",
            "conv_softhebb_epoch", "BN_EPS", "BN_MOMENTUM", "PADDING_MODES", "POOLS"]
@@ -263,13 +263,7 @@ def conv_softhebb_epoch(W, X, order, batch_size, kernel_size, stride, padding, p
         buffers = SoftHebbBuffers(K, N, rows, W.dtype)
     bf = buffers
     t_invert, lr, p, power_lr, adaptive = float(t_invert), float(lr), float(p), float(power_lr), bool(adaptive)
-    refresh_wp = p != 2.0
-    if refresh_wp:
-        power_weights(W, p, bf.Wp)
-        Wp = bf.Wp
-    else:
-        Wp = W
-    row_lr(W, Wp, lr, p, power_lr, adaptive, bf.lrs)
+    Wp, refresh_wp = start_epoch(W, lr, p, power_lr, adaptive, bf)
     n_batches = 0
     for m, n_img in _patch_batches(X, np.asarray(order), batch_size, kernel_size, stride, padding, padding_mode,
                                    bn_mean, bn_var, bf.V):

@@ -47,7 +47,7 @@ from numba import njit
 from .._config import njit_options
 
 __all__ = ["power_weights", "row_lr", "softmax_columns", "anti_hebbian_columns", "update_max", "apply_update",
-           "softhebb_batch", "softhebb_epoch", "SoftHebbBuffers", "PREC", "LR_EPS"]
+           "start_epoch", "softhebb_batch", "softhebb_epoch", "SoftHebbBuffers", "PREC", "LR_EPS"]
 
 PREC = 1e-30  # added to max|ds| before dividing (the reference's ``nc + 1e-30``)
 LR_EPS = 1e-10  # added to | ||w||_p - 1 | in the adaptive learning rate (the reference's ``nc``)
@@ -251,6 +251,19 @@ class SoftHebbBuffers:
         self.nc = 0.0  # max|ds| of the last batch
 
 
+def start_epoch(W, lr, p, power_lr, adaptive, bf):
+    """Before the first batch of a call: ``Wp`` (``W`` itself for p = 2, else
+    :func:`power_weights` into ``bf.Wp``) and the first batch's rates into ``bf.lrs``. Returns
+    ``(Wp, refresh_wp)`` for :func:`softhebb_batch`."""
+    refresh_wp = p != 2.0
+    Wp = W
+    if refresh_wp:
+        power_weights(W, p, bf.Wp)
+        Wp = bf.Wp
+    row_lr(W, Wp, lr, p, power_lr, adaptive, bf.lrs)
+    return Wp, refresh_wp
+
+
 def softhebb_batch(W, Wp, V, t_invert, lr, p, power_lr, adaptive, refresh_wp, bf, anti_hebbian=False):
     """One minibatch: the rows of ``V`` (m <= B, N) float32 are the samples (for the
     convolutional layer, every patch of every image of the batch). Steps 1-5 of the module
@@ -307,13 +320,7 @@ def softhebb_epoch(W, X, order, batch_size, t_invert, lr, p, power_lr, adaptive,
     bf = buffers
     t_invert, lr, p, power_lr = float(t_invert), float(lr), float(p), float(power_lr)
     adaptive = bool(adaptive)
-    refresh_wp = p != 2.0
-    if refresh_wp:
-        power_weights(W, p, bf.Wp)
-        Wp = bf.Wp
-    else:
-        Wp = W
-    row_lr(W, Wp, lr, p, power_lr, adaptive, bf.lrs)
+    Wp, refresh_wp = start_epoch(W, lr, p, power_lr, adaptive, bf)
     order = np.asarray(order)
     n = order.shape[0]
     n_batches = 0

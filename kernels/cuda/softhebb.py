@@ -323,6 +323,39 @@ class SoftHebbBuffers(_DeviceSamples):
         return float(self.nc.copy_to_host()[0])
 
 
+def batch_steps(Wd, bf, block, t_invert, lr, p, power_lr, adaptive, after_softmax=None):
+    """Prepare an epoch on the device weights ``Wd`` (``Wp`` and the first rates) and return
+    ``step(m)``, which queues one minibatch's kernels on the first ``m`` rows of ``bf.V``:
+    currents GEMM, softmax, ``after_softmax(m)`` (the convolutional rule's anti-Hebbian sign),
+    weighted sums, the second GEMM, the global max and the update."""
+    tile = bf.tile
+    t_invert, lr, p, power_lr = np.float64(t_invert), np.float64(lr), np.float64(p), np.float64(power_lr)
+    adaptive = bool(adaptive)
+    refresh_wp = bool(p != 2.0)
+    Wp = bf.Wp if refresh_wp else Wd
+    K, N = Wd.shape
+    gemm_u = _gemm_kernel(tile, False, True)  # U (m, K) = V (m, N) @ Wp (K, N)^T
+    gemm_g = _gemm_kernel(tile, True, False)  # G (K, N) = Y (m, K)^T @ V (m, N)
+    gemm_threads = (tile, tile // _rows_per_thread(tile))
+    rows = max(1, min(K, bf.grid))  # blocks of the kernels that stride over units
+    if refresh_wp:
+        _power_weights[rows, block](Wd, p, bf.Wp)
+    _row_lr[rows, block](Wd, Wp, lr, p, power_lr, adaptive, bf.lrs)
+
+    def step(m):
+        gemm_u[(-(-K // tile), -(-m // tile)), gemm_threads](bf.V, Wp, m, K, N, bf.U)
+        _softmax_rows[m, block](bf.U, t_invert, bf.Y)
+        if after_softmax is not None:
+            after_softmax(m)
+        _weighted_sums[min(-(-K // block), bf.grid), block](bf.Y, bf.U, m, bf.xx)
+        gemm_g[(-(-N // tile), -(-K // tile)), gemm_threads](bf.Y, bf.V, K, N, m, bf.G)
+        _partial_max[rows, block](bf.G, Wd, bf.xx, bf.partial)
+        _final_max[1, block](bf.partial, rows, bf.nc)
+        _apply_update[rows, block](Wd, Wp, bf.G, bf.xx, bf.nc, bf.lrs, lr, p, power_lr, adaptive, refresh_wp)
+
+    return step
+
+
 def softhebb_epoch(W, X, order, batch_size, t_invert, lr, p, power_lr, adaptive, buffers=None,
                    callback=None):
     """One pass over ``X[order]`` in minibatches of ``batch_size``, updating ``W`` in place, on the GPU.
@@ -354,33 +387,14 @@ def softhebb_epoch(W, X, order, batch_size, t_invert, lr, p, power_lr, adaptive,
         buffers._allocate(K, N, B)
     bf = buffers
     block = _check_block(CUDA_BLOCK if bf.block is None else bf.block)
-    tile = bf.tile
 
     dX, d_order, n = bf._epoch_inputs(X, order, N)
     Wd = _stage_weights(W, dW, bf.W)
-    t_invert, lr, p, power_lr = np.float64(t_invert), np.float64(lr), np.float64(p), np.float64(power_lr)
-    adaptive = bool(adaptive)
-    refresh_wp = bool(p != 2.0)
-    Wp = bf.Wp if refresh_wp else Wd
-
-    gemm_u = _gemm_kernel(tile, False, True)  # U (m, K) = V (m, N) @ Wp (K, N)^T
-    gemm_g = _gemm_kernel(tile, True, False)  # G (K, N) = Y (m, K)^T @ V (m, N)
-    gemm_threads = (tile, tile // _rows_per_thread(tile))
-    rows = max(1, min(K, bf.grid))  # blocks of the kernels that stride over units
-    if refresh_wp:
-        _power_weights[rows, block](Wd, p, bf.Wp)
-    _row_lr[rows, block](Wd, Wp, lr, p, power_lr, adaptive, bf.lrs)
+    step = batch_steps(Wd, bf, block, t_invert, lr, p, power_lr, adaptive)
 
     def launch(start, m):
         _gather_rows[min(m, bf.grid), block](dX, d_order, start, m, bf.V)
-        gemm_u[(-(-K // tile), -(-m // tile)), gemm_threads](bf.V, Wp, m, K, N, bf.U)
-        _softmax_rows[m, block](bf.U, t_invert, bf.Y)
-        _weighted_sums[min(-(-K // block), bf.grid), block](bf.Y, bf.U, m, bf.xx)
-        gemm_g[(-(-N // tile), -(-K // tile)), gemm_threads](bf.Y, bf.V, K, N, m, bf.G)
-        _partial_max[rows, block](bf.G, Wd, bf.xx, bf.partial)
-        _final_max[1, block](bf.partial, rows, bf.nc)
-        _apply_update[rows, block](Wd, Wp, bf.G, bf.xx, bf.nc, bf.lrs, lr, p, power_lr, adaptive,
-                                   refresh_wp)
+        step(m)
 
     n_batches = _run_batches(bf, n, B, launch, callback)
     _unstage_weights(W, dW, bf.W)
