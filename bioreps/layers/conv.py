@@ -19,6 +19,7 @@ import numpy as np
 
 from .._progress import progress_bar
 from .._validation import check_array, check_int, plain
+from ..backend import resolve
 from ._base import Layer
 
 __all__ = ["ConvCompetitiveLayer", "ConvHebbianWTA", "ConvSoftWTA", "HebbianNet"]
@@ -91,6 +92,7 @@ class ConvCompetitiveLayer(Layer):
                                       for d in shape):
                 raise ValueError(f"input_shape must be (channels, height, width), got {self.input_shape!r}")
         self._validate_rule()
+        return resolve(self.backend)  # where the training passes run
 
     def _images(self, X, name="X", *, reset=False):
         """``X`` as float32 images (n, C, H, W): 4-D as given, or flat rows reshaped by
@@ -142,7 +144,7 @@ class ConvCompetitiveLayer(Layer):
 
     # ------------------------------------------------------------------ learning
     def _start(self, X):
-        self._validate_params()
+        self.backend_ = self._validate_params()
         seed_seq = np.random.SeedSequence(self.random_state)
         C = X.shape[1]
         k = int(self.kernel_size)
@@ -208,9 +210,10 @@ class ConvCompetitiveLayer(Layer):
         uninterrupted fit does (each epoch's order comes from the seed and the epoch number)."""
         epochs = check_int(epochs, "epochs", 1)
         every = 1 if checkpoint_every is None else check_int(checkpoint_every, "checkpoint_every", 1)
-        self._validate_params()
+        backend = self._validate_params()
         if resume and self._is_fitted():
             X = self._images(X)
+            self.backend_ = backend
             if (self.n_epochs_, self.n_fit_rows_) != (epochs, X.shape[0]):
                 raise ValueError(f"cannot resume: the checkpoint is of a fit of {self.n_epochs_} epochs over "
                                  f"{self.n_fit_rows_} images, asked for {epochs} epochs over {X.shape[0]}")
@@ -235,13 +238,14 @@ class ConvCompetitiveLayer(Layer):
     def partial_fit(self, X):
         """One pass over ``X`` in order, continuing the learning of earlier calls (the first call
         initialises the layer): two calls on the halves of ``X`` equal one unshuffled epoch."""
-        self._validate_params()
+        backend = self._validate_params()
         if not self._is_fitted():
             X = self._images(X, reset=True)
             self._start(X)
         else:
             X = self._images(X)
-        self._pass(X, np.arange(X.shape[0]), "conv soft-WTA partial_fit")
+            self.backend_ = backend
+        self._pass(X, np.arange(X.shape[0]), f"{type(self).__name__} partial_fit")
         return self
 
     # ------------------------------------------------------------------ inference
@@ -375,9 +379,6 @@ class ConvSoftWTA(ConvCompetitiveLayer):
         self.progress = progress
 
     def _validate_rule(self):
-        from ..backend import resolve
-
-        resolve(self.backend)
         _positive(self, "temperature", "init_radius")
         if not (np.isfinite(self.power_lr) and self.power_lr >= 0):
             raise ValueError(f"power_lr must be >= 0, got {plain(self.power_lr)!r}")
@@ -389,9 +390,6 @@ class ConvSoftWTA(ConvCompetitiveLayer):
         return (std * rng.standard_normal((int(self.n_channels), n_in))).astype(np.float32)
 
     def _epoch(self, X, order, callback):
-        from ..backend import resolve
-
-        self.backend_ = resolve(self.backend)
         if self.backend_ == "cuda":  # the training step on the GPU (transform stays on the CPU)
             from ..kernels.cuda.conv import conv_softhebb_epoch
         else:
@@ -447,9 +445,6 @@ class ConvHebbianWTA(ConvCompetitiveLayer):
         self.progress = progress
 
     def _validate_rule(self):
-        from ..backend import resolve
-
-        resolve(self.backend)
         if not (np.isfinite(self.p) and self.p >= 2):
             raise ValueError(f"p must be >= 2, got {plain(self.p)!r}")
         check_int(self.k, "k", 1)
@@ -462,9 +457,6 @@ class ConvHebbianWTA(ConvCompetitiveLayer):
         return rng.standard_normal((int(self.n_channels), n_in)).astype(np.float32)
 
     def _epoch(self, X, order, callback):
-        from ..backend import resolve
-
-        self.backend_ = resolve(self.backend)
         if self.backend_ == "cuda":  # the training step on the GPU (transform stays on the CPU)
             from ..kernels.cuda.conv import conv_hebbian_epoch
         else:
@@ -583,7 +575,6 @@ class HebbianNet(Layer):
         self.n_features_in_ = int(np.prod(X.shape[1:]))
         shape = tuple(X.shape[1:])
         for li, layer in enumerate(self.layers_):
-            layer._validate_params()
             layer._start(np.empty((0,) + shape, np.float32))
             bs = int(layer.batch_size)
             block = max(bs, int(self.block_images) // bs * bs)  # whole minibatches per block
