@@ -322,3 +322,74 @@ def test_each_epoch_records_convergence_and_distinct_winners(images):
     seen = []
     net.fit(images, callback=lambda n, r: seen.append((r["layer"], r["winners"])))
     assert [s[0] for s in seen] == [0, 1] and all(1 <= w <= 6 for _, w in seen)
+
+
+def _torch_training_output(layer, H):
+    """SoftHebb's block in training mode, written with torch: BatchNorm2d(affine=False) on the
+    minibatch's statistics, reflect padding, conv2d, the triangle activation, pooling."""
+    x = torch.from_numpy(H)
+    x = F.batch_norm(x, None, None, training=True, eps=1e-5)
+    p = int(layer.padding)
+    x = F.pad(x, (p, p, p, p), mode="reflect")
+    k = int(layer.kernel_size)
+    u = F.conv2d(x, torch.from_numpy(layer.weights_.reshape(-1, H.shape[1], k, k)), stride=int(layer.stride))
+    a = torch.relu(u - u.mean(dim=1, keepdim=True)) ** float(layer.power)
+    kind, pk, ps, pp = layer.pool
+    a = (F.max_pool2d if kind == "max" else F.avg_pool2d)(a, pk, ps, pp)
+    return np.ascontiguousarray(a.numpy())
+
+
+def test_a_net_can_train_all_its_layers_at_once(images):
+    from bioreps.layers import HebbianNet
+
+    net = HebbianNet(NET, training="simultaneous", random_state=3, progress=False).fit(images, epochs=2)
+    assert net.epochs_done_ == 2 and [layer.epochs_done_ for layer in net.layers_] == [2, 2]
+    # by hand: each minibatch through layer 0 in training mode (its weights before the minibatch's
+    # update), written in torch, is what layer 1 learns from at that minibatch
+    seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(3).spawn(2)]
+    hand = [ConvSoftWTA(**{k: v for k, v in spec.items() if k != "kind"}, random_state=seed, progress=False)
+            for spec, seed in zip(NET, seeds)]
+    hand[0]._start(images)
+    hand[1]._start(np.empty((0, 4, 4, 4), np.float32))
+    for e in range(2):
+        order = np.random.default_rng([net.seed_, 1, 0, e]).permutation(len(images))
+        for start in range(0, len(images), 3):
+            H = images[order[start:start + 3]]
+            below = _torch_training_output(hand[0], H)
+            hand[0]._pass(H, np.arange(len(H)), "")
+            hand[1]._pass(below, np.arange(len(H)), "")
+    for mine, theirs in zip(net.layers_, hand):
+        np.testing.assert_allclose(mine.weights_, theirs.weights_, **TOL)
+        np.testing.assert_allclose(mine.bn_var_, theirs.bn_var_, rtol=1e-5)
+    # not what greedy training learns (layer 1 sees a moving layer 0), but the first layer is
+    greedy = HebbianNet(NET, random_state=3, progress=False).fit(images, epochs=2)
+    np.testing.assert_array_equal(greedy.layers_[0].weights_, net.layers_[0].weights_)
+    assert np.abs(greedy.layers_[1].weights_ - net.layers_[1].weights_).max() > 1e-3
+    with pytest.raises(ValueError, match=r"training='simultaneous' needs one batch_size for every layer .* \[3, 5\]"):
+        HebbianNet([NET[0], {**NET[1], "batch_size": 5}], training="simultaneous", progress=False).fit(images)
+    with pytest.raises(ValueError, match=r"training must be one of \['greedy', 'simultaneous'\], got 'joint'"):
+        HebbianNet(NET, training="joint", progress=False).fit(images)
+
+
+@pytest.mark.parametrize("training, stop_after, where", [("greedy", 3, "layer 2 of 2, epoch 1"),
+                                                         ("simultaneous", 1, "epoch 1")])
+def test_a_net_resumes_from_its_checkpoint_where_an_uninterrupted_fit_ends(images, tmp_path, training, stop_after,
+                                                                           where):
+    from bioreps.layers import HebbianNet
+
+    kw = dict(training=training, random_state=5, progress=False)
+    full = HebbianNet(NET, **kw).fit(images, epochs=2)
+    steps = []
+    HebbianNet(NET, **kw).fit(images, epochs=2, checkpoint=tmp_path / "net.h5",
+                              callback=lambda net, rec: steps.append(net.epochs_done_) or net.epochs_done_ < stop_after)
+    part = HebbianNet.load(tmp_path / "net.h5")
+    assert part.epochs_done_ == stop_after and part.checkpoint_progress() == where
+    ran = []
+    part.fit(images, epochs=2, resume=True, callback=lambda net, rec: ran.append((rec["layer"], rec["epoch"])))
+    assert ran == ([(1, 2)] if training == "greedy" else [(0, 2), (1, 2)])  # only what was left
+    for a, b in zip(part.layers_, full.layers_):
+        np.testing.assert_array_equal(a.weights_, b.weights_)
+        np.testing.assert_array_equal(a.bn_mean_, b.bn_mean_)
+    np.testing.assert_array_equal(part.transform(images), full.transform(images))
+    with pytest.raises(ValueError, match="cannot resume: the checkpoint is of a fit of 2 epochs over 9 images"):
+        HebbianNet.load(tmp_path / "net.h5").fit(images, epochs=3, resume=True)

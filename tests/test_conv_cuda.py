@@ -86,6 +86,18 @@ def _checks(mode):
     hg = ConvHebbianWTA(backend="cuda", k=2, **kw).fit(X)
     out["layer_kh"] = dict(backend=hg.backend_, rel=float(np.linalg.norm(hg.weights_ - hc.weights_)
                                                           / np.linalg.norm(hc.weights_)))
+    # a net training all its layers at once: every minibatch's step on the GPU, as on the CPU
+    from bioreps.layers import HebbianNet
+
+    net = [{"kind": "conv-soft-wta", "n_channels": K, "kernel_size": k, "padding": 1, "pool": ["max", 2, 2, 0],
+            "batch_size": B, "backend": backend}
+           for backend in ("cpu", "cuda")]
+    top = {"kind": "conv-hebbian-wta", "n_channels": 3, "kernel_size": 2, "k": 2, "batch_size": B}
+    nc = HebbianNet([net[0], {**top, "backend": "cpu"}], training="simultaneous", random_state=1, progress=False).fit(X)
+    ng = HebbianNet([net[1], {**top, "backend": "cuda"}], training="simultaneous", random_state=1, progress=False).fit(X)
+    out["net"] = dict(backends=[layer.backend_ for layer in ng.layers_],
+                      rel=[float(np.linalg.norm(a.weights_ - b.weights_) / np.linalg.norm(a.weights_))
+                           for a, b in zip(nc.layers_, ng.layers_)])
     return out
 
 
@@ -108,6 +120,10 @@ def test_cuda_krotov_hopfield_on_patches_matches_the_cpu_kernel(res):
 def test_layer_cuda_backend_trains_as_the_cpu_one(res):
     for key in ("layer", "layer_kh"):
         assert res[key]["backend"] == "cuda" and res[key]["rel"] < 1e-4, res[key]
+
+
+def test_a_net_training_all_layers_at_once_on_the_gpu_trains_as_on_the_cpu(res):
+    assert res["net"]["backends"] == ["cuda", "cuda"] and max(res["net"]["rel"]) < 1e-4, res["net"]
 
 
 def test_cuda_calls_back_per_minibatch_of_images(res):

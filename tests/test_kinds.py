@@ -59,7 +59,7 @@ def test_capability_matrix():
         "conv-hebbian-wta": ("epochs", False, False, True, True, False, False, ("epochs",), False, False),
         "conv-net":    ("epochs", False, False, True, True, True, False, (), False, False),
         "conv-soft-wta": ("epochs", False, False, True, True, False, False, ("epochs",), False, False),
-        "hebbian-net": (None, False, False, True, True, False, False, ("epochs",), False, False),
+        "hebbian-net": ("epochs", False, False, True, True, False, False, ("epochs",), False, False),
         "spiking-wta": ("samples", True, True, False, False, False, False, ("epochs",), False, False),
         "mlp":         ("epochs", False, False, True, True, True, False, (), True, False),
         "cnn":         ("epochs", False, False, True, True, True, False, (), True, False),

@@ -258,12 +258,15 @@ class ConvCompetitiveLayer(Layer):
         return np.ascontiguousarray(np.concatenate(parts)) if parts else np.zeros((0, self.n_channels, 0, 0),
                                                                                    np.float32)
 
-    def _currents(self, Xb):
-        """Currents of a block of images, channel-last (B, Ho, Wo, K): the GEMM's own layout."""
+    def _currents(self, Xb, batch_stats=False):
+        """Currents of a block of images, channel-last (B, Ho, Wo, K): the GEMM's own layout. The
+        input normalisation uses the running statistics, or with ``batch_stats`` the block's own
+        (``BatchNorm2d`` in training mode, running statistics untouched)."""
         from ..kernels.cpu import conv
 
         if self.bn_mean_ is not None:
-            Xb = conv.batch_norm_eval(Xb, self.bn_mean_, self.bn_var_)
+            Xb = (conv.batch_norm_batch(Xb)[0] if batch_stats else
+                  conv.batch_norm_eval(Xb, self.bn_mean_, self.bn_var_))
         k, s, p = int(self.kernel_size), int(self.stride), int(self.padding)
         Xp = conv.pad(Xb, p, self.padding_mode)
         V = conv.patches(Xp, k, s)
@@ -282,6 +285,17 @@ class ConvCompetitiveLayer(Layer):
             A = conv.activation(self._currents(X[i:i + block_rows]), float(self.power), spec, self.triangle)
             out[i:i + block_rows] = A.reshape(A.shape[0], -1)
         return out
+
+    def _training_output(self, Xb):
+        """What the layer passes on while it learns from the minibatch ``Xb`` (B, C, H, W), as
+        SoftHebb's block in training mode: the input normalised by the minibatch's own statistics,
+        the current weights (before this minibatch's update), the activation and pooling; (B, K,
+        H', W') float32. A :class:`HebbianNet` training all its layers at once feeds it to the
+        next layer."""
+        from ..kernels.cpu import conv
+
+        return conv.activation(self._currents(Xb, batch_stats=True), float(self.power), _pool_spec(self.pool),
+                               self.triangle)
 
     def fit_transform(self, X, y=None, epochs=1):
         return self.fit(X, epochs=epochs).transform(X)
@@ -479,50 +493,66 @@ _STACKABLE = {cls.kind: cls for cls in (ConvSoftWTA, ConvHebbianWTA)}
 
 
 class HebbianNet(Layer):
-    """A stack of convolutional Hebbian layers trained without labels, layer after layer
-    (greedy, as SoftHebb's presets train: "successive" mode), each on the previous layers'
-    output.
+    """A stack of convolutional Hebbian layers trained without labels or feedback, each on the
+    layers below's output: layer after layer (``training="greedy"``, SoftHebb's "successive"
+    mode, what its presets use), or all layers at once (``training="simultaneous"``, SoftHebb's
+    "consecutive" mode for its Hebbian blocks: every minibatch goes through the whole net and
+    each layer learns from what the layer below passes on while it learns).
 
     Parameters
     ----------
     layers : list of dict
-        One table per layer: ``kind`` (``"conv-soft-wta"``) and that layer's parameters (its
-        ``random_state`` and ``progress`` come from the net), e.g. SoftHebb's first block
-        ``{"kind": "conv-soft-wta", "n_channels": 96, "kernel_size": 5, "padding": 2,
-        "pool": ["max", 4, 2, 1], "temperature": 1.0, "lr": 0.08, "power": 0.7}``.
+        One table per layer: ``kind`` (``"conv-soft-wta"`` or ``"conv-hebbian-wta"``) and that
+        layer's parameters (its ``random_state`` and ``progress`` come from the net), e.g.
+        SoftHebb's first block ``{"kind": "conv-soft-wta", "n_channels": 96, "kernel_size": 5,
+        "padding": 2, "pool": ["max", 4, 2, 1], "temperature": 1.0, "lr": 0.08, "power": 0.7}``.
     input_shape : tuple or None
         ``(C, H, W)`` when ``X`` comes as flat rows.
+    training : "greedy" or "simultaneous"
+        Greedy: layer i learns for ``epochs`` passes on the fixed output of the trained layers
+        below (running statistics of their input normalisation), then layer i + 1. Simultaneous:
+        ``epochs`` passes in all; at each minibatch (one ``batch_size`` for every layer) layer i
+        + 1 learns from layer i's training-mode output on that minibatch (normalised by the
+        minibatch's statistics, layer i's weights before its update from that minibatch), as
+        the reference code's forward pass with plasticity followed by every layer's update.
     block_images : int
-        Images pushed through the lower layers at a time while a layer learns (memory: the
-        lower layers' outputs of one block only); rounded down to whole minibatches of the
-        learning layer, so the result does not depend on it.
+        Greedy training: images pushed through the lower layers at a time while a layer learns
+        (memory: the lower layers' outputs of one block only); rounded down to whole minibatches
+        of the learning layer, so the result does not depend on it.
 
-    ``fit(X, epochs)`` trains each layer ``epochs`` passes (its images shuffled per epoch with
-    the net's seed) before the next; ``layers_`` are the fitted :class:`ConvSoftWTA` objects;
-    ``transform(X)`` gives the last layer's representation (flat rows), ``transform(X,
-    layer=i)`` layer i's.
+    ``fit(X, epochs)`` (images shuffled per epoch with the net's seed) gives ``layers_``, the
+    fitted layer objects; ``transform(X)`` the last layer's representation (flat rows),
+    ``transform(X, layer=i)`` layer i's. Training checkpoints by epochs (greedy: one step per
+    layer and epoch, ``len(layers) * epochs`` in all) and resumes where it stopped.
     """
 
     kind = "hebbian-net"
     config_fit_params = ("epochs",)
+    checkpoint_unit = "epochs"
+    neutral_params = (*Layer.neutral_params, "block_images")
     torch_view = True
     gradient_attacks = True
     input_dtype = np.float32
     fitted = {**Layer.fitted, "input_shape_": "json", "output_shape_": "json", "n_units_": "json",
-              "seed_": "json", "layer_records_": "json"}
+              "seed_": "json", "layer_records_": "json", "epochs_done_": "json", "n_epochs_": "json",
+              "n_fit_rows_": "json"}
     representation_description = "the last layer's pooled triangle activations (channel, y, x), flattened"
     export_block_rows = 256
+    TRAINING = ("greedy", "simultaneous")
 
-    def __init__(self, layers: list = (), input_shape: tuple | None = None, block_images=1000, random_state=None,
-                 progress=None):
+    def __init__(self, layers: list = (), input_shape: tuple | None = None, training="greedy", block_images=1000,
+                 random_state=None, progress=None):
         self.layers = layers
         self.input_shape = input_shape
+        self.training = training
         self.block_images = block_images
         self.random_state = random_state
         self.progress = progress
 
     def _validate_params(self):
         check_int(self.block_images, "block_images", 1)
+        if self.training not in self.TRAINING:
+            raise ValueError(f"training must be one of {list(self.TRAINING)}, got {plain(self.training)!r}")
         if isinstance(self.layers, (str, dict)) or not hasattr(self.layers, "__len__") or len(self.layers) == 0:
             raise ValueError("layers must be a non-empty list of layer tables, e.g. "
                              "[{'kind': 'conv-soft-wta', 'n_channels': 96, 'kernel_size': 5}]")
@@ -536,6 +566,12 @@ class HebbianNet(Layer):
                 raise ValueError(f"layers[{i}] has keys its kind does not take from a net: "
                                  f"{bad or [k for k in ('random_state', 'progress', 'input_shape') if k in spec]}")
             _STACKABLE[spec["kind"]](**{k: v for k, v in spec.items() if k != "kind"})._validate_params()
+        if self.training == "simultaneous":
+            sizes = [_STACKABLE[spec["kind"]](**{k: v for k, v in spec.items() if k != "kind"}).batch_size
+                     for spec in self.layers]
+            if len(set(sizes)) > 1:
+                raise ValueError(f"training='simultaneous' needs one batch_size for every layer (each minibatch "
+                                 f"goes through the whole net), got {sizes}")
         if self.input_shape is not None:
             ConvSoftWTA(input_shape=self.input_shape)._validate_params()
 
@@ -562,44 +598,117 @@ class HebbianNet(Layer):
             Xi = layer.transform(Xi).reshape((Xi.shape[0],) + tuple(layer.output_shape_))
         return Xi
 
-    def fit(self, X, epochs=1, *, callback=None):
-        """Train the layers in turn on images ``X`` (see the class docstring). ``callback(net,
-        record)`` after each layer's epoch (``record``: layer, epoch, seconds, its filters'
-        mean norm); ``False`` stops."""
-        epochs = check_int(epochs, "epochs", 1)
-        self._validate_params()
-        X = self._images(X, reset=True)
+    def _start(self, X, epochs):
+        """Every layer initialised (its seed, the shape the layer below passes on): the state
+        before the first step, whichever the training."""
         self.layers_ = self._build()
         self.seed_ = int(np.random.SeedSequence(self.random_state).entropy % (2**63))
         self.input_shape_ = [int(d) for d in X.shape[1:]]
         self.n_features_in_ = int(np.prod(X.shape[1:]))
         shape = tuple(X.shape[1:])
-        for li, layer in enumerate(self.layers_):
+        for layer in self.layers_:
             layer._start(np.empty((0,) + shape, np.float32))
-            bs = int(layer.batch_size)
-            block = max(bs, int(self.block_images) // bs * bs)  # whole minibatches per block
-            for e in range(epochs):
-                t0 = time.perf_counter()
-                order = np.random.default_rng([self.seed_, 1, li, e]).permutation(X.shape[0])
-                bar = progress_bar(total=len(order), progress=self.progress, unit="image",
-                                   desc=f"layer {li + 1}/{len(self.layers_)} epoch {e + 1}/{epochs}")
-                try:
-                    for start in range(0, len(order), block):
-                        Xb = self._forward(X[order[start:start + block]], li)
-                        layer._pass(Xb, np.arange(Xb.shape[0]), "", bar=bar)
-                finally:
-                    bar.close()
-                layer.epochs_done_ += 1
-                rec = dict(layer._record(time.perf_counter() - t0, self._forward(X[:layer.probe_images], li)),
-                           layer=li)
-                if callback is not None and callback(self, rec) is False:
-                    break
             shape = tuple(layer.output_shape_)
         self.output_shape_ = list(shape)
         self.n_units_ = int(np.prod(shape))
+        self.epochs_done_ = 0
+        self.n_epochs_, self.n_fit_rows_ = int(epochs), int(X.shape[0])
+        self._note_layers()
+
+    def _note_layers(self):
         self.layer_records_ = [{"kind": layer.kind, "hyperparameters": layer.hyperparameters()}
                                for layer in self.layers_]
+
+    def _n_steps(self, epochs):
+        return epochs * len(self.layers_) if self.training == "greedy" else epochs
+
+    def checkpoint_progress(self) -> str:
+        if self.training == "greedy" and self.n_epochs_:
+            li, e = divmod(self.epochs_done_, self.n_epochs_)
+            return f"layer {li + 1} of {len(self.layers_)}, epoch {e}" if li < len(self.layers_) else "finished"
+        return f"epoch {self.epochs_done_}"
+
+    def fit(self, X, epochs=1, *, callback=None, resume=False, checkpoint=None, checkpoint_every=None):
+        """Train the layers on images ``X`` (see the class docstring). ``callback(net, record)``
+        after each layer's epoch (``record``: layer, epoch, seconds, its filters' convergence,
+        mean norm and distinct winners); ``False`` stops the fit.
+
+        ``checkpoint``: save the net there (atomically) every ``checkpoint_every`` steps
+        (default 1; a step is one epoch of one layer when greedy, one epoch of the net when
+        simultaneous) and at the end; ``resume=True`` on a loaded checkpoint continues the same
+        schedule (same ``epochs`` and images) and ends exactly where an uninterrupted fit does."""
+        epochs = check_int(epochs, "epochs", 1)
+        every = 1 if checkpoint_every is None else check_int(checkpoint_every, "checkpoint_every", 1)
+        self._validate_params()
+        if resume and self._is_fitted():
+            X = self._images(X)
+            if (self.n_epochs_, self.n_fit_rows_) != (epochs, X.shape[0]):
+                raise ValueError(f"cannot resume: the checkpoint is of a fit of {self.n_epochs_} epochs over "
+                                 f"{self.n_fit_rows_} images, asked for {epochs} epochs over {X.shape[0]}")
+            for layer in self.layers_:
+                layer.backend_ = layer._validate_params()
+        else:
+            X = self._images(X, reset=True)
+            self._start(X, epochs)
+        n_steps = self._n_steps(epochs)
+        while self.epochs_done_ < n_steps:
+            t0 = time.perf_counter()
+            if self.training == "greedy":
+                li, e = divmod(self.epochs_done_, epochs)
+                self._greedy_epoch(X, li, e, epochs)
+                trained = [li]
+            else:
+                self._simultaneous_epoch(X, self.epochs_done_, epochs)
+                trained = range(len(self.layers_))
+            seconds = time.perf_counter() - t0
+            self.epochs_done_ += 1
+            records = []
+            for li in trained:
+                layer = self.layers_[li]
+                layer.epochs_done_ += 1
+                records.append(dict(layer._record(seconds, self._forward(X[:layer.probe_images], li)), layer=li))
+            self._note_layers()
+            if checkpoint is not None and (self.epochs_done_ % every == 0 or self.epochs_done_ == n_steps):
+                self.save(checkpoint)
+            if callback is not None and any([callback(self, rec) is False for rec in records]):
+                break
         return self
+
+    def _greedy_epoch(self, X, li, e, epochs):
+        """Layer ``li``'s epoch ``e`` on the trained lower layers' output, in blocks of whole minibatches."""
+        layer = self.layers_[li]
+        bs = int(layer.batch_size)
+        block = max(bs, int(self.block_images) // bs * bs)
+        order = np.random.default_rng([self.seed_, 1, li, e]).permutation(X.shape[0])
+        bar = progress_bar(total=len(order), progress=self.progress, unit="image",
+                           desc=f"layer {li + 1}/{len(self.layers_)} epoch {e + 1}/{epochs}")
+        try:
+            for start in range(0, len(order), block):
+                Xb = self._forward(X[order[start:start + block]], li)
+                layer._pass(Xb, np.arange(Xb.shape[0]), "", bar=bar)
+        finally:
+            bar.close()
+
+    def _simultaneous_epoch(self, X, e, epochs):
+        """One epoch of every layer at once: each minibatch through the net, each layer learning
+        from the training-mode output of the layer below (before that layer's update)."""
+        bs = int(self.layers_[0].batch_size)
+        # the first layer's greedy order: a one-layer net learns the same either way
+        order = np.random.default_rng([self.seed_, 1, 0, e]).permutation(X.shape[0])
+        last = len(self.layers_) - 1
+        bar = progress_bar(total=len(order), progress=self.progress, unit="image",
+                           desc=f"all {len(self.layers_)} layers epoch {e + 1}/{epochs}")
+        try:
+            for start in range(0, len(order), bs):
+                H = X[order[start:start + bs]]
+                for li, layer in enumerate(self.layers_):
+                    out = layer._training_output(H) if li < last else None
+                    layer._epoch(H, np.arange(H.shape[0]), lambda i, m: None)
+                    layer.n_samples_seen_ += H.shape[0]
+                    H = out
+                bar.update(len(order[start:start + bs]))
+        finally:
+            bar.close()
 
     def transform(self, X, layer=None, block_rows=256):
         """Flat rows of the last layer's representation (``layer=i``: layer i's)."""
@@ -663,10 +772,8 @@ class HebbianNet(Layer):
         return {f"layer{i}": layer.model_arrays() for i, layer in enumerate(self.layers_)}
 
     def hyperparameters(self) -> dict:
-        hp = super().hyperparameters()
-        hp["layer_records_"] = [{"kind": layer.kind, "hyperparameters": layer.hyperparameters()}
-                                for layer in self.layers_]
-        return hp
+        self._note_layers()
+        return super().hyperparameters()
 
     def dims(self) -> dict:
         return {}
@@ -680,3 +787,5 @@ class HebbianNet(Layer):
                         for i, rec in enumerate(hp["layer_records_"])]
         for layer in self.layers_:
             layer.progress = self.progress
+        if "epochs_done_" not in hp:  # written before nets recorded their schedule: finished, not resumable
+            self.epochs_done_, self.n_epochs_, self.n_fit_rows_ = None, None, None

@@ -36,7 +36,7 @@ from numba import njit
 from .._config import njit_options
 from .softhebb import SoftHebbBuffers, softhebb_batch, start_epoch
 
-__all__ = ["out_size", "pad", "patches", "triangle", "pool", "activation", "batch_norm_train", "batch_norm_eval",
+__all__ = ["out_size", "pad", "patches", "triangle", "pool", "activation", "batch_norm_batch", "batch_norm_train", "batch_norm_eval",
            "conv_softhebb_epoch", "BN_EPS", "BN_MOMENTUM", "PADDING_MODES", "POOLS"]
 
 BN_EPS = 1e-5  # torch BatchNorm2d defaults
@@ -72,19 +72,27 @@ def patches(Xp, k, stride, out=None):
     return out
 
 
-def batch_norm_train(X, running_mean, running_var, eps=BN_EPS, momentum=BN_MOMENTUM):
+def batch_norm_batch(X, eps=BN_EPS):
     """``X`` (B, C, H, W) normalised per channel by the batch's mean and biased variance (float64
-    statistics), returned float32; ``running_mean``/``running_var`` (C,) float64 updated in place
-    with the unbiased variance, as torch's ``BatchNorm2d`` in training mode."""
+    statistics), returned float32, with that mean and variance: what ``BatchNorm2d`` in training
+    mode passes on (the running statistics are :func:`batch_norm_train`'s business)."""
     Xd = X.astype(np.float64)
     mean = Xd.mean(axis=(0, 2, 3))
     var = Xd.var(axis=(0, 2, 3))
+    out = ((Xd - mean[None, :, None, None]) / np.sqrt(var + eps)[None, :, None, None]).astype(np.float32)
+    return out, mean, var
+
+
+def batch_norm_train(X, running_mean, running_var, eps=BN_EPS, momentum=BN_MOMENTUM):
+    """:func:`batch_norm_batch`, and ``running_mean``/``running_var`` (C,) float64 updated in
+    place with the unbiased variance, as torch's ``BatchNorm2d`` in training mode."""
+    out, mean, var = batch_norm_batch(X, eps)
     n = X.shape[0] * X.shape[2] * X.shape[3]
     running_mean *= 1.0 - momentum
     running_mean += momentum * mean
     running_var *= 1.0 - momentum
     running_var += momentum * var * (n / max(n - 1, 1))
-    return ((Xd - mean[None, :, None, None]) / np.sqrt(var + eps)[None, :, None, None]).astype(np.float32)
+    return out
 
 
 def batch_norm_eval(X, running_mean, running_var, eps=BN_EPS):
