@@ -437,6 +437,9 @@ def test_export_and_load(toy, tmp_path):
         assert f.representations["test"].shape == (30, 24)
         np.testing.assert_allclose(f.representations["test"].to_numpy(), m.transform(X[:30]),
                                    rtol=1e-6)
+        # a one-representation model: one representation per split, no layer attribute
+        assert sorted(f.representations) == ["test", "train"]
+        assert f.representations["test"].layer is None and "layer" not in f.representations["test"].attrs
         assert f.model.hyperparameters["regularizer"] == {"name": "weight_decay", "lam": 1e-3,
                                                            "include_bias": False}
         assert f.model.arrays["net.0.weight"].shape == (24, 64)
@@ -458,6 +461,42 @@ def test_save_load_roundtrip_other_models(tmp_path, make):
     assert same(params_of(back), params_of(m))
     with pytest.raises(ValueError, match="not a MLP"):
         B.MLP.load(tmp_path / "m.h5")
+
+
+def test_conv_net_export_writes_every_block_as_hebbian_net_does(tmp_path):
+    """Block i's rows are ``block_output(X, i)``; the last block's under the split's own name."""
+    layers = [{"n_channels": 3, "kernel_size": 3, "padding": 1, "pool": ["max", 2, 2, 0]},
+              {"n_channels": 4, "kernel_size": 3, "padding": 1},
+              {"n_channels": 2, "kernel_size": 3, "pool": ["avg", 2, 2, 0]}]
+    m = B.ConvNet(layers, input_shape=(1, 10, 10), n_classes=3, seed=3)
+    X = np.random.default_rng(0).random((11, 100)).astype(np.float32)
+    y = np.arange(11) % 3
+    with torch.no_grad():  # BatchNorm's running statistics away from 0/1: eval mode must use them
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.fill_(0.3)
+                mod.running_var.fill_(2.0)
+    m.train()
+    m.export(tmp_path / "c.h5", {"test": (X, y)}, block_rows=4)  # several row blocks, the last short
+    assert m.training  # the mode is restored
+    with io.load(tmp_path / "c.h5") as f:
+        assert sorted(f.representations) == ["test", "test.layer0", "test.layer1"]
+        for i, name in enumerate(["test.layer0", "test.layer1", "test"]):
+            rep = f.representations[name]
+            assert rep.layer == i and rep.shape == (11, int(np.prod(m.block_shapes_[i])))
+            assert rep.attrs["description"].startswith(f"block {i}")
+            np.testing.assert_array_equal(rep.labels, y)
+            np.testing.assert_allclose(rep.to_numpy(), m.block_output(X, i), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(f.representations["test"].to_numpy(), m.transform(X), rtol=1e-6, atol=1e-7)
+    assert m.block_shapes_ == [[3, 5, 5], [4, 5, 5], [2, 1, 1]]
+    # lower layers of the named splits only (a study keeps the test split's)
+    m.export(tmp_path / "some.h5", {"train": (X[:5], y[:5]), "test": (X, y)}, layer_splits=["test"])
+    with io.load(tmp_path / "some.h5") as f:
+        assert sorted(f.representations) == ["test", "test.layer0", "test.layer1", "train"]
+        np.testing.assert_allclose(f.representations["train"].to_numpy(), m.transform(X[:5]), rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match=r"layer_splits names splits not exported: \['val'\]"):
+        m.export(tmp_path / "bad.h5", {"test": X}, layer_splits=["val"])
+    assert not (tmp_path / "bad.h5").exists()
 
 
 # -- bad input -------------------------------------------------------------------------------

@@ -182,6 +182,13 @@ def test_a_net_trains_layer_after_layer_on_the_lower_layers_output(images, tmp_p
         assert f.representations["test"].layer == 1 and f.representations["test.layer0"].layer == 0
         np.testing.assert_array_equal(f.representations["test.layer0"].to_numpy(), net.transform(images, layer=0))
         np.testing.assert_array_equal(f.representations["test"].to_numpy(), net.transform(images))
+    # lower layers of the named splits only (a study keeps the test split's)
+    net.export(tmp_path / "some.h5", {"train": images[:5], "test": images}, layer_splits=["test"])
+    with io.load(tmp_path / "some.h5") as f:
+        assert sorted(f.representations) == ["test", "test.layer0", "train"]
+        np.testing.assert_array_equal(f.representations["train"].to_numpy(), net.transform(images[:5]))
+    with pytest.raises(ValueError, match=r"layer_splits names splits not exported: \['val'\]"):
+        net.export(tmp_path / "bad.h5", {"test": images}, layer_splits=["val"])
 
 
 @pytest.mark.parametrize("layers, match", [

@@ -67,6 +67,7 @@ def test_capability_matrix():
     }
     got = {name: tuple(getattr(kinds.get(name), c) for c in cols) for name in ALL}
     assert got == expected
+    assert {name for name in ALL if kinds.get(name).layered} == {"hebbian-net", "conv-net"}
     assert set(kinds.get("random-relu").neutral_params) == {"backend", "progress", "power"}
     assert set(kinds.get("hebbian-wta").neutral_params) == {"backend", "progress", "power", "diagnostics_every"}
     assert set(kinds.get("spiking-wta").neutral_params) == {"backend", "progress"}

@@ -83,6 +83,26 @@ def test_eigenspectrum_rank_deficient_is_clipped_nonnegative(rng):
     assert np.all(eigs[9:] < 1e-12)
 
 
+def test_fewer_samples_than_units_gives_the_covariances_eigenvalues_through_the_gram_matrix(rng, monkeypatch,
+                                                                                            tmp_path):
+    X = rng.standard_normal((30, 70)) @ np.diag(np.arange(70, 0, -1.0)) + 50.0  # n < d, offset
+    ref = np.clip(np.linalg.eigvalsh(np.cov(X.T))[::-1], 0, None)
+    for block_rows in (4, 100):
+        raw = S.eigenspectrum(X, block_rows=block_rows, normalize=False)
+        assert raw.shape == (70,)
+        np.testing.assert_allclose(raw[:29], ref[:29], rtol=1e-9)
+        assert np.all(raw[29:] < 1e-9 * raw[0])
+    path = io.save(tmp_path / "wide.h5", model_kind="test", representations={"test": X.astype(np.float32)})
+    np.testing.assert_allclose(S.eigenspectrum(path, split="test", block_rows=7),
+                               S.eigenspectrum(X.astype(np.float32).astype(np.float64)), rtol=1e-9, atol=1e-15)
+    # the Gram matrix is the path taken (the covariance is never formed)
+    monkeypatch.setattr(S, "_covariance", lambda *a, **k: pytest.fail("the d x d covariance was formed"))
+    S.eigenspectrum(X)
+    monkeypatch.setattr(S, "GRAM_BYTES", 0)  # over the memory bound: the covariance, as before
+    with pytest.raises(pytest.fail.Exception, match="covariance was formed"):
+        S.eigenspectrum(X)
+
+
 def test_eigenspectrum_reads_a_representation_lazily_from_file(tmp_path, rng):
     X = (rng.standard_normal((300, 12)) * np.arange(1, 13)).astype(np.float32)
     path = io.save(tmp_path / "m.h5", model_kind="test", representations={"test": X})

@@ -192,10 +192,52 @@ def test_a_study_compares_a_hebbian_net_with_its_backprop_counterpart(tmp_path, 
            "models": [{"name": "hnet", "kind": "hebbian-net", "input_shape": [1, 28, 28], "layers": blocks,
                        "readout": {"epochs": 3}},
                       {"name": "cnet", "kind": "conv-net", "epochs": 2, "layers": blocks}],
-           "analysis": {"attacks": {"methods": ["fgsm"], "eps": [0.0, 0.1], "n_images": 20}}}
+           "analysis": {"attacks": {"methods": ["fgsm"], "eps": [0.0, 0.1], "n_images": 20},
+                        "spectrum": {"ranks": [2, 30]}}}  # 40 test images: 39 ranks carry variance
     res = run_study(cfg, progress=False, log=lambda *a: None)
     for name in ("hnet", "cnet"):  # trained, attacked with gradients, spectrum measured
         m = res["per_seed"][name]["0"]
         assert 0.1 < m["test_accuracy"] <= 1 and "fgsm_accuracy@0.1" in m and "alpha" in m, (name, m)
-    with io.load(tmp_path / "out" / "units" / "train+hnet+0" / "model.h5") as f:
-        assert f.representations["test"].layer == 1 and f.representations["test.layer0"].layer == 0
+    from bioreps.analysis import spectrum
+
+    for name in ("hnet", "cnet"):
+        with io.load(tmp_path / "out" / "units" / f"train+{name}+0" / "model.h5") as f:
+            assert f.representations["test"].layer == 1 and f.representations["test.layer0"].layer == 0
+            # the train split's last layer only: what the readout needs
+            assert sorted(f.representations) == ["test", "test.layer0", "train"]
+            first = spectrum.powerlaw_alpha(spectrum.eigenspectrum(f.representations["test.layer0"].to_numpy()),
+                                            ranks=(2, 30)).alpha
+        # alpha of every layer's test representation, also per seed in the results
+        a = json.loads((tmp_path / "out" / "units" / f"analyze+{name}+0" / "analysis.json").read_text())
+        assert a["layers"][0]["alpha"] == pytest.approx(first, rel=1e-6)
+        assert [e["layer"] for e in a["layers"]] == [0, 1], (name, a["layers"])
+        assert [e["n_units"] for e in a["layers"]] == [6 * 14 * 14, 8 * 7 * 7]
+        for e in a["layers"]:
+            assert np.isfinite(e["alpha"]) and np.isfinite(e["alpha_nassar"]), (name, e)
+        assert a["layers"][1]["alpha"] == a["spectra"]["test"]["alpha"]  # the last layer is the representation
+        m = res["per_seed"][name]["0"]
+        assert m["layer0_alpha"] == a["layers"][0]["alpha"]
+        assert m["layer1_alpha_nassar"] == a["layers"][1]["alpha_nassar"]
+        assert "layer1_alpha" in res["summary"][name]
+    assert "Alpha per layer: the power-law exponent" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_a_layer_too_small_for_the_ranks_gets_no_alpha_and_the_reason(tmp_path):
+    from bioreps.studies.study import _layer_spectra
+
+    rng = np.random.default_rng(0)
+    wide = rng.standard_normal((50, 40)) * np.arange(1, 41) ** -0.5  # a power-law-ish spectrum
+    narrow = rng.standard_normal((50, 3))  # 3 units: too few ranks for any fit
+    with io.Writer(tmp_path / "m.h5") as w:
+        w.write_model("test-net", {}, {})
+        for name, layer, R in (("test.layer0", 0, narrow), ("test", 1, wide), ("train", 1, wide)):
+            w.create_representation(name, len(R), R.shape[1], layer=layer).write_rows(0, R.astype(np.float32))
+    last = {"alpha": 0.5, "alpha_nassar": 0.6, "ranks": [2, 30], "nassar_ranks": [2, 31], "warnings": []}
+    rows = _layer_spectra(tmp_path / "m.h5", [2, 30], last)
+    assert [r["layer"] for r in rows] == [0, 1] and [r["n_units"] for r in rows] == [3, 40]
+    assert rows[0]["alpha"] is None and rows[0]["alpha_nassar"] is None
+    assert "too few ranks to fit" in rows[0]["not_measured"]
+    assert rows[1]["alpha"] == 0.5 and rows[1]["alpha_nassar"] == 0.6  # the last: the "test" spectrum
+    # a file without layer attributes has no per-layer alphas
+    io.save(tmp_path / "one.h5", model_kind="test-net", representations={"test": wide.astype(np.float32)})
+    assert _layer_spectra(tmp_path / "one.h5", [2, 30], last) == []

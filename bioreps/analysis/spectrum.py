@@ -126,12 +126,29 @@ def _covariance(rows, block_rows=None, weights=None) -> tuple[np.ndarray, int]:
     return (scatter + scatter.T) / 2, n
 
 
+#: largest float64 copy of the rows (bytes) :func:`eigenspectrum` makes to use the Gram matrix
+GRAM_BYTES = 4 * 2**30
+
+
+def _gram(rows, block_rows=None) -> np.ndarray:
+    """``Z Z^T`` (n x n, float64) of the rows centred by their mean (read once into float64)."""
+    Z = np.empty((rows.n_samples, rows.n_units))
+    for start, block in rows.iter_blocks(block_rows):
+        Z[start:start + len(block)] = block
+    Z -= Z.mean(axis=0)
+    G = Z @ Z.T
+    return (G + G.T) / 2
+
+
 def eigenspectrum(R, block_rows=None, *, split=None, normalize=True) -> np.ndarray:
     """PCA eigenvalues of ``R`` (n samples x d units), in descending order.
 
     The covariance of the centred rows is accumulated in float64 block by block (one pass with a
     shifted mean, see ``_covariance``), so memory is ``O(d**2 + block_rows * d)`` whatever n;
     a :class:`bioreps.io.Representation` (or file + ``split``) is read lazily with its blocks.
+    With fewer samples than units (and the rows' float64 copy under :data:`GRAM_BYTES`), the
+    eigenvalues come from the n x n Gram matrix of the centred rows instead: the same nonzero
+    eigenvalues, the remaining ``d - n`` are 0.
 
     Parameters
     ----------
@@ -158,8 +175,17 @@ def eigenspectrum(R, block_rows=None, *, split=None, normalize=True) -> np.ndarr
     with open_rows(R, name="R", split=split) as rows:
         if rows.n_samples < 2:
             raise ValueError(f"R needs at least 2 samples for a covariance, got {rows.n_samples}")
-        scatter, n = _covariance(rows, block_rows)
-    eigs = np.clip(np.linalg.eigvalsh(scatter)[::-1], 0.0, None)
+        n, d = rows.n_samples, rows.n_units
+        if n < d and n * d * 8 <= GRAM_BYTES:
+            # fewer samples than units (a convolutional layer: 10,000 images x 18,816 units): the
+            # n x n Gram matrix of the centred rows has the covariance's nonzero eigenvalues (the
+            # others are 0) at a fraction of the memory and time of the d x d covariance
+            eigs = np.zeros(d)
+            eigs[:n] = np.linalg.eigvalsh(_gram(rows, block_rows))[::-1]
+        else:
+            scatter, n = _covariance(rows, block_rows)
+            eigs = np.linalg.eigvalsh(scatter)[::-1]
+    eigs = np.clip(eigs, 0.0, None)
     total = eigs.sum()
     if not total > 0:
         raise ValueError("R has no variance (every row is the same); its spectrum is undefined")

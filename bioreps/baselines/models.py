@@ -10,8 +10,10 @@ Every model is a :class:`torch.nn.Module` with
 - ``n_units``, ``n_classes``, ``n_features``;
 - ``hyperparameters()`` -> the constructor arguments as a JSON-able dict (the seed actually used
   for the initial weights included), so ``type(model)(**model.hyperparameters())`` rebuilds it;
-- ``export(path, splits)`` (bioreps HDF5 file with one representation per split), ``save(path)``
-  and ``Class.load(path)`` / :func:`load`.
+- ``export(path, splits)`` (bioreps HDF5 file with one representation per split; a network of
+  several layers, :class:`ConvNet`, also writes each lower layer's, see
+  :meth:`BaselineModel.exported_representations`), ``save(path)`` and ``Class.load(path)`` /
+  :func:`load`.
 
 Initial weights are drawn from a private :class:`torch.Generator` seeded with ``seed`` (PyTorch's
 default ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` for weights and biases), so the global torch RNG
@@ -122,6 +124,11 @@ class BaselineModel(nn.Module):
     ensemble = None
     #: ``fit`` keywords a study may set (baselines train through ``baselines.train`` for now)
     config_fit_params = ()
+    #: rows :meth:`export` computes and writes at a time (a model with wide layers sets fewer)
+    export_block_rows = 4096
+    #: a stack of layers whose files hold every layer's representation (``export(...,
+    #: layer_splits=)`` chooses the splits that get the lower layers)
+    layered = False
     _input_shape: tuple | None = None   # e.g. (1, 28, 28): also accepted besides flat input
 
     def __init__(self):
@@ -167,6 +174,23 @@ class BaselineModel(nn.Module):
 
     def _forward_until_representation(self, x):
         return self.forward(x)
+
+    def exported_representations(self) -> list:
+        """What :meth:`export` writes for each split: ``[(layer, n_units, description), ...]``.
+
+        The last entry is the representation itself, stored under the split's own name; each one
+        before it under ``<split>.layer<layer>``. ``layer`` is stored as the representation's
+        ``layer`` attribute (schema 1.3.0) unless it is None. This default: the representation
+        alone, without a ``layer`` attribute (a single-representation file); a network whose
+        every layer is worth measuring (:class:`ConvNet`) lists them all, as
+        :meth:`bioreps.layers.HebbianNet.export` writes its layers."""
+        return [(None, self.n_units, self.representation_description)]
+
+    def _exported_rows(self, x) -> list:
+        """The rows of every entry of :meth:`exported_representations` for the input block ``x``,
+        in that order, as tensors ``(rows, n_units)`` from one forward pass (eval mode, no grad:
+        :meth:`export` sets both)."""
+        return [self.hidden(x)]
 
     def hyperparameters(self) -> dict:
         """Constructor arguments as a JSON-able dict (``type(self)(**d)`` rebuilds the model)."""
@@ -261,8 +285,10 @@ class BaselineModel(nn.Module):
     def _device_type(self) -> str:
         return next(self.parameters()).device.type
 
-    def export(self, path, splits, *, dataset=None, provenance=None, block_rows: int = 4096):
-        """Write weights, hyperparameters and the representation of each split to ``path``.
+    def export(self, path, splits, *, dataset=None, provenance=None, block_rows: int | None = None,
+               layer_splits=None):
+        """Write weights, hyperparameters and the representation of each split to ``path`` (a
+        multi-layer model: every layer's, see :meth:`exported_representations`).
 
         Parameters
         ----------
@@ -276,8 +302,11 @@ class BaselineModel(nn.Module):
             Dataset name recorded with every split and in the provenance.
         provenance : dict, optional
             Extra provenance fields (win over the automatic ones).
-        block_rows : int
-            Rows computed and written at a time.
+        block_rows : int, optional
+            Rows computed and written at a time (default :attr:`export_block_rows`).
+        layer_splits : list of str, optional
+            A multi-layer model: the splits whose lower layers are written too (None: all; the
+            other splits get the representation only).
 
         The model group has kind :attr:`kind`, the ``state_dict`` tensors as arrays and the
         constructor arguments, regulariser parameters and training history as hyperparameters;
@@ -285,10 +314,15 @@ class BaselineModel(nn.Module):
         """
         from .. import io
 
-        block_rows = check_int(block_rows, "block_rows")
+        block_rows = check_int(type(self).export_block_rows if block_rows is None else block_rows, "block_rows")
         if not isinstance(splits, Mapping):
             raise TypeError(f"splits must be a dict of name -> X, (X, y) or (X, y, inputs_index), "
                             f"got {type(splits).__name__}")
+        if layer_splits is not None:
+            layer_splits = [layer_splits] if isinstance(layer_splits, str) else list(layer_splits)
+            unknown = sorted(set(layer_splits) - set(splits))
+            if unknown:
+                raise ValueError(f"layer_splits names splits not exported: {unknown} (splits: {sorted(splits)})")
         prepared = {}
         for split, value in splits.items():
             X, y, index = (tuple(value) + (None, None))[:3] if isinstance(value, tuple) else (value, None, None)
@@ -301,14 +335,21 @@ class BaselineModel(nn.Module):
         try:
             with io.Writer(path, overwrite=True) as w:
                 w.write_model(self.kind, self.model_arrays(), self._file_hyperparameters())
+                entries = self.exported_representations()
                 for split, (X, y, index) in prepared.items():
-                    rep = w.create_representation(split, X.shape[0], self.n_units, labels=y, inputs_index=index,
-                                                  dataset=dataset, dataset_split=split,
-                                                  description=self.representation_description)
+                    every = layer_splits is None or split in layer_splits
+                    reps = [w.create_representation(split if j == len(entries) - 1 else f"{split}.layer{layer}",
+                                                    X.shape[0], width, labels=y, inputs_index=index,
+                                                    dataset=dataset, dataset_split=split, layer=layer,
+                                                    description=description)
+                            if every or j == len(entries) - 1 else None
+                            for j, (layer, width, description) in enumerate(entries)]
                     for start in range(0, X.shape[0], block_rows):
-                        with torch.no_grad():
-                            block = self.hidden(torch.from_numpy(X[start:start + block_rows]))
-                        rep.write_rows(start, block.cpu().numpy())
+                        with torch.no_grad():  # every layer's rows from one forward pass
+                            blocks = self._exported_rows(torch.from_numpy(X[start:start + block_rows]))
+                        for rep, block in zip(reps, blocks, strict=True):
+                            if rep is not None:
+                                rep.write_rows(start, block.cpu().numpy())
                 w.write_provenance(self._file_provenance(dataset, provenance))
         finally:
             self.train(was_training)
@@ -549,11 +590,16 @@ class ConvNet(BaselineModel):
         Dropout before the classifier.
 
     The representation (``transform``) is the last block's pooled output, flattened channel-major
-    as :meth:`HebbianNet.transform`; ``block_output(X, i)`` gives block i's.
+    as :meth:`HebbianNet.transform`; ``block_output(X, i)`` gives block i's. :meth:`export` writes
+    every block's, as ``HebbianNet.export`` writes every layer's: the last block's under the split's
+    own name, block ``i`` below it under ``<split>.layer<i>``, each with its ``layer`` attribute.
     """
 
     kind = "conv-net"
     has_preactivations = False
+    layered = True
+    #: the first block's output is wide (96 x 14 x 14 floats per image for SoftHebb's first layer)
+    export_block_rows = 256
 
     def __init__(self, layers: list = (), input_shape: tuple = (1, 28, 28), n_classes=10, activation="relu",
                  dropout=0.5, seed=None):
@@ -576,7 +622,7 @@ class ConvNet(BaselineModel):
             tables.append({k: t[k] for k in _SHAPE_KEYS if k in t})
         self._params = {"layers": tables, "input_shape": [C, H, W], "n_classes": n_classes,
                         "activation": activation, "dropout": float(dropout), "seed": seed}
-        blocks = []
+        blocks, shapes = [], []
         with _global_rng_untouched():
             for t in tables:
                 k, st, pd = int(t["kernel_size"]), int(t.get("stride", 1)), int(t.get("padding", 0))
@@ -591,6 +637,7 @@ class ConvNet(BaselineModel):
                 if H < 1 or W < 1:
                     raise ValueError(f"layers[{len(blocks)}] leaves no output (the images are too small for it)")
                 blocks.append(nn.Sequential(*mods))
+                shapes.append([C, H, W])
             self.blocks = nn.ModuleList(blocks)
             self.flatten = nn.Flatten()
             self.drop = nn.Dropout(float(dropout))
@@ -601,6 +648,8 @@ class ConvNet(BaselineModel):
         self.n_classes = n_classes
         self._n_units = C * H * W
         self.output_shape_ = [C, H, W]
+        #: each block's output shape (channels, height, width)
+        self.block_shapes_ = shapes
         _init_parameters(self, torch.Generator().manual_seed(seed))
 
     @property
@@ -608,6 +657,24 @@ class ConvNet(BaselineModel):
         return self.flatten
 
     representation_description = "the last block's pooled activations (channel, y, x), flattened"
+
+    def exported_representations(self) -> list:
+        """Every block's output: ``[(i, width, description), ...]``, the last block's last."""
+        tables, act = self._params["layers"], self._params["activation"]
+        out = []
+        for i, (t, shape) in enumerate(zip(tables, self.block_shapes_)):
+            what = f"{act} activations" + (" after pooling" if t.get("pool") is not None else "")
+            last = " (the last block: the classifier's input)" if i == len(tables) - 1 else ""
+            out.append((i, int(np.prod(shape)), f"block {i}{last}: its {what} (channel, y, x), flattened"))
+        return out
+
+    def _exported_rows(self, x) -> list:
+        x = self._as_tensor(x).reshape(-1, *self._input_shape)
+        out = []
+        for block in self.blocks:  # each block's output feeds the next: one pass for all of them
+            x = block(x)
+            out.append(x.reshape(x.shape[0], -1))
+        return out
 
     def _forward_until_representation(self, x):
         x = x.reshape(-1, *self._input_shape)

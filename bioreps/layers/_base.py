@@ -50,6 +50,9 @@ class Layer:
     #: each exactly as it trains alone (``members_``); None when the kind has no such trainer.
     #: The studies runner trains a model's seeds with it (:mod:`bioreps.studies.study`).
     ensemble = None
+    #: a stack of layers whose files hold every layer's representation (``export(...,
+    #: layer_splits=)`` chooses the splits that get the lower layers).
+    layered = False
     #: learns from labels and has its own classifier head.
     supervised = False
     #: True for a layer whose representation is its input (the pixels control): experiments

@@ -527,6 +527,7 @@ class HebbianNet(Layer):
     """
 
     kind = "hebbian-net"
+    layered = True
     config_fit_params = ("epochs",)
     checkpoint_unit = "epochs"
     neutral_params = (*Layer.neutral_params, "block_images")
@@ -736,32 +737,42 @@ class HebbianNet(Layer):
         return torch.nn.Sequential(*[layer.to_torch(power if i == last else None)
                                      for i, layer in enumerate(self.layers_)])
 
-    def export(self, path, splits, *, dataset=None, provenance=None, block_rows=None, progress=False):
+    def export(self, path, splits, *, dataset=None, provenance=None, block_rows=None, progress=False,
+               layer_splits=None):
         """Write the net and, for each split, every layer's representation: the last layer's under
         the split's own name (what analyses read), layer i's below it under ``<split>.layer<i>``;
-        each carries its ``layer`` attribute (schema 1.3.0). ``splits`` as :meth:`Layer.export`."""
+        each carries its ``layer`` attribute (schema 1.3.0). ``splits`` as :meth:`Layer.export`;
+        ``layer_splits``: the splits whose lower layers are written too (None: all; a study
+        writes the test split's only: a lower layer of a 60,000-image train split can take GBs)."""
         from .. import io
         from .._progress import progress_bar
 
         self._check_fitted()
         block_rows = int(block_rows or self.export_block_rows)
         last = len(self.layers_) - 1
+        if layer_splits is not None:
+            layer_splits = [layer_splits] if isinstance(layer_splits, str) else list(layer_splits)
+            unknown = sorted(set(layer_splits) - set(splits))
+            if unknown:
+                raise ValueError(f"layer_splits names splits not exported: {unknown} (splits: {sorted(splits)})")
         with io.Writer(path, overwrite=True) as w:
             w.write_model(self.kind, self.model_arrays(), self.hyperparameters(), dims=self.dims())
             for split, value in splits.items():
                 X, y, index = (tuple(value) + (None, None))[:3] if isinstance(value, tuple) else (value, None, None)
                 X = self._images(X, name=f"splits[{split!r}]")
+                every = layer_splits is None or split in layer_splits
                 reps = [w.create_representation(split if i == last else f"{split}.layer{i}", X.shape[0],
                                                 int(np.prod(layer.output_shape_)), labels=y, inputs_index=index,
                                                 dataset=dataset, dataset_split=split, layer=i,
                                                 description=f"layer {i}: {layer.representation_description}")
-                        for i, layer in enumerate(self.layers_)]
+                        if every or i == last else None for i, layer in enumerate(self.layers_)]
                 for start in progress_bar(range(0, X.shape[0], block_rows), progress=progress,
                                           desc=f"export {split}", unit="block"):
                     H = X[start:start + block_rows]
                     for i, layer in enumerate(self.layers_):  # each layer's output feeds the next
                         A = layer.transform(H)
-                        reps[i].write_rows(start, A)
+                        if reps[i] is not None:
+                            reps[i].write_rows(start, A)
                         H = A.reshape((A.shape[0],) + tuple(layer.output_shape_))
             w.write_provenance(self.provenance({"dataset": dataset or "unknown", **(provenance or {})}))
         return path

@@ -17,6 +17,8 @@ how many seeds):
   interval band;
 * the spectra, lambda_n / lambda_1 vs n on log-log axes, one line per model, clipped to the
   ranks that carry variance, with the fitted line over the fit window;
+* alpha per layer (both fits, mean and interval across seeds) and its table, when a model has
+  several layers whose test representations its file stores (``layers`` of analysis.json);
 * boxplots of each image's critical perturbation per model, and the median critical
   perturbation vs clean accuracy (one point per model and seed);
 * the linear CKA matrix across the models (Kornblith et al. 2019) averaged over seeds, and the
@@ -286,6 +288,84 @@ def _fig_alpha_by_width(cfg, data, colors, source):
     caption = (f"alpha of the spectrum of the first h units of {what} on {probes} against h (the seed "
                f"paper varies h from 10 to the width), unweighted fit, mean over seeds. Dotted: alpha = 1.")
     return _png(fig), caption
+
+
+_FITS = (("alpha", "Stringer fit"), ("alpha_nassar", "unweighted fit"))
+
+
+def _layer_alphas(cfg, data):
+    """``{model: {layer: {"n_units": int, "alpha": [per seed], "alpha_nassar": [...]}}}`` for the
+    models whose analyses measured each layer (``layers`` of analysis.json; layer 0-based)."""
+    out = {}
+    for name in _model_names(cfg):
+        for seed in _seeds(cfg):
+            for e in (data["analysis"].get((name, seed)) or {}).get("layers") or []:
+                row = out.setdefault(name, {}).setdefault(e["layer"], {"n_units": e.get("n_units"), "alpha": [],
+                                                                       "alpha_nassar": [], "seeds": 0})
+                row["seeds"] += 1
+                for fit, _ in _FITS:
+                    if e.get(fit) is not None:
+                        row[fit].append(e[fit])
+    return out
+
+
+def _fig_alpha_by_layer(cfg, data, colors):
+    """alpha of each layer's test representation against depth, both fits, mean and 95% interval."""
+    by_model = _layer_alphas(cfg, data)
+    if not by_model:
+        return None
+    fig, axes = _figure(9.6, 3.9, 2)
+    n_seeds, depth = set(), 1
+    for k, (name, layers) in enumerate(by_model.items()):
+        shift = 0.06 * (k - (len(by_model) - 1) / 2)  # side by side, so the error bars do not overlap
+        for ax, (fit, _) in zip(axes, _FITS):
+            xs, ys, lo, hi = [], [], [], []
+            for layer in sorted(layers):
+                s = _ci(layers[layer][fit])
+                if s is None:
+                    continue
+                n_seeds.add(s["n"])
+                xs.append(layer + 1 + shift)
+                ys.append(s["mean"])
+                lo.append(s["mean"] - s["ci_low"] if s["n"] > 1 else 0.0)  # one seed: no interval
+                hi.append(s["ci_high"] - s["mean"] if s["n"] > 1 else 0.0)
+            if xs:
+                ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", ms=4, capsize=3, color=colors[name], label=name)
+            depth = max(depth, max(layers) + 1)
+    for ax, (fit, title) in zip(axes, _FITS):
+        ax.axhline(1.0, color="0.6", lw=0.8, ls=":")
+        ax.set_xticks(range(1, depth + 1))
+        ax.set_xlabel("layer (1 = nearest the input)")
+        ax.set_ylabel(f"alpha ({title})")
+        ax.set_title(title)
+        ax.grid(True, alpha=0.25)
+    axes[0].legend(fontsize=8)
+    lo_r, hi_r = cfg["analysis"]["spectrum"]["ranks"]
+    seeds = "/".join(str(s) for s in sorted(n_seeds)) or "0"
+    spread = (f"mean over {seeds} seeds with the 95% Student-t interval as error bars" if max(n_seeds, default=1) > 1
+              else "one seed (no interval)")
+    caption = (f"Alpha per layer: the power-law exponent of the PCA spectrum of each layer's test representation "
+               f"(every layer of a multi-layer model is stored in its file; the last is the representation of the "
+               f"other figures), fitted over ranks {lo_r}-{hi_r} (clipped to each layer's spectrum, cut at its "
+               f"cliff) with the Stringer et al. 2019 weighted fit (left) and the unweighted least-squares fit of "
+               f"lambda_n / lambda_1 (right; Nassar et al. 2020); {spread}. Dotted: alpha = 1, the 1/n spectrum. "
+               f"No bootstrap and no widths per layer: a convolutional layer is a flattened (channel, y, x) map, "
+               f"whose first h units are not a sample of units.")
+    return _png(fig), caption
+
+
+def _layers_table(cfg, data):
+    """The numbers of the alpha-per-layer figure: one row per model and layer."""
+    rows = []
+    for name, layers in _layer_alphas(cfg, data).items():
+        kind = next(m["kind"] for m in cfg["models"] if m["name"] == name)
+        for layer in sorted(layers):
+            row = layers[layer]
+            rows.append([f"{html.escape(name)}<br><span class=n>{html.escape(kind)}</span>", str(layer + 1),
+                         str(row["n_units"])] + [_fmt(_ci(row[fit]), 2) for fit, _ in _FITS])
+    if not rows:
+        return ""
+    return _html_table(["model", "layer", "units", "alpha (Stringer)", "alpha (unweighted)"], rows)
 
 
 def _critical(data, name, seeds, attack):
@@ -680,6 +760,9 @@ def _notes(cfg, data):
             lines.append(f"{name} (seed {seed}): no ablation curve: {a['ablation']['not_measured']}")
         for note in a.get("spectra_notes") or []:
             lines.append(f"{name} (seed {seed}): {note}")
+        for e in a.get("layers") or []:
+            if e.get("not_measured"):
+                lines.append(f"{name} (seed {seed}): no alpha for layer {e['layer'] + 1}: {e['not_measured']}")
         if rob.get("not_attacked"):
             lines.append(f"{name} (seed {seed}): no attack: {rob['not_attacked']}")
     return lines
@@ -770,6 +853,7 @@ def write_report(root, cfg, *, error=None, wall_seconds=None) -> Path:
         if fig:
             parts.append(_figure_html(fig))
             break
+    parts.append(_figure_html(_fig_alpha_by_layer(cfg, data, colors)) + _layers_table(cfg, data))
     parts.append("<h2>Similarity</h2>")
     parts.append(_figure_html(_fig_cka(cfg, data)) or "<p>No CKA was measured (analysis.cka = \"none\" or "
                                                        "the compare units are missing).</p>")

@@ -460,16 +460,19 @@ def train_unit(ctx, data_cfg, model_cfg, seed):
     info["fit_seconds"] = (round(meta["fit_seconds"] / len(meta["seeds"]), 3) if together is not None
                            else round(time.perf_counter() - t0, 3))
     prov = {"seed": seed, "config": {"data": data_cfg, "model": model_cfg}, "dataset": data_cfg["dataset"]}
+    # a stack of layers: every layer of the test split (what the analyses measure), the train
+    # split's last layer only (what the readout needs; a lower layer of 60,000 images takes GBs)
+    layers_kw = {"layer_splits": ["test"]} if cls.layered else {}
     with ctx.atomic("model.h5", ".h5") as tmp:
         if cls.supervised:
             # with each row's index in the source split: analyses find the same images again
             model.export(tmp, {"train": (Xtr, ytr, itr), "test": (Xte, yte, ite)}, dataset=data_cfg["dataset"],
-                         provenance=prov)
+                         provenance=prov, **layers_kw)
         else:
             from .. import io as bio
 
             model.export(tmp, {"train": (Xtr, ytr, itr), "test": (Xte, yte, ite)}, dataset=data_cfg["dataset"],
-                         provenance=prov)
+                         provenance=prov, **layers_kw)
             with bio.load(tmp) as f:  # the readout sees exactly what was stored
                 Htr, Hte = f.representations["train"].to_numpy(), f.representations["test"].to_numpy()
             ro_cfg = dict(model_cfg.get("readout") or {})
@@ -553,6 +556,55 @@ def _spectrum_entry(R, ranks, bootstrap=0, seed=0, widths=()):
     return fit, eigs, out
 
 
+#: what the per-layer alphas are (analysis.json's "layers_note")
+LAYERS_NOTE = ("alpha of each layer's test representation by both fits over the study's ranks (clipped to the "
+               "layer's spectrum, cut at its cliff); no bootstrap and no widths per layer: a layer of a "
+               "convolutional net is a flattened (channel, y, x) map, whose first h units are the first "
+               "channels' pixels, not a sample of units")
+_LAYER_NAME = re.compile(r"^test(\.layer(\d+))?$")
+
+
+def _layer_spectra(model_path, ranks, last_entry) -> list:
+    """``[{"layer", "n_units", "alpha", "alpha_nassar", ...}, ...]`` by layer, for a model file
+    whose test representations say their ``layer`` ("test" and "test.layer<i>", as a
+    multi-layer model's export writes them); ``[]`` for a one-layer file. Each layer's spectrum
+    is read from the file block by block (a lower layer can be 10000 x 18816 floats) by
+    :func:`_spectrum_entry` without bootstrap or widths (:data:`LAYERS_NOTE`); the last layer's
+    is ``last_entry``, the "test" spectrum already measured. A layer whose spectrum cannot be
+    fitted over the ranks (too few units or samples once the window is clipped to its spectrum,
+    or no variance at all) gets None alphas and the reason, as ``_spectrum_entry`` does for a
+    width too small."""
+    from .. import io as bio
+
+    out = []
+    with bio.load(model_path) as f:
+        found = {name: rep for name, rep in f.representations.items() if _LAYER_NAME.match(name)}
+        if "test" not in found or found["test"].layer is None:
+            return []
+        unlabelled = sorted(name for name, rep in found.items() if rep.layer is None)
+        if unlabelled:
+            raise ValueError(f"{model_path}: representation {unlabelled[0]!r} has no layer attribute, but 'test' "
+                             f"says it is layer {found['test'].layer}")
+        for name, rep in sorted(found.items(), key=lambda kv: kv[1].layer):
+            row = {"layer": int(rep.layer), "n_units": int(rep.n_units)}
+            if name == "test":
+                entry = last_entry
+            else:
+                try:
+                    entry = _spectrum_entry(rep, ranks)[2]  # the representation is read lazily
+                except ValueError as exc:
+                    row.update(alpha=None, alpha_nassar=None, not_measured=str(exc))
+                    out.append(row)
+                    continue
+            row.update({k: entry[k] for k in ("alpha", "alpha_nassar", "ranks", "nassar_ranks", "warnings")})
+            out.append(row)
+    layers = [r["layer"] for r in out]
+    if len(set(layers)) != len(layers) or out[-1]["layer"] != found["test"].layer:
+        raise ValueError(f"{model_path}: the test representations' layer attributes {layers} are not distinct, "
+                         f"or 'test' (layer {found['test'].layer}) is not the last")
+    return out
+
+
 def _noise_probes(X, seed):
     """Gaussian images with each pixel's test-set mean and standard deviation, clipped to [0, 1] (the
     models' input range): as many as ``X`` has rows, from the seed."""
@@ -594,7 +646,9 @@ def _ablation(cls, model_path, H, y, X_test, seed):
 
 def analyze_unit(ctx, analysis_cfg, data_cfg, model_cfg, seed):
     """Unit ("analyze", model, seed): the spectrum of the test representation (Stringer and
-    unweighted fits; on Gaussian-noise probes too when asked), class selectivity when asked, and
+    unweighted fits; on Gaussian-noise probes too when asked; for a multi-layer model, whose file
+    holds every layer's test representation, each layer's alpha: ``layers``, see
+    :func:`_layer_spectra`), class selectivity when asked, and
     the attacks on the correctly classified images among the first ``n_images`` test images: per
     attack the relative accuracy curve, each image's critical perturbation and the eps at 50%
     relative accuracy (:func:`bioreps.analysis.robustness.critical_perturbation`)."""
@@ -643,6 +697,10 @@ def analyze_unit(ctx, analysis_cfg, data_cfg, model_cfg, seed):
         for name, make in sources.items():
             R = np.asarray(make(), dtype=np.float32)
             out["spectra"][name] = _spectrum_entry(R, spec_cfg["ranks"], 0, seed, spec_cfg["widths"])[2]
+        layers = _layer_spectra(files["model.h5"], spec_cfg["ranks"], out["spectra"]["test"])
+        if layers:
+            out["layers"] = layers
+            out["layers_note"] = LAYERS_NOTE
     if cls.prunable:  # the seed paper's pruning of noise units: which units never learned
         from ..plots import pruning_figure, save_figure
 
@@ -844,6 +902,10 @@ def _metrics(train, analysis) -> dict:
         for k in ("alpha", "alpha_nassar"):
             if entry.get(k) is not None:
                 out[prefixes[source] + k] = entry[k]
+    for entry in analysis.get("layers") or []:  # a multi-layer model: each layer's alpha (0-based)
+        for k in ("alpha", "alpha_nassar"):
+            if entry.get(k) is not None:
+                out[f"layer{entry['layer']}_{k}"] = entry[k]
     rob = analysis.get("robustness") or {}
     if rob.get("clean_accuracy") is not None:
         out["attacked_clean_accuracy"] = rob["clean_accuracy"]
