@@ -47,3 +47,28 @@ def test_bad_values_are_refused_by_name():
         mean_ci([[1, 2], [3, 4]])
     with pytest.raises(TypeError, match="needs numeric values"):
         mean_ci(["a", "b"])
+
+
+def test_difference_of_two_models_matches_scipys_welch_interval():
+    from scipy import stats
+
+    from bioreps.studies.stats import diff_ci
+
+    a, b = [2.37, 2.51, 2.44], [2.32, 2.20, 2.41, 2.29]
+    out = diff_ci(a, b)
+    ref = stats.ttest_ind(a, b, equal_var=False)  # scipy's own Welch test, an independent computation
+    lo, hi = ref.confidence_interval(0.95)
+    assert out["diff"] == pytest.approx(np.mean(a) - np.mean(b))
+    assert (out["ci_low"], out["ci_high"]) == pytest.approx((lo, hi), rel=1e-9)
+    assert out["df"] == pytest.approx(ref.df) and out["method"] == "welch"
+    assert out["decided"] == (lo > 0 or hi < 0)
+    # a clear difference is decided, one inside the seeds' noise is not
+    assert diff_ci([3.0, 3.1, 2.9], [1.0, 1.1, 0.9])["decided"] is True
+    assert diff_ci([1.0, 1.5, 0.5], [1.1, 0.6, 1.6])["decided"] is False
+    # one seed on a side: no interval to judge by
+    one = diff_ci([0.9], [0.8, 0.85])
+    assert one["decided"] is None and "one value" in one["note"] and one["ci_low"] == one["ci_high"] == one["diff"]
+    # no spread at all: the point interval decides by the sign alone
+    assert diff_ci([1.0, 1.0], [2.0, 2.0])["decided"] is True and diff_ci([1.0, 1.0], [1.0, 1.0])["decided"] is False
+    with pytest.raises(ValueError, match="value 1 is NaN"):
+        diff_ci([1.0, float("nan")], [1.0, 2.0])

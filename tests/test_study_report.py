@@ -149,6 +149,31 @@ def test_the_page_is_self_contained_and_shows_every_model(full_run):
     assert "Missing units" not in page
 
 
+def test_each_model_is_contrasted_with_the_vanilla_model_by_welchs_interval(full_run):
+    from scipy import stats
+
+    out, res = full_run
+    con = res["contrasts"]
+    assert con["reference"] == "mlp" and set(con["models"]) == {"hebb", "pix"}
+    per = res["per_seed"]
+    for name in ("hebb", "pix"):
+        for key in ("test_accuracy", "pre_alpha_nassar", "pgd_median_l2"):
+            a = [per[name][s][key] for s in ("0", "1")]
+            b = [per["mlp"][s][key] for s in ("0", "1")]
+            d = con["models"][name][key]
+            lo, hi = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+            assert d["diff"] == pytest.approx(np.mean(a) - np.mean(b)), (name, key)
+            assert (d["ci_low"], d["ci_high"]) == pytest.approx((lo, hi), rel=1e-9), (name, key)
+            assert d["decided"] == bool(lo > 0 or hi < 0)
+    page = (out / "report.html").read_text()
+    section = page[page.index("Each model against the vanilla backprop model (mlp)"):page.index("How it was measured")]
+    d = con["models"]["hebb"]["test_accuracy"]
+    sign = "+" if d["diff"] >= 0 else "&minus;"
+    assert f"<td>hebb<br>" in section and "<td>mlp<br>" not in section
+    assert f"{sign}{abs(d['diff']):.3g}<br><span class=ci>[{d['ci_low']:.3g}, {d['ci_high']:.3g}]</span>" in section
+    assert ("higher" if d["decided"] and d["diff"] > 0 else "lower" if d["decided"] else "not resolved") in section
+
+
 def test_a_failed_unit_still_leaves_a_page_listing_what_is_missing(tmp_path, fashion_mnist_available,
                                                                    monkeypatch):
     cfg = tiny_study(tmp_path, seeds=[0])

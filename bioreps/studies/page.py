@@ -467,17 +467,9 @@ def _fig_cka(cfg, data):
     return _png(fig), caption
 
 
-def vanilla_model(cfg):
-    """The study's vanilla backprop model: the first supervised model without a regulariser."""
-    from . import kinds
-
-    for m in cfg["models"]:
-        if kinds.get(m["kind"]).supervised and not m.get("regularizer"):
-            return m["name"]
-    return None
-
-
 def _fig_cka_vs_robustness(cfg, data, colors, attack):
+    from .study import vanilla_model
+
     ref = vanilla_model(cfg)
     names = _model_names(cfg)
     if ref is None:
@@ -713,6 +705,59 @@ def _table(cfg, data, attacks):
                                       "interval across seeds (clipped to the quantity's range).</p>")
 
 
+def _contrast_columns(data, attacks):
+    """(metric key, column title) of the contrasts table: accuracy, both fits' alpha of the
+    summary's spectra, eps at 50% and the median critical perturbation of each attack."""
+    test_src, _, _, _ = _summary_source(data)
+    prefix = "pre_" if test_src == "test-pre" else ""
+    what = "pre-activations" if prefix else "representation"
+    cols = [("test_accuracy", "clean accuracy"), (prefix + "alpha_nassar", f"alpha, {what} (unweighted fit)"),
+            (prefix + "alpha", f"alpha, {what} (Stringer fit)")]
+    cols += [(f"{a}_eps50", f"eps @ 50% rel. acc. {a.upper()}") for a in attacks]
+    cols += [(f"{a}_median_l2", f"median critical L2 {a.upper()}") for a in attacks if a != "noise"]
+    return cols
+
+
+def _contrast_cell(d):
+    if d is None:
+        return "-"
+    sign = "+" if d["diff"] >= 0 else "&minus;"
+    if d["decided"] is None:
+        verdict = "<span class=n>one seed: undecided</span>"
+    elif d["decided"]:
+        verdict = "<b>higher</b>" if d["diff"] > 0 else "<b>lower</b>"
+    else:
+        verdict = "<span class=n>not resolved</span>"
+    interval = (f"<br><span class=ci>[{d['ci_low']:.3g}, {d['ci_high']:.3g}]</span>"
+                if d["decided"] is not None else "")
+    return f"{sign}{abs(d['diff']):.3g}{interval}<br>{verdict}"
+
+
+def _contrasts_table(cfg, data, attacks):
+    """Each model minus the vanilla backprop model, per figure, with Welch's 95% interval across
+    seeds: which differences the seeds decide (:func:`bioreps.studies.study.contrasts`)."""
+    from .study import _metrics, contrasts
+
+    per_seed = {}
+    for (name, seed), analysis in data["analysis"].items():
+        if (name, seed) in data["train"]:
+            per_seed.setdefault(name, {})[str(seed)] = _metrics(data["train"][(name, seed)], analysis)
+    result = contrasts(cfg, per_seed)
+    ref = result["reference"]
+    if ref is None or not result["models"]:
+        return ""
+    cols = _contrast_columns(data, attacks)
+    rows = [[f"{html.escape(name)}<br><span class=n>{html.escape(next(m['kind'] for m in cfg['models'] if m['name'] == name))}</span>"]
+            + [_contrast_cell(diffs.get(key)) for key, _ in cols]
+            for name, diffs in ((n, result["models"][n]) for n in _model_names(cfg) if n in result["models"])]
+    return (f"<h3>Each model against the vanilla backprop model ({html.escape(ref)})</h3>"
+            + _html_table(["model"] + [title for _, title in cols], rows)
+            + f"<p class=n>Each cell: mean(model) &minus; mean({html.escape(ref)}) across seeds, below it Welch's "
+              "two-sided 95% t interval; <b>higher</b>/<b>lower</b> when the interval excludes 0 (the seeds decide "
+              "the sign), \"not resolved\" when it contains 0; \"-\": a figure missing on some seed (e.g. eps at "
+              "50% where a seed's curve does not cross 50% on the grid). Also in results.json (\"contrasts\").</p>")
+
+
 def _html_table(head, rows):
     body = "".join("<tr>" + "".join(f"<td{' class=num' if j >= 1 else ''}>{c}</td>" for j, c in enumerate(r))
                    + "</tr>" for r in rows)
@@ -833,6 +878,7 @@ def write_report(root, cfg, *, error=None, wall_seconds=None) -> Path:
                      f"exists:</p><ul>{items}</ul></div>")
     parts.append("<h2>Summary</h2>")
     parts.append(_table(cfg, data, attacks))
+    parts.append(_contrasts_table(cfg, data, attacks))
     notes = _notes(cfg, data)
     if notes:
         parts.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")

@@ -10,6 +10,13 @@ The interval is ``mean +- t_{(1+c)/2, n-1} * s / sqrt(n)`` with ``s`` the sample
 deviation (``ddof=1``): seeds are few, so the t quantile (4.30 for 3 seeds at 95%), not the normal
 one (1.96), sets the width. One seed gives no spread: the interval is ``[mean, mean]``, ``std`` is
 0.0 and a ``note`` says so, rather than an infinite or NaN interval.
+
+:func:`diff_ci` compares two models: the difference of their means across seeds with Welch's
+two-sample t interval, and whether that interval decides the sign of the difference::
+
+    >>> d = diff_ci([2.0, 2.2, 2.1], [1.0, 1.1, 1.2])
+    >>> round(d["diff"], 3), d["decided"]
+    (1.0, True)
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import math
 
 import numpy as np
 
-__all__ = ["mean_ci"]
+__all__ = ["diff_ci", "mean_ci"]
 
 
 def mean_ci(values, confidence: float = 0.95) -> dict:
@@ -71,4 +78,38 @@ def mean_ci(values, confidence: float = 0.95) -> dict:
     std = float(arr.std(ddof=1))
     half = float(stats.t.ppf(0.5 + confidence / 2.0, df=n - 1)) * std / math.sqrt(n)
     out.update(ci_low=mean - half, ci_high=mean + half, std=std)
+    return out
+
+
+def diff_ci(a, b, confidence: float = 0.95) -> dict:
+    """``mean(a) - mean(b)`` with Welch's two-sided t confidence interval (unequal variances;
+    Welch-Satterthwaite degrees of freedom), for two models' per-seed values.
+
+    Returns
+    -------
+    dict with ``diff``, ``ci_low``, ``ci_high``, ``n_a``, ``n_b``, ``df``, ``confidence``,
+    ``method="welch"`` and ``decided``: True when the interval excludes 0 (the difference's sign
+    is settled at this confidence), False when it contains 0, None when either side has one value
+    (no spread to judge by; ``note`` says so). Two sides without any spread give the point
+    interval ``[diff, diff]`` (decided when ``diff != 0``).
+
+    Raises as :func:`mean_ci` for each side.
+    """
+    from scipy import stats
+
+    sa, sb = mean_ci(a, confidence), mean_ci(b, confidence)
+    diff = sa["mean"] - sb["mean"]
+    out = {"diff": diff, "ci_low": diff, "ci_high": diff, "n_a": sa["n"], "n_b": sb["n"], "df": None,
+           "confidence": float(confidence), "method": "welch", "decided": None}
+    if sa["n"] < 2 or sb["n"] < 2:
+        out["note"] = "one value on a side: no spread across seeds to judge the difference by"
+        return out
+    va, vb = sa["std"] ** 2 / sa["n"], sb["std"] ** 2 / sb["n"]
+    se = math.sqrt(va + vb)
+    if se == 0.0:
+        out["decided"] = diff != 0.0
+        return out
+    df = (va + vb) ** 2 / (va ** 2 / (sa["n"] - 1) + vb ** 2 / (sb["n"] - 1))
+    half = float(stats.t.ppf(0.5 + confidence / 2.0, df=df)) * se
+    out.update(ci_low=diff - half, ci_high=diff + half, df=float(df), decided=bool(diff - half > 0 or diff + half < 0))
     return out

@@ -922,9 +922,42 @@ def _metrics(train, analysis) -> dict:
     return out
 
 
+def vanilla_model(cfg):
+    """The study's vanilla backprop model: the first supervised model without a regulariser (the
+    reference of the CKA-to-vanilla figure and of the contrasts); None when there is none."""
+    from . import kinds
+
+    for m in cfg["models"]:
+        if kinds.get(m["kind"]).supervised and not m.get("regularizer"):
+            return m["name"]
+    return None
+
+
+def contrasts(cfg, per_seed) -> dict:
+    """Each model against the vanilla backprop model (:func:`vanilla_model`): for every figure
+    both have on every seed, the difference of the means across seeds with Welch's 95% interval
+    and whether it decides the sign (:func:`bioreps.studies.stats.diff_ci`)."""
+    from .stats import diff_ci
+
+    ref = vanilla_model(cfg)
+    out = {"reference": ref, "method": "mean(model) - mean(reference) across seeds, Welch's two-sided 95% t "
+                                       "interval; decided: the interval excludes 0", "models": {}}
+    if ref is None or ref not in per_seed:
+        return out
+    ref_seeds = per_seed[ref].values()
+    for name, seeds in per_seed.items():
+        if name == ref:
+            continue
+        keys = sorted(k for k in {k for v in seeds.values() for k in v}
+                      if all(k in v for v in seeds.values()) and ref_seeds and all(k in v for v in ref_seeds))
+        out["models"][name] = {k: diff_ci([v[k] for v in seeds.values()], [v[k] for v in ref_seeds]) for k in keys}
+    return out
+
+
 def aggregate(cfg, results) -> dict:
-    """``results.json``: every figure per (model, seed), and per model the mean and a 95%
-    Student-t confidence interval across seeds (:func:`bioreps.studies.stats.mean_ci`)."""
+    """``results.json``: every figure per (model, seed), per model the mean and a 95% Student-t
+    confidence interval across seeds (:func:`bioreps.studies.stats.mean_ci`), and each model's
+    differences to the vanilla backprop model (:func:`contrasts`)."""
     import json
 
     from .stats import mean_ci
@@ -947,7 +980,8 @@ def aggregate(cfg, results) -> dict:
             "intervals": "mean over seeds with a two-sided 95% Student-t confidence interval "
                          "(t quantile with n_seeds - 1 degrees of freedom; one seed: no interval)",
             "models": {m["name"]: {"kind": m["kind"]} for m in cfg["models"]},
-            "summary": summary, "per_seed": per_seed, "cka": cka, "config": cfg}
+            "summary": summary, "per_seed": per_seed, "contrasts": contrasts(cfg, per_seed), "cka": cka,
+            "config": cfg}
 
 
 def summary_table(results) -> str:
