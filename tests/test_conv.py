@@ -372,6 +372,17 @@ def test_a_net_can_train_all_its_layers_at_once(images):
     greedy = HebbianNet(NET, random_state=3, progress=False).fit(images, epochs=2)
     np.testing.assert_array_equal(greedy.layers_[0].weights_, net.layers_[0].weights_)
     assert np.abs(greedy.layers_[1].weights_ - net.layers_[1].weights_).max() > 1e-3
+    # partial_fit: the same step, in order; parts ending on whole minibatches equal one pass
+    halves = HebbianNet(NET, training="simultaneous", random_state=3, progress=False)
+    halves.partial_fit(images[:6]).partial_fit(images[6:])
+    whole = HebbianNet(NET, training="simultaneous", random_state=3, progress=False).partial_fit(images)
+    for a, b in zip(halves.layers_, whole.layers_):
+        np.testing.assert_array_equal(a.weights_, b.weights_)
+        np.testing.assert_array_equal(a.bn_var_, b.bn_var_)
+    assert np.abs(whole.layers_[1].weights_ - HebbianNet(NET, training="simultaneous", random_state=3, progress=False)
+                  .partial_fit(images[:3]).layers_[1].weights_).max() > 1e-3  # more images, more learning
+    with pytest.raises(ValueError, match="partial_fit trains every layer at once: it needs training='simultaneous'"):
+        HebbianNet(NET, progress=False).partial_fit(images)
     with pytest.raises(ValueError, match=r"training='simultaneous' needs one batch_size for every layer .* \[3, 5\]"):
         HebbianNet([NET[0], {**NET[1], "batch_size": 5}], training="simultaneous", progress=False).fit(images)
     with pytest.raises(ValueError, match=r"training must be one of \['greedy', 'simultaneous'\], got 'joint'"):

@@ -690,15 +690,39 @@ class HebbianNet(Layer):
         finally:
             bar.close()
 
+    def partial_fit(self, X):
+        """One pass over images ``X`` in order with every layer learning at once (the
+        simultaneous step), continuing earlier calls (the first initialises the net): calls on
+        consecutive parts of ``X`` that end on whole minibatches equal one call on ``X``. Needs
+        ``training="simultaneous"``: a greedy net trains one layer at a time over all the images."""
+        self._validate_params()
+        if self.training != "simultaneous":
+            raise ValueError("partial_fit trains every layer at once: it needs training='simultaneous' "
+                             f"(this net's training is {self.training!r}; fit it instead)")
+        if not self._is_fitted():
+            X = self._images(X, reset=True)
+            self._start(X, 1)
+            self.n_epochs_ = self.n_fit_rows_ = None  # no schedule: nothing to resume
+        else:
+            X = self._images(X)
+            for layer in self.layers_:
+                layer.backend_ = layer._validate_params()
+        self._simultaneous_pass(X, np.arange(X.shape[0]), "all layers partial_fit")
+        self._note_layers()
+        return self
+
     def _simultaneous_epoch(self, X, e, epochs):
-        """One epoch of every layer at once: each minibatch through the net, each layer learning
-        from the training-mode output of the layer below (before that layer's update)."""
-        bs = int(self.layers_[0].batch_size)
-        # the first layer's greedy order: a one-layer net learns the same either way
+        """One epoch of every layer at once (:meth:`_simultaneous_pass`), in the first layer's
+        greedy order of epoch ``e``: a one-layer net learns the same either way."""
         order = np.random.default_rng([self.seed_, 1, 0, e]).permutation(X.shape[0])
+        self._simultaneous_pass(X, order, f"all {len(self.layers_)} layers epoch {e + 1}/{epochs}")
+
+    def _simultaneous_pass(self, X, order, desc):
+        """Each minibatch of ``X[order]`` through the net, each layer learning from the
+        training-mode output of the layer below (before that layer's update)."""
+        bs = int(self.layers_[0].batch_size)
         last = len(self.layers_) - 1
-        bar = progress_bar(total=len(order), progress=self.progress, unit="image",
-                           desc=f"all {len(self.layers_)} layers epoch {e + 1}/{epochs}")
+        bar = progress_bar(total=len(order), progress=self.progress, unit="image", desc=desc)
         try:
             for start in range(0, len(order), bs):
                 H = X[order[start:start + bs]]
