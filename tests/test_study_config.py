@@ -111,3 +111,23 @@ def test_the_shipped_study_files_validate():
     assert {m["regularizer"]["kind"] for m in cfg["models"] if m.get("regularizer")} == {
         "weight-decay", "jacobian", "spectral", "adversarial"}
     assert cfg["study"]["seeds"] == [0, 1, 2] and cfg["analysis"]["spectrum"]["preactivations"]
+
+
+def test_what_a_regulariser_needs_of_training_is_checked_before_anything_trains():
+    spectral = {"kind": "spectral", "beta": 1.0}
+    # the spectral penalty needs a batch (and a training set) larger than the representation
+    with pytest.raises(ConfigError, match=r"models\[1\] \(mlp\): SpectralReg needs batch_size > the width of the "
+                                          r"representation \(20 units\) .* got batch_size=20"):
+        validate_study(with_(lambda r: r["models"][1].update(regularizer=spectral, batch_size=20)))
+    with pytest.raises(ConfigError, match=r"models\[1\] \(mlp\): SpectralReg needs batch_size > .* got batch_size=128"):
+        validate_study(with_(lambda r: (r["models"][1].update(regularizer=spectral, sizes=[784, 200, 10]),
+                                        r["models"][1].pop("batch_size"))))  # train's default batch
+    with pytest.raises(ConfigError, match=r"models\[1\] \(mlp\): SpectralReg needs more training samples \(15\)"):
+        validate_study(with_(lambda r: (r["models"][1].update(regularizer=spectral, batch_size=21),
+                                        r["data"].update(n_train=15))))
+    # the whole training split when no n_train is given; a regulariser's own bad value, by name
+    validate_study(with_(lambda r: (r["models"][1].update(regularizer=spectral, batch_size=21),
+                                    r["data"].pop("n_train"))))
+    with pytest.raises(ConfigError, match=r"models\[1\] \(mlp\): .*tau"):
+        validate_study(with_(lambda r: r["models"][1].update(regularizer={"kind": "spectral", "tau": 0},
+                                                              batch_size=21)))

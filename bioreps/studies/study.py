@@ -310,7 +310,38 @@ def validate_study(raw: dict, source: str = "<study>") -> dict:
     if dup:
         raise ConfigError(f"{source}: duplicate model names {dup}: each [[models]] needs its own name")
     out["analysis"] = _analysis(raw.get("analysis", {}), source)
+    _check_training(out, source)
     return out
+
+
+def _check_training(cfg, source):
+    """What a backprop model's regulariser needs of its training (e.g. the spectral penalty: a
+    batch larger than the representation), checked on the model built from its table before
+    anything trains: :meth:`bioreps.baselines.regularizers.Regularizer.check`, as ``train`` calls
+    it, with the batch size and the number of training images the study will use."""
+    import inspect
+
+    from .. import data as bdata
+    from ..baselines import train as train_fn
+    from . import kinds
+
+    default_batch = inspect.signature(train_fn).parameters["batch_size"].default
+    for i, m in enumerate(cfg["models"]):
+        if not m.get("regularizer"):
+            continue
+        reg_cfg = dict(m["regularizer"])
+        path = f"models[{i}] ({m['name']})"
+        try:
+            n_train = cfg["data"].get("n_train") or bdata.spec(cfg["data"]["dataset"]).n_samples["train"]
+        except ValueError:  # an unknown dataset: its loader names the problem when the data load
+            continue
+        try:
+            reg = _regularizers()[reg_cfg.pop("kind")](**reg_cfg)
+            model = kinds.build(m["kind"], {k: v for k, v in m.items() if k in kinds.params(m["kind"])}, seed=0,
+                                progress=False)
+            reg.check(model, m.get("batch_size", default_batch), n_train)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{source}: {path}: {exc}") from None
 
 
 def load_study(path) -> dict:
