@@ -4,7 +4,14 @@
 it, PyTorch on the CPU), on the same layer, the same initial weights and the same images, in
 the same run.
 
-    python benchmarks/conv_softhebb.py --softhebb /path/to/SoftHebb [--images 1000] [--layer 1 2]
+    python benchmarks/conv_softhebb.py --softhebb /path/to/SoftHebb [--images 1000] [--layer 1 2] [--device cuda]
+
+``--device cuda``: both on the GPU, our CUDA kernel (``kernels/cuda/conv.py``, what
+``ConvSoftWTA(backend="cuda")`` runs; the images cross from the host per call, as a fit) against
+the reference layer moved to the GPU with the images already there (the reference's own loop
+moves each batch; this is kinder to it), synchronised before each clock reading.
+``benchmarks/peers/stage_softhebb.py`` puts the reference and its imports in
+``benchmarks/peers/_softhebb/`` for a machine without network (``benchmarks/gpu.py`` finds it).
 
 ``--softhebb``: a checkout of the reference repository (the folder holding ``hebbconv.py``; it
 imports ``einops`` and ``tabulate``: ``pip install einops tabulate``). Layers (the reference's
@@ -67,19 +74,26 @@ def reference_layer(spec, W0):
     return layer, bn
 
 
-def run_reference(layer, bn, X, batch):
+def run_reference(layer, bn, X, batch, device="cpu"):
     import torch
 
+    Xt = torch.from_numpy(X).to(device)
     with torch.no_grad():
         for start in range(0, len(X), batch):
-            layer(bn(torch.from_numpy(X[start:start + batch])))
+            layer(bn(Xt[start:start + batch]))
             layer.update()
+    if device == "cuda":
+        torch.cuda.synchronize()
 
 
-def run_ours(W, X, spec, batch):
+def run_ours(W, X, spec, batch, device="cpu"):
     mean, var = np.zeros(spec["c_in"]), np.ones(spec["c_in"])
-    conv.conv_softhebb_epoch(W, X, np.arange(len(X)), batch, spec["k"], 1, spec["pad"], "reflect",
-                             spec["t_invert"], spec["lr"], 2.0, 0.5, True, mean, var)
+    if device == "cuda":
+        from bioreps.kernels.cuda import conv as kernel
+    else:
+        kernel = conv
+    kernel.conv_softhebb_epoch(W, X, np.arange(len(X)), batch, spec["k"], 1, spec["pad"], "reflect",
+                               spec["t_invert"], spec["lr"], 2.0, 0.5, True, mean, var)
 
 
 def main():
@@ -89,6 +103,8 @@ def main():
     ap.add_argument("--images", type=int, default=1000)
     ap.add_argument("--layer", type=int, nargs="+", default=[1, 2], choices=sorted(LAYERS))
     ap.add_argument("--batch", type=int, default=10)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                    help="where both run (cuda: our CUDA kernel against the reference on the GPU)")
     args = ap.parse_args()
     if not args.softhebb or not os.path.exists(os.path.join(args.softhebb, "hebbconv.py")):
         ap.error("--softhebb must name a checkout of NeuromorphicComputing/SoftHebb (the folder with hebbconv.py)")
@@ -97,7 +113,11 @@ def main():
 
     cores = os.cpu_count() or 1
     torch.set_num_threads(cores)
-    print(f"cores {cores}; torch {torch.__version__} threads {torch.get_num_threads()}; batch {args.batch}; "
+    dev = args.device
+    if dev == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: torch sees no CUDA GPU")
+    where = torch.cuda.get_device_name(0) if dev == "cuda" else f"{cores} CPU cores"
+    print(f"device {where}; torch {torch.__version__} threads {torch.get_num_threads()}; batch {args.batch}; "
           f"load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     for li in args.layer:
         spec = LAYERS[li]
@@ -108,22 +128,26 @@ def main():
               * rng.standard_normal((spec["c_out"], spec["c_in"] * spec["k"] ** 2))).astype(np.float32)
         # the same rule: 10 batches from the same weights, then compare
         W = W0.copy()
-        run_ours(W, X[:10 * args.batch], spec, args.batch)
+        run_ours(W, X[:10 * args.batch], spec, args.batch, dev)
         ref, bn = reference_layer(spec, W0)
-        run_reference(ref, bn, X[:10 * args.batch], args.batch)
-        Wr = ref.weight.detach().numpy().reshape(W.shape)
+        ref.to(dev)
+        bn.to(dev)
+        run_reference(ref, bn, X[:10 * args.batch], args.batch, dev)
+        Wr = ref.weight.detach().cpu().numpy().reshape(W.shape)
         agree = float(np.linalg.norm(W - Wr) / np.linalg.norm(Wr))
         # timings (both warmed above)
         W = W0.copy()
         t0 = time.perf_counter()
-        run_ours(W, X[20:20 + n], spec, args.batch)
+        run_ours(W, X[20:20 + n], spec, args.batch, dev)
         ours = n / (time.perf_counter() - t0)
         ref, bn = reference_layer(spec, W0)
+        ref.to(dev)
+        bn.to(dev)
         t0 = time.perf_counter()
-        run_reference(ref, bn, X[20:20 + n], args.batch)
+        run_reference(ref, bn, X[20:20 + n], args.batch, dev)
         theirs = n / (time.perf_counter() - t0)
         print(f"layer {li} ({spec['c_in']}->{spec['c_out']}, k{spec['k']}, {source} {X.shape[2]}x{X.shape[3]}, "
-              f"{n} images): bioreps {ours:8.1f} images/s, SoftHebb reference {theirs:8.1f} images/s, "
+              f"{n} images): bioreps {ours:8.1f} images/s, SoftHebb reference {theirs:8.1f} images/s ({dev}), "
               f"ratio {ours / theirs:.2f}x; weights after 10 batches: relative difference {agree:.1e}", flush=True)
 
 

@@ -18,7 +18,10 @@ with a line saying so, once the budget is spent):
 3. the benchmarks in the same run: ``benchmarks/hebbian_cuda.py`` (ms per epoch of both GPU
    paths and the CPU, the projection to the paper's 1000 epochs) and
    ``benchmarks/spiking_cuda.py`` (training and transform samples/s at N=100 and 400, and an
-   ensemble of one network per multiprocessor: network-samples/s against one network's).
+   ensemble of one network per multiprocessor: network-samples/s against one network's);
+   ``benchmarks/conv_softhebb.py --device cuda`` (our convolutional SoftHebb kernel against the
+   reference code's layer on the same GPU, images/s of both) when the reference is staged in
+   ``benchmarks/peers/_softhebb/`` (``benchmarks/peers/stage_softhebb.py``) or ``$SOFTHEBB_DIR``.
 
 Each step's figures go into the table and the JSON (``--out``), with the GPU named: record them in
 ``benchmarks/RESULTS.md``. ``--smoke`` runs steps 2 and the table/JSON writing at tiny sizes
@@ -193,11 +196,25 @@ def run_tests(budget):
     return {"step": "pytest -m gpu", "returncode": proc.returncode, "summary": tail, "ok": proc.returncode == 0}
 
 
-def run_benchmark(script, args, budget):
+def run_benchmark(script, args, budget, env=None):
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True,
-                          text=True, timeout=max(60, budget))
+                          text=True, timeout=max(60, budget), env=env)
     return {"step": f"benchmarks/{script} {' '.join(args)}", "returncode": proc.returncode,
             "output": proc.stdout.strip().splitlines()[-12:], "ok": proc.returncode == 0}
+
+
+def softhebb_reference(budget):
+    """Our convolutional SoftHebb kernel against the reference layer, both on the GPU."""
+    ref = Path(os.environ.get("SOFTHEBB_DIR") or ROOT / "benchmarks" / "peers" / "_softhebb")
+    step = "conv_softhebb.py --device cuda"
+    if not (ref / "hebbconv.py").is_file():
+        return {"step": step, "ok": None, "skipped": f"no SoftHebb reference at {ref} (stage it with "
+                                                     "benchmarks/peers/stage_softhebb.py, or set $SOFTHEBB_DIR)"}
+    if budget <= 60:
+        return {"step": step, "ok": None, "skipped": "budget spent"}
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ref), os.environ.get("PYTHONPATH")])))
+    return run_benchmark("conv_softhebb.py", ["--device", "cuda", "--softhebb", str(ref), "--images", "2000"],
+                         budget, env=env)
 
 
 def main(argv=None):
@@ -235,6 +252,7 @@ def main(argv=None):
                 steps.append({"step": script, "ok": None, "skipped": "budget spent"})
                 continue
             steps.append(run_benchmark(script, sargs, left()))
+        steps.append(softhebb_reference(left()))
     result = {"device": device, "smoke": args.smoke, "python": platform.python_version(),
               "seconds": round(time.perf_counter() - start, 1), "steps": steps}
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

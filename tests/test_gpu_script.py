@@ -38,3 +38,18 @@ def test_gpu_script_refuses_the_wrong_machine(tmp_path):
     assert proc.returncode != 0
     assert "no CUDA GPU here" in proc.stderr or "--smoke is for the CUDA simulator" in proc.stderr
     assert not (tmp_path / "gpu_results.json").exists()
+
+
+def test_the_softhebb_reference_step_says_how_to_stage_the_reference_when_it_is_absent(tmp_path, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_script", ROOT / "benchmarks" / "gpu.py")
+    gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu)
+    monkeypatch.setenv("SOFTHEBB_DIR", str(tmp_path))  # no hebbconv.py there
+    step = gpu.softhebb_reference(400)
+    assert step["ok"] is None and step["step"] == "conv_softhebb.py --device cuda"
+    assert f"no SoftHebb reference at {tmp_path}" in step["skipped"] and "stage_softhebb.py" in step["skipped"]
+    (tmp_path / "hebbconv.py").write_text("")
+    assert gpu.softhebb_reference(30) == {"step": "conv_softhebb.py --device cuda", "ok": None,
+                                          "skipped": "budget spent"}
