@@ -288,3 +288,31 @@ def test_alpha_by_width_survives_silent_leading_units():
     rows = {r["h"]: r for r in entry["by_width"]}
     assert rows[10]["alpha"] is None and rows[10]["alpha_nassar"] is None
     assert rows[20]["alpha"] is not None and rows[60]["alpha"] == pytest.approx(entry["alpha"])
+
+
+def test_the_summary_shows_a_models_own_attacks_and_its_representations_alpha_without_preactivations():
+    from bioreps.studies import page
+
+    cfg = {"study": {"seeds": [0, 1]}, "analysis": {"attacks": {"methods": ["fgsm"]}},
+           "models": [{"name": "net", "kind": "mlp"},
+                      {"name": "dc", "kind": "spiking-wta", "attacks": {"methods": ["noise", "square"]}}]}
+    e50 = lambda eps: {"eps": eps, "lo": eps / 2, "hi": eps * 2, "censored": None}  # noqa: E731
+    data = {"train": {(m, s): {"test_accuracy": 0.8 + 0.01 * s} for m in ("net", "dc") for s in (0, 1)},
+            "analysis": {}}
+    for s in (0, 1):
+        data["analysis"][("net", s)] = {
+            "spectra": {"test-pre": {"alpha_nassar": 2.0 + s}, "test": {"alpha_nassar": 9.0}},
+            "robustness": {"attacks": {"fgsm": {"eps50": e50(0.01), "median_l2": 1.0}}}}
+        data["analysis"][("dc", s)] = {
+            "spectra": {"test": {"alpha_nassar": 1.1 + 0.2 * s}},
+            "robustness": {"attacks": {"noise": {"eps50": e50(0.3), "median_l2": 9.0},
+                                       "square": {"eps50": e50(0.1 + 0.02 * s), "median_l2": 4.0 + s}}}}
+    attacks = page._attacks(cfg, data)
+    assert attacks == ["fgsm", "noise", "square"]  # the study's, then the spiking model's own
+    table = page._table(cfg, data, attacks)
+    rows = {r.split("<br>")[0].split("<td>")[-1]: r for r in table.split("<tr>")[2:]}
+    assert "eps @ 50% rel. acc. SQUARE" in table and "median critical L2 SQUARE" in table
+    assert "1.10e-01" in rows["dc"] and "4.50" in rows["dc"]  # the mean over its seeds
+    # no pre-activations: its representation's alpha, marked and explained; the others' pre-activations
+    assert "1.20" in rows["dc"] and "&dagger;" in rows["dc"] and "2.50" in rows["net"] and "9.00" not in rows["net"]
+    assert "dc: no pre-activations" in table

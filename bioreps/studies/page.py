@@ -145,9 +145,13 @@ def _attack_entry(a, attack):
 
 
 def _attacks(cfg, data):
-    """The attacks measured, in the study's order."""
+    """The attacks measured: the study's in its order, then those only a model's own
+    ``[models.attacks]`` asked for (e.g. Square on a spiking model), in model order."""
     seen = {name for a in data["analysis"].values() for name in (_robustness(a).get("attacks") or {})}
-    return [m for m in cfg["analysis"]["attacks"]["methods"] if m in seen]
+    order = list(cfg["analysis"]["attacks"]["methods"])
+    for m in cfg["models"]:
+        order += [a for a in (m.get("attacks") or {}).get("methods", []) if a not in order]
+    return [m for m in order if m in seen]
 
 
 # =========================================================================== figures
@@ -678,18 +682,25 @@ def _table(cfg, data, attacks):
     critical = [a for a in attacks if a != "noise"]  # random noise is a baseline, not an attack's minimum
     test_src, noise_src, fit, label = _summary_source(data)
     with_noise = any(noise_src in (a.get("spectra") or {}) for a in data["analysis"].values())
-    rows = []
+    rows, fallback = [], []
     for m in cfg["models"]:
         name = m["name"]
         tr = [data["train"][(name, s)] for s in seeds if (name, s) in data["train"]]
         an = [data["analysis"][(name, s)] for s in seeds if (name, s) in data["analysis"]]
         spec = [(a.get("spectra") or {}).get(test_src) or {} for a in an]
         noise = [(a.get("spectra") or {}).get(noise_src) or {} for a in an]
+        if test_src != "test" and an and not any(spec):  # no pre-activations (spike counts): its representation's
+            spec = [(a.get("spectra") or {}).get("test") or {} for a in an]
+            noise = [(a.get("spectra") or {}).get("noise") or {} for a in an]
+            fallback.append(name)
+            mark = "<sup>&dagger;</sup>"
+        else:
+            mark = ""
         cells = [f"{html.escape(name)}<br><span class=n>{html.escape(m['kind'])}</span>",
                  _fmt(_ci([t.get("test_accuracy") for t in tr]), bounds=(0.0, 1.0)),
-                 _fmt(_ci([s.get(fit) for s in spec]), 2)]
+                 _fmt(_ci([s.get(fit) for s in spec]), 2) + (mark if any(spec) else "")]
         if with_noise:
-            cells.append(_fmt(_ci([s.get(fit) for s in noise]), 2))
+            cells.append(_fmt(_ci([s.get(fit) for s in noise]), 2) + (mark if any(noise) else ""))
         for attack in attacks:
             entries = [_attack_entry(a, attack) for a in an]
             cells.append(_eps50_cell([e["eps50"] for e in entries if e]))
@@ -701,8 +712,11 @@ def _table(cfg, data, attacks):
             + ([f"alpha, noise probes ({label})"] if with_noise else [])
             + [f"eps @ 50% rel. acc. {a.upper()}" for a in attacks]
             + [f"median critical L2 {a.upper()}" for a in critical])
+    note = ("" if not fallback else
+            f" <sup>&dagger;</sup>{html.escape(', '.join(fallback))}: no pre-activations (the representation is "
+            f"not an activation function of currents, e.g. spike counts): the representation's own spectrum, same fit.")
     return _html_table(head, rows) + ("<p class=n>Each cell: the mean over seeds, below it the 95% Student-t "
-                                      "interval across seeds (clipped to the quantity's range).</p>")
+                                      "interval across seeds (clipped to the quantity's range)." + note + "</p>")
 
 
 def _contrast_columns(data, attacks):
