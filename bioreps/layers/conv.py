@@ -515,6 +515,9 @@ class HebbianNet(Layer):
         + 1 learns from layer i's training-mode output on that minibatch (normalised by the
         minibatch's statistics, layer i's weights before its update from that minibatch), as
         the reference code's forward pass with plasticity followed by every layer's update.
+        With ``backend="cuda"`` layers, simultaneous training calls each layer's GPU step once
+        per minibatch (its weights cross to the device and back each time): greedy training,
+        one call per block of images, is the faster mode on a GPU.
     block_images : int
         Greedy training: images pushed through the lower layers at a time while a layer learns
         (memory: the lower layers' outputs of one block only); rounded down to whole minibatches
