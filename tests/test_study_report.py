@@ -316,3 +316,14 @@ def test_the_summary_shows_a_models_own_attacks_and_its_representations_alpha_wi
     # no pre-activations: its representation's alpha, marked and explained; the others' pre-activations
     assert "1.20" in rows["dc"] and "&dagger;" in rows["dc"] and "2.50" in rows["net"] and "9.00" not in rows["net"]
     assert "dc: no pre-activations" in table
+
+
+def test_a_long_list_of_missing_units_folds_away_with_its_counts(tmp_path):
+    from bioreps.studies import page
+    from bioreps.studies.study import validate_study
+
+    cfg = validate_study(tiny_study(tmp_path))  # nothing run yet: every unit is missing
+    text = page.write_report(tmp_path, cfg).read_text()
+    warn = text[text.index("<div class=warn>"):text.index("<h2>Summary</h2>")]
+    assert "<details><summary>Missing units (14 of 14: 14 not run); the page shows what exists: the list" in warn
+    assert warn.count("<li>") == 14 and "<code>train/hebb/0</code>: not run" in warn

@@ -888,8 +888,15 @@ def write_report(root, cfg, *, error=None, wall_seconds=None) -> Path:
         items = "".join(f"<li><code>{html.escape('/'.join(str(k) for k in key))}</code>: {html.escape(why)}</li>"
                         for key, why in data["missing"])
         msg = f"<p><b>The study stopped:</b> {html.escape(str(error))}</p>" if error is not None else ""
-        parts.append(f"<div class=warn>{msg}<p>Missing units ({len(data['missing'])}); the page shows what "
-                     f"exists:</p><ul>{items}</ul></div>")
+        reasons = {}
+        for _, why in data["missing"]:
+            reasons[why] = reasons.get(why, 0) + 1
+        counts = "; ".join(f"{n} {html.escape(why)}" for why, n in reasons.items())
+        head = f"Missing units ({len(data['missing'])} of {n_units}: {counts}); the page shows what exists"
+        # a long list (a study still running) folds away so the results stay at the top
+        listing = (f"<p>{head}:</p><ul>{items}</ul>" if len(data["missing"]) <= 10 else
+                   f"<details><summary>{head}: the list</summary><ul>{items}</ul></details>")
+        parts.append(f"<div class=warn>{msg}{listing}</div>")
     parts.append("<h2>Summary</h2>")
     parts.append(_table(cfg, data, attacks))
     parts.append(_contrasts_table(cfg, data, attacks))
