@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-__all__ = ["check_array", "check_labels", "check_random_state", "check_int", "check_float", "plain"]
+__all__ = ["check_array", "check_labels", "check_random_state", "check_int", "check_float", "check_layer_splits", "plain"]
 
 
 def plain(value):
@@ -100,3 +100,15 @@ def check_float(value, name, minimum=0.0, strict=False) -> float:
         raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {minimum:g}, "
                          f"got {value}")
     return value
+
+
+def check_layer_splits(layer_splits, splits):
+    """``export(..., layer_splits=)`` of a multi-layer model: None (every split gets every layer)
+    or the split names (a str or a sequence) among ``splits``, as a list."""
+    if layer_splits is None:
+        return None
+    layer_splits = [layer_splits] if isinstance(layer_splits, str) else list(layer_splits)
+    unknown = sorted(set(layer_splits) - set(splits))
+    if unknown:
+        raise ValueError(f"layer_splits names splits not exported: {unknown} (splits: {sorted(splits)})")
+    return layer_splits

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._validation import check_array, check_int, check_labels
+from .._validation import check_array, check_int, check_labels, check_layer_splits
 
 __all__ = ["MLP", "CNN", "ConvNet", "BaselineModel", "load", "export"]
 
@@ -318,11 +318,7 @@ class BaselineModel(nn.Module):
         if not isinstance(splits, Mapping):
             raise TypeError(f"splits must be a dict of name -> X, (X, y) or (X, y, inputs_index), "
                             f"got {type(splits).__name__}")
-        if layer_splits is not None:
-            layer_splits = [layer_splits] if isinstance(layer_splits, str) else list(layer_splits)
-            unknown = sorted(set(layer_splits) - set(splits))
-            if unknown:
-                raise ValueError(f"layer_splits names splits not exported: {unknown} (splits: {sorted(splits)})")
+        layer_splits = check_layer_splits(layer_splits, splits)
         prepared = {}
         for split, value in splits.items():
             X, y, index = (tuple(value) + (None, None))[:3] if isinstance(value, tuple) else (value, None, None)

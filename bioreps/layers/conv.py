@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from .._progress import progress_bar
-from .._validation import check_array, check_int, plain
+from .._validation import check_array, check_int, check_layer_splits, plain
 from ..backend import resolve
 from ._base import Layer
 
@@ -538,7 +538,7 @@ class HebbianNet(Layer):
     gradient_attacks = True
     input_dtype = np.float32
     fitted = {**Layer.fitted, "input_shape_": "json", "output_shape_": "json", "n_units_": "json",
-              "seed_": "json", "layer_records_": "json", "epochs_done_": "json", "n_epochs_": "json",
+              "seed_": "json", "epochs_done_": "json", "n_epochs_": "json",
               "n_fit_rows_": "json"}
     representation_description = "the last layer's pooled triangle activations (channel, y, x), flattened"
     export_block_rows = 256
@@ -560,6 +560,7 @@ class HebbianNet(Layer):
         if isinstance(self.layers, (str, dict)) or not hasattr(self.layers, "__len__") or len(self.layers) == 0:
             raise ValueError("layers must be a non-empty list of layer tables, e.g. "
                              "[{'kind': 'conv-soft-wta', 'n_channels': 96, 'kernel_size': 5}]")
+        sizes = []
         for i, spec in enumerate(self.layers):
             if not isinstance(spec, dict):
                 raise ValueError(f"layers[{i}] must be a table (dict) with a kind, got {type(spec).__name__}")
@@ -569,13 +570,12 @@ class HebbianNet(Layer):
             if bad or "random_state" in spec or "progress" in spec or "input_shape" in spec:
                 raise ValueError(f"layers[{i}] has keys its kind does not take from a net: "
                                  f"{bad or [k for k in ('random_state', 'progress', 'input_shape') if k in spec]}")
-            _STACKABLE[spec["kind"]](**{k: v for k, v in spec.items() if k != "kind"})._validate_params()
-        if self.training == "simultaneous":
-            sizes = [_STACKABLE[spec["kind"]](**{k: v for k, v in spec.items() if k != "kind"}).batch_size
-                     for spec in self.layers]
-            if len(set(sizes)) > 1:
-                raise ValueError(f"training='simultaneous' needs one batch_size for every layer (each minibatch "
-                                 f"goes through the whole net), got {sizes}")
+            layer = _STACKABLE[spec["kind"]](**{k: v for k, v in spec.items() if k != "kind"})
+            layer._validate_params()
+            sizes.append(layer.batch_size)
+        if self.training == "simultaneous" and len(set(sizes)) > 1:
+            raise ValueError(f"training='simultaneous' needs one batch_size for every layer (each minibatch "
+                             f"goes through the whole net), got {sizes}")
         if self.input_shape is not None:
             ConvSoftWTA(input_shape=self.input_shape)._validate_params()
 
@@ -617,11 +617,11 @@ class HebbianNet(Layer):
         self.n_units_ = int(np.prod(shape))
         self.epochs_done_ = 0
         self.n_epochs_, self.n_fit_rows_ = int(epochs), int(X.shape[0])
-        self._note_layers()
 
-    def _note_layers(self):
-        self.layer_records_ = [{"kind": layer.kind, "hyperparameters": layer.hyperparameters()}
-                               for layer in self.layers_]
+    def _resolve_backends(self):
+        """Each layer's backend, resolved again (a loaded net continues on this machine's)."""
+        for layer in self.layers_:
+            layer.backend_ = layer._validate_params()
 
     def _n_steps(self, epochs):
         return epochs * len(self.layers_) if self.training == "greedy" else epochs
@@ -649,8 +649,7 @@ class HebbianNet(Layer):
             if (self.n_epochs_, self.n_fit_rows_) != (epochs, X.shape[0]):
                 raise ValueError(f"cannot resume: the checkpoint is of a fit of {self.n_epochs_} epochs over "
                                  f"{self.n_fit_rows_} images, asked for {epochs} epochs over {X.shape[0]}")
-            for layer in self.layers_:
-                layer.backend_ = layer._validate_params()
+            self._resolve_backends()
         else:
             X = self._images(X, reset=True)
             self._start(X, epochs)
@@ -671,7 +670,6 @@ class HebbianNet(Layer):
                 layer = self.layers_[li]
                 layer.epochs_done_ += 1
                 records.append(dict(layer._record(seconds, self._forward(X[:layer.probe_images], li)), layer=li))
-            self._note_layers()
             if checkpoint is not None and (self.epochs_done_ % every == 0 or self.epochs_done_ == n_steps):
                 self.save(checkpoint)
             if callback is not None and any([callback(self, rec) is False for rec in records]):
@@ -708,10 +706,8 @@ class HebbianNet(Layer):
             self.n_epochs_ = self.n_fit_rows_ = None  # no schedule: nothing to resume
         else:
             X = self._images(X)
-            for layer in self.layers_:
-                layer.backend_ = layer._validate_params()
+            self._resolve_backends()
         self._simultaneous_pass(X, np.arange(X.shape[0]), "all layers partial_fit")
-        self._note_layers()
         return self
 
     def _simultaneous_epoch(self, X, e, epochs):
@@ -777,11 +773,7 @@ class HebbianNet(Layer):
         self._check_fitted()
         block_rows = int(block_rows or self.export_block_rows)
         last = len(self.layers_) - 1
-        if layer_splits is not None:
-            layer_splits = [layer_splits] if isinstance(layer_splits, str) else list(layer_splits)
-            unknown = sorted(set(layer_splits) - set(splits))
-            if unknown:
-                raise ValueError(f"layer_splits names splits not exported: {unknown} (splits: {sorted(splits)})")
+        layer_splits = check_layer_splits(layer_splits, splits)
         with io.Writer(path, overwrite=True) as w:
             w.write_model(self.kind, self.model_arrays(), self.hyperparameters(), dims=self.dims())
             for split, value in splits.items():
@@ -810,8 +802,10 @@ class HebbianNet(Layer):
         return {f"layer{i}": layer.model_arrays() for i, layer in enumerate(self.layers_)}
 
     def hyperparameters(self) -> dict:
-        self._note_layers()
-        return super().hyperparameters()
+        hp = super().hyperparameters()
+        hp["layer_records_"] = [{"kind": layer.kind, "hyperparameters": layer.hyperparameters()}
+                                for layer in self.layers_]
+        return hp
 
     def dims(self) -> dict:
         return {}
