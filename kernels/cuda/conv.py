@@ -133,15 +133,23 @@ def conv_softhebb_epoch(W, X, order, batch_size, kernel_size, stride, padding, p
     Wd = _stage_weights(W, dW, bf.W)
     step = batch_steps(Wd, bf, block, t_invert, lr, p, power_lr, adaptive,
                        after_softmax=lambda m: _anti_hebbian_rows[m, block](bf.U, bf.Y, bf.win))
+    n_batches = _run_batches(_device_batches(X, order, B, int(kernel_size), int(stride), int(padding), padding_mode,
+                                             bn_mean, bn_var, bf.images, bf.V, block, bf.grid), step, bf, callback)
+    _unstage_weights(W, dW, bf.W)
+    return n_batches
+
+
+def _run_batches(batches, step, bf, callback):
+    """``step(m)`` for each (patch rows, images) minibatch of ``batches`` (:func:`_device_batches`),
+    then the bookkeeping both drivers share: ``bf.last_rows``, ``callback(batch index, images)``.
+    Returns the number of batches."""
     n_batches = 0
-    for m, nb in _device_batches(X, order, B, int(kernel_size), int(stride), int(padding), padding_mode, bn_mean,
-                                 bn_var, bf.images, bf.V, block, bf.grid):
+    for m, nb in batches:
         step(m)
         bf.last_rows = m
         n_batches += 1
         if callback is not None:
             callback(n_batches, nb)
-    _unstage_weights(W, dW, bf.W)
     return n_batches
 
 
@@ -176,18 +184,16 @@ def conv_hebbian_epoch(W, X, order, batch_size, kernel_size, stride, padding, pa
     delta, eps, p = np.float64(delta), np.float64(eps), np.float64(p)
     gemm = _currents_kernel(tile)
     _kh_power_weights[max(1, min(K, MAX_GRID)), block](Wd, p, bf.Wp)
-    n_batches = 0
-    for m, nb in _device_batches(X, order, B, int(kernel_size), int(stride), int(padding), padding_mode, bn_mean,
-                                 bn_var, bf.images, bf.V, block, MAX_GRID):
+
+    def step(m):
         gemm[(-(-K // tile), -(-m // tile)), (tile, tile)](bf.V, bf.Wp, m, K, N, bf.IT)
         _topk_columns[m, block](bf.IT, k, bf.win, bf.kth)
         _collect_units[1, 1](bf.win, bf.kth, m, bf.slot, bf.units, bf.n_aff, bf.nc)
         _accumulate[min(2 * m, K), block](Wd, bf.V, bf.IT, m, bf.win, bf.kth, delta, bf.units, bf.n_aff, bf.ds,
                                           bf.nc)
         _kh_apply_update[min(2 * m, K), block](Wd, bf.Wp, bf.units, bf.n_aff, bf.ds, bf.nc, eps, p)
-        bf.last_rows = m
-        n_batches += 1
-        if callback is not None:
-            callback(n_batches, nb)
+
+    n_batches = _run_batches(_device_batches(X, order, B, int(kernel_size), int(stride), int(padding), padding_mode,
+                                             bn_mean, bn_var, bf.images, bf.V, block, MAX_GRID), step, bf, callback)
     _unstage_weights(W, dW, bf.W)
     return n_batches
