@@ -84,3 +84,19 @@ def probe(ctx):
                                   **{name: os.environ.get(name) for name in
                                      ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                       "MKL_NUM_THREADS")}})
+
+
+def resumable(ctx, steps, log_dir, stop_after=None):
+    """Counts to ``steps``, one step per call of ``_called``, keeping the count in a checkpoint;
+    with ``stop_after`` it raises after that many steps of this attempt (as a killed attempt
+    would stop), leaving the checkpoint behind. Writes the steps done by each attempt."""
+    state = ctx.checkpoint_path("state.json")
+    done = json.loads(state.read_text())["done"] if state.exists() else 0
+    if done:
+        ctx.resumed_from = f"step {done}"
+    for step in range(done, steps):
+        _called(log_dir, "step", *ctx.key[1:], step)
+        _files.write_text_atomic(state, json.dumps({"done": step + 1}))
+        if stop_after is not None and step + 1 - done >= stop_after:
+            raise RuntimeError(f"stopped after step {step + 1}")
+    ctx.write_json("count.json", {"steps": steps})

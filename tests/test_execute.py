@@ -298,3 +298,45 @@ def test_unreachable_scheduler_is_a_clear_error_and_writes_nothing(tmp_path):
     with pytest.raises(ConnectionError, match=r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:1 within 2 s"):
         execute(study(root, tmp_path / "log"), scheduler="tcp://127.0.0.1:1", connect_timeout=2)
     assert not root.exists() and calls(tmp_path / "log") == []
+
+
+def _resumable_units(root, log, steps=5, stop_after=None, scale=1):
+    return [Unit(("count", "m", 0), _units.resumable, unit_folder(root, ("count", "m", 0)),
+                 args=(steps, str(log)), kwargs={"stop_after": stop_after},
+                 config_hash=config_hash({"steps": steps, "scale": scale}))]
+
+
+def test_a_unit_killed_mid_way_continues_from_its_checkpoint(dirs):
+    root, log = dirs
+    with pytest.raises(UnitError, match="stopped after step 2"):
+        execute(_resumable_units(root, log, stop_after=2), log=None)
+    folder = root / "count+m+0"
+    assert not (folder / "unit.json").exists()
+    assert len(list((folder / ex.CHECKPOINT_DIR).glob("*/state.json"))) == 1  # kept for the next attempt
+    results = execute(_resumable_units(root, log), log=None)
+    # the second attempt did steps 2, 3, 4 only, and its record says where it resumed
+    assert calls(log) == sorted(f"step m 0 {i}" for i in (0, 1, 2, 3, 4))
+    record = json.loads((folder / "unit.json").read_text())
+    assert record["resumed_from"] == "step 2" and results[("count", "m", 0)]["ran"]
+    assert not (folder / ex.CHECKPOINT_DIR).exists()  # gone once the unit finished
+    assert json.loads((folder / "count.json").read_text()) == {"steps": 5}
+
+
+def test_a_checkpoint_of_another_configuration_is_not_resumed(dirs):
+    root, log = dirs
+    with pytest.raises(UnitError):
+        execute(_resumable_units(root, log, stop_after=2), log=None)
+    (log / "calls.log").unlink()
+    # the configuration changed (same key, other hash): its units start afresh
+    execute(_resumable_units(root, log, scale=2), log=None)
+    assert calls(log) == sorted(f"step m 0 {i}" for i in range(5))
+    record = json.loads((root / "count+m+0" / "unit.json").read_text())
+    assert "resumed_from" not in record
+    assert not (root / "count+m+0" / ex.CHECKPOINT_DIR).exists()
+
+
+def test_a_unit_that_starts_afresh_has_no_resumed_from(dirs):
+    root, log = dirs
+    execute(_resumable_units(root, log), log=None)
+    record = json.loads((root / "count+m+0" / "unit.json").read_text())
+    assert "resumed_from" not in record and calls(log) == sorted(f"step m 0 {i}" for i in range(5))

@@ -241,3 +241,120 @@ def test_a_layer_too_small_for_the_ranks_gets_no_alpha_and_the_reason(tmp_path):
     # a file without layer attributes has no per-layer alphas
     io.save(tmp_path / "one.h5", model_kind="test-net", representations={"test": wide.astype(np.float32)})
     assert _layer_spectra(tmp_path / "one.h5", [2, 30], last) == []
+
+
+def test_a_killed_training_unit_resumes_from_its_checkpoint(tmp_path, fashion_mnist_available, monkeypatch):
+    """A study stopped mid-fit (here: the second checkpoint write fails, as if the process died)
+    continues each training unit from its last checkpoint on --resume and ends with the files of
+    an uninterrupted study."""
+    import importlib
+
+    from bioreps.layers import HebbianWTA
+    from bioreps.studies.execute import CHECKPOINT_DIR, UnitError
+
+    def study(name):
+        cfg = tiny_study(tmp_path, seeds=[0], output=str(tmp_path / name))
+        cfg["models"] = cfg["models"][:2]  # hebb (3 epochs), mlp (3 epochs)
+        cfg["analysis"] = {"attacks": {"methods": ["fgsm"], "eps": [0.0, 0.1], "steps": 1, "n_images": 20},
+                           "transfer": False, "cka": "none", "spectrum": {"enabled": False}}
+        return cfg
+
+    quiet = dict(progress=False, log=lambda *a: None)
+    whole = run_study(study("whole"), **quiet)
+
+    btrain = importlib.import_module("bioreps.baselines.train")  # the module, not the function
+    saves = {"hebb": 0, "mlp": 0}
+    layer_save, torch_save = HebbianWTA.save, btrain._atomic_torch_save
+
+    def dying_layer_save(self, path, **kw):
+        saves["hebb"] += 1
+        if saves["hebb"] == 2:  # killed while checkpointing epoch 2: epoch 1's checkpoint stays
+            raise RuntimeError("killed")
+        return layer_save(self, path, **kw)
+
+    def dying_torch_save(obj, path):
+        saves["mlp"] += 1
+        if saves["mlp"] == 2:
+            raise RuntimeError("killed")
+        return torch_save(obj, path)
+
+    monkeypatch.setattr(HebbianWTA, "save", dying_layer_save)
+    monkeypatch.setattr(btrain, "_atomic_torch_save", dying_torch_save)
+    with pytest.raises(UnitError, match="'hebb'"):
+        run_study(study("killed"), **quiet)
+    units = tmp_path / "killed" / "units"
+    assert list((units / "train+hebb+0" / CHECKPOINT_DIR).glob("*/model.h5"))
+    # the second attempt: hebb resumes (epochs 2 and 3 only) and finishes; mlp dies the same way
+    monkeypatch.setattr(HebbianWTA, "save", layer_save)
+    epochs_run = []
+    run_epoch = HebbianWTA._run_epoch
+    monkeypatch.setattr(HebbianWTA, "_run_epoch", lambda self, *a: (epochs_run.append(1), run_epoch(self, *a))[1])
+    with pytest.raises(UnitError, match="'mlp'"):
+        run_study(study("killed"), resume=True, **quiet)
+    assert len(epochs_run) == 2
+    assert list((units / "train+mlp+0" / CHECKPOINT_DIR).glob("*/train.pt"))
+
+    monkeypatch.setattr(btrain, "_atomic_torch_save", torch_save)
+    saves["mlp"] = 0
+    counting = btrain._atomic_torch_save
+    monkeypatch.setattr(btrain, "_atomic_torch_save",
+                        lambda obj, path: (saves.__setitem__("mlp", saves["mlp"] + 1), counting(obj, path))[1])
+    resumed = run_study(study("killed"), resume=True, **quiet)
+    assert saves["mlp"] == 2  # epochs 2 and 3 only
+    for name, where in (("hebb", "epoch 1"), ("mlp", "epoch 1")):
+        record = json.loads((units / f"train+{name}+0" / "unit.json").read_text())
+        assert record["resumed_from"] == where, record
+        assert json.loads((units / f"train+{name}+0" / "train.json").read_text())["resumed_from"] == where
+        assert not (units / f"train+{name}+0" / CHECKPOINT_DIR).exists()
+        # the same model as the uninterrupted study: the same representations
+        with io.load(units / f"train+{name}+0" / "model.h5") as a, \
+                io.load(tmp_path / "whole" / "units" / f"train+{name}+0" / "model.h5") as b:
+            for split in ("train", "test"):
+                np.testing.assert_array_equal(a.representations[split].to_numpy(),
+                                              b.representations[split].to_numpy())
+    assert _figures(resumed) == _figures(whole)
+    assert "(resumed from epoch 1)" in (tmp_path / "killed" / "report.html").read_text()
+
+
+@pytest.mark.parametrize("ensembles", [True, False])
+def test_a_killed_spiking_unit_resumes_from_its_checkpoints(tmp_path, fashion_mnist_available, monkeypatch,
+                                                            ensembles):
+    """The same for a spiking layer, which checkpoints by samples (every tenth of its rows),
+    trained as one ensemble of its seeds or seed by seed."""
+    from bioreps.layers import SpikingWTA
+    from bioreps.studies.execute import CHECKPOINT_DIR, UnitError
+
+    _fashion_slice(tmp_path / "fm", 30, 20)
+    quiet = dict(progress=False, log=lambda *a: None)
+    whole = run_study(spiking_study(tmp_path, "whole", ensembles=ensembles), **quiet)
+    calls = {"save": 0, "rows": 0}
+    save, present = SpikingWTA.save, SpikingWTA._present_request
+
+    def dying_save(self, path, **kw):
+        calls["save"] += 1
+        if calls["save"] == 3:
+            raise RuntimeError("killed")
+        return save(self, path, **kw)
+
+    monkeypatch.setattr(SpikingWTA, "save", dying_save)
+    with pytest.raises(UnitError, match="'dc'"):
+        run_study(spiking_study(tmp_path, "killed", ensembles=ensembles), **quiet)
+    unit = "ensemble+dc" if ensembles else "train+dc+0"
+    units = tmp_path / "killed" / "units"
+    assert list((units / unit / CHECKPOINT_DIR).rglob("*.h5"))
+    monkeypatch.setattr(SpikingWTA, "save", save)
+
+    def counting(self, request, *a, **kw):
+        calls["rows"] += len(request["X"])
+        return present(self, request, *a, **kw)
+
+    monkeypatch.setattr(SpikingWTA, "_present_request", counting)
+    resumed = run_study(spiking_study(tmp_path, "killed", ensembles=ensembles), resume=True, **quiet)
+    assert 0 < calls["rows"] < 60  # less than both seeds' 30 rows again: training continued
+    record = json.loads((units / unit / "unit.json").read_text())
+    assert "resumed_from" in record and not (units / unit / CHECKPOINT_DIR).exists()
+    assert _figures(resumed) == _figures(whole)
+    for seed in (0, 1):
+        a = SpikingWTA.load(units / f"train+dc+{seed}" / "model.h5")
+        b = SpikingWTA.load(tmp_path / "whole" / "units" / f"train+dc+{seed}" / "model.h5")
+        np.testing.assert_array_equal(a.weights_, b.weights_)

@@ -14,7 +14,7 @@ from .._validation import check_float, check_int, check_labels
 from .models import BaselineModel, _check_inputs
 from .regularizers import Regularizer
 
-__all__ = ["train", "NonFiniteLossError", "CHECKPOINT_FORMAT"]
+__all__ = ["train", "NonFiniteLossError", "CHECKPOINT_FORMAT", "checkpoint_epoch"]
 
 CHECKPOINT_FORMAT = "bioreps-baselines-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -37,6 +37,14 @@ class NonFiniteLossError(FloatingPointError, ValueError):
 def _atomic_torch_save(obj, path: Path) -> None:
     with _files.atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+def checkpoint_epoch(path) -> int:
+    """The epochs completed by the run that wrote checkpoint ``path`` (:func:`train`)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a bioreps baselines checkpoint")
+    return int(state["epoch"])
 
 
 def _run_config(model, regularizer, batch_size, lr, seed, n_samples):

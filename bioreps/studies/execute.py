@@ -28,9 +28,17 @@ So a rerun skips every finished unit (after verifying it), reruns a unit whose c
 changed and everything that depends on it, and an interrupted run resumes: units without a
 valid ``unit.json`` rerun. Before a unit runs, its stale record goes first (``unit.json``, then
 the outputs it listed), then temporaries left in its folder by a killed writer
-(:func:`bioreps._files.remove_stale_temps`); other files in the folder (e.g. a checkpoint the
-unit resumes from) are the unit's business. A file is never half-written under its final name,
+(:func:`bioreps._files.remove_stale_temps`). A file is never half-written under its final name,
 and a finished unit's files are never rewritten.
+
+Checkpoints: a long unit keeps its resumable state under ``ctx.checkpoint_path(name)``, in
+``<folder>/.checkpoint/<tag>/`` where ``tag`` hashes the unit's config hash and the
+fingerprints of its inputs. An attempt killed mid-unit leaves that state; the next attempt with
+the same configuration and inputs finds it there and continues (the unit sets
+``ctx.resumed_from``, e.g. ``"epoch 7"``, which its record keeps), while any other tag's
+folder is deleted before the unit starts (state of a configuration or of inputs that changed).
+The whole ``.checkpoint`` folder is deleted once the unit's record is written. Checkpoints are
+not outputs: they are neither checksummed nor part of the fingerprint.
 
 Execution
 ---------
@@ -91,6 +99,8 @@ from .._progress import progress_bar, progress_enabled
 __all__ = ["RECORD_NAME", "Unit", "UnitContext", "UnitError", "config_hash", "execute", "threads", "unit_folder"]
 
 RECORD_NAME = "unit.json"
+#: the folder inside a unit's folder that holds its checkpoints (module docstring)
+CHECKPOINT_DIR = ".checkpoint"
 RECORD_TYPE = "bioreps-unit"
 RECORD_VERSION = 1
 THREAD_VARIABLES = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -245,15 +255,31 @@ class UnitContext:
     """What a unit function gets as its first argument.
 
     ``key``, ``folder`` (created), ``inputs`` (``{dep_key: {output name: Path}}``), ``threads``.
-    Output names are paths relative to ``folder`` (subfolders allowed).
+    Output names are paths relative to ``folder`` (subfolders allowed). ``checkpoint_path`` and
+    ``resumed_from``: a unit's resumable state (module docstring, "Checkpoints").
     """
 
-    def __init__(self, key, folder, inputs, threads):
+    def __init__(self, key, folder, inputs, threads, tag="untagged"):
         self.key = key
         self.folder = Path(folder)
         self.inputs = inputs
         self.threads = threads
+        self.tag = tag
+        #: where the unit continued from, when it resumed a killed attempt's checkpoint (kept in
+        #: its record as ``resumed_from``); None for a unit that started afresh
+        self.resumed_from: str | None = None
         self._outputs: list[Path] = []
+
+    def checkpoint_path(self, name) -> Path:
+        """Where to keep resumable state ``name`` (a file or a folder, not an output): it
+        survives an attempt that is killed and is found again by the next attempt with the same
+        configuration and inputs; it is deleted once the unit finishes. Its parent exists."""
+        rel = Path(name)
+        if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+            raise ValueError(f"unit {self.key!r}: checkpoint name {name!r} must be a relative path")
+        path = self.folder / CHECKPOINT_DIR / self.tag / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
 
     def path(self, name) -> Path:
         """The final path of output ``name`` inside the folder (its parent folders created)."""
@@ -348,6 +374,30 @@ def _verify(folder, record, key, config, inputs) -> str | None:
     return None
 
 
+def _checkpoint_tag(config_hash_, inputs) -> str:
+    """What a unit's checkpoints belong to: its configuration and the inputs it consumes."""
+    text = json.dumps({"config_hash": config_hash_, "inputs": inputs}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _drop_checkpoints(folder, keep=None) -> None:
+    """Delete the unit's checkpoint folders, all of them or all but tag ``keep``."""
+    import shutil
+
+    base = Path(folder) / CHECKPOINT_DIR
+    if not base.is_dir():
+        return
+    for entry in base.iterdir():
+        if entry.name == keep:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    if keep is None:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def _clean(folder, record) -> None:
     """Remove a stale record (unit.json first), the outputs it listed and the stale temporaries
     of every file in the folder (walking subfolders)."""
@@ -410,14 +460,17 @@ def _run_unit(spec: dict, dep_records: dict, threads):
     record = _read_record(folder)
     reason = _verify(folder, record, key, spec["config_hash"], inputs)
     if reason is None:
+        _drop_checkpoints(folder)  # left when killed between the record and their removal
         return {**record, "ran": False, "reason": "finished before"}
     folder.mkdir(parents=True, exist_ok=True)
     _clean(folder, record)
+    tag = _checkpoint_tag(spec["config_hash"], inputs)
+    _drop_checkpoints(folder, keep=tag)
     if isinstance(threads, dict):
         threads = _worker_threads(threads)
     ctx_inputs = {d: {name: Path(dep_records[d]["folder"]) / name for name in dep_records[d]["outputs"]}
                   for d in spec["deps"]}
-    ctx = UnitContext(key, folder, ctx_inputs, threads)
+    ctx = UnitContext(key, folder, ctx_inputs, threads, tag=tag)
     start = time.perf_counter()
     with _threads(threads):
         returned = spec["func"](ctx, *spec["args"], **spec["kwargs"])
@@ -446,7 +499,10 @@ def _run_unit(spec: dict, dep_records: dict, threads):
               "inputs": inputs, "seconds": round(seconds, 3), "threads": threads,
               "host": socket.gethostname(), "pid": os.getpid(),
               "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    if ctx.resumed_from is not None:
+        record["resumed_from"] = str(ctx.resumed_from)
     _files.write_text_atomic(folder / RECORD_NAME, json.dumps(record, indent=2) + "\n")
+    _drop_checkpoints(folder)
     return {**record, "ran": True, "reason": reason}
 
 

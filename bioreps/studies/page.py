@@ -947,10 +947,15 @@ def write_report(root, cfg, *, error=None, wall_seconds=None) -> Path:
         if key[0] == "train":
             t = data["train"].get(key[1:], {})
             extra = html.escape(str(t.get("backend", "")))
+        # a unit that continued a killed attempt's checkpoint: its seconds are the last attempt's
+        resumed = (f" <small>(resumed from {html.escape(str(rec['resumed_from']))})</small>"
+                   if rec.get("resumed_from") else "")
         rows.append(f"<tr><td><code>{html.escape('/'.join(str(k) for k in key))}</code></td>"
-                    f"<td class=num>{rec.get('seconds', float('nan')):.1f}</td><td>{html.escape(str(rec.get('host', '')))}</td>"
+                    f"<td class=num>{rec.get('seconds', float('nan')):.1f}{resumed}</td>"
+                    f"<td>{html.escape(str(rec.get('host', '')))}</td>"
                     f"<td>{rec.get('threads', '')}</td><td>{extra}</td><td>{html.escape(str(rec.get('finished', '')))}</td></tr>")
-    parts.append("<details><summary>Units: wall time, host, threads, backend</summary><table><tr><th>unit</th>"
+    parts.append("<details><summary>Units: wall time (of the attempt that finished the unit), host, threads, "
+                 "backend</summary><table><tr><th>unit</th>"
                  "<th>seconds</th><th>host</th><th>threads</th><th>backend</th><th>finished</th></tr>"
                  + "".join(rows) + "</table></details>")
     parts.append("<details><summary>Configuration</summary><pre>"

@@ -23,6 +23,13 @@ exactly the network its seed trains alone, and each ("train", model, seed) unit 
 from that unit instead of fitting (its ``train.json`` says so, with the ensemble's wall time).
 ``ensembles = false`` trains every seed on its own.
 
+Checkpoints: every training unit checkpoints as it goes (each epoch; a spiking layer, which
+counts samples, every tenth of its training rows; a baseline, each epoch) into its unit's
+checkpoint folder (:mod:`bioreps.studies.execute`, "Checkpoints"). A study killed mid-unit and
+run again with ``--resume`` continues that unit from its last checkpoint, with the same result as
+an uninterrupted fit, and the unit's record says where it resumed (``resumed_from``); a changed
+model configuration starts its units afresh.
+
 The schema is not written out by hand: a model's keys and their types come from its class's
 constructor (and ``fit``) signature through the kinds registry, a regulariser's from its
 constructor, the readout's from :class:`bioreps.readout.LinearReadout`, a baseline's training
@@ -404,6 +411,31 @@ def _ensembled(cfg) -> list:
     return [m["name"] for m in cfg["models"] if kinds.get(m["kind"]).ensemble is not None]
 
 
+def _checkpoint_every(cls, n_rows) -> int:
+    """Checkpoint spacing in a study's training units (module docstring, "Checkpoints"): every
+    epoch, or for a layer that counts samples every tenth of its training rows."""
+    return max(1, -(-n_rows // 10)) if cls.checkpoint_unit == "samples" else 1
+
+
+def _fit_resumable(ctx, model, X, fit_kw):
+    """``model.fit(X, **fit_kw)`` checkpointed into the unit's checkpoint folder, continuing the
+    checkpoint of a killed attempt of this unit when there is one; returns the fitted model."""
+    cls = type(model)
+    if cls.checkpoint_unit is None:
+        model.fit(X, **fit_kw)
+        return model
+    ckpt = ctx.checkpoint_path("model.h5")
+    resume = ckpt.is_file()
+    if resume:
+        fresh = model.get_params()
+        model = cls.load(ckpt, backend=fresh.get("backend"))
+        # what does not shape the fit (progress, backend, ...) comes from this run
+        model.set_params(**{k: fresh[k] for k in cls.neutral_params if k in fresh})
+        ctx.resumed_from = model.checkpoint_progress()
+    model.fit(X, **fit_kw, checkpoint=ckpt, checkpoint_every=_checkpoint_every(cls, len(X)), resume=resume)
+    return model
+
+
 def ensemble_unit(ctx, data_cfg, model_cfg, seeds):
     """Unit ("ensemble", model): train the model for every seed at once (``cls.ensemble``), each
     member exactly as its seed's network alone; write ``member_<seed>.h5`` (each member's saved
@@ -423,8 +455,12 @@ def ensemble_unit(ctx, data_cfg, model_cfg, seeds):
     mseeds = [_model_seed(s, name) for s in seeds]
     ens = cls.ensemble([kinds.build(kind, ctor, seed=ms, progress=False) for ms in mseeds], n_jobs=ctx.threads)
     fit_kw = {k: model_cfg[k] for k in kinds.fit_params(kind) if k in model_cfg}
+    folder = ctx.checkpoint_path("members")  # member_<i>.h5, as SpikingEnsemble.fit writes them
+    found = sorted(folder.glob("member_*.h5")) if folder.is_dir() else []
+    if found:
+        ctx.resumed_from = f"the checkpoints of {len(found)} of {len(seeds)} members"
     t0 = time.perf_counter()
-    ens.fit(Xtr, **fit_kw)
+    ens.fit(Xtr, **fit_kw, checkpoint=folder, checkpoint_every=_checkpoint_every(cls, len(Xtr)), resume=True)
     seconds = round(time.perf_counter() - t0, 3)
     for seed, member in zip(seeds, ens.members_):
         with ctx.atomic(f"member_{seed}.h5", ".h5") as tmp:
@@ -479,14 +515,22 @@ def train_unit(ctx, data_cfg, model_cfg, seed):
             reg_cls = _regularizers()[reg_cfg.pop("kind")]
             regularizer = reg_cls(**reg_cfg)
         fit_kw = {k: model_cfg[k] for k in TRAIN_KEYS if k in model_cfg}
-        train_fn(model, Xtr, ytr, regularizer, seed=mseed, progress=False, **fit_kw)
+        ckpt = ctx.checkpoint_path("train.pt")
+        if ckpt.is_file():
+            from ..baselines.train import checkpoint_epoch
+
+            ctx.resumed_from = f"epoch {checkpoint_epoch(ckpt)}"
+        train_fn(model, Xtr, ytr, regularizer, seed=mseed, progress=False, checkpoint=ckpt, checkpoint_every=1,
+                 resume=True, **fit_kw)
         info["test_accuracy"] = float(model.score(Xte, yte))
         info["train_accuracy"] = float(model.score(Xtr, ytr))
     else:
         fit_kw = {k: model_cfg[k] for k in kinds.fit_params(kind) if k in model_cfg}
         if kinds.accepts(cls.fit, "X_val"):
             fit_kw["X_val"] = Xte  # held-out diagnostics only (no learning from it)
-        model.fit(Xtr, **fit_kw)
+        model = _fit_resumable(ctx, model, Xtr, fit_kw)
+    if ctx.resumed_from is not None:  # fit_seconds is then this attempt's time only
+        info["resumed_from"] = ctx.resumed_from
     # an ensemble member's share of the ensemble's wall time (its whole time is in "ensemble")
     info["fit_seconds"] = (round(meta["fit_seconds"] / len(meta["seeds"]), 3) if together is not None
                            else round(time.perf_counter() - t0, 3))
