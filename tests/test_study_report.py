@@ -172,6 +172,13 @@ def test_each_model_is_contrasted_with_the_vanilla_model_by_welchs_interval(full
     assert f"<td>hebb<br>" in section and "<td>mlp<br>" not in section
     assert f"{sign}{abs(d['diff']):.3g}<br><span class=ci>[{d['ci_low']:.3g}, {d['ci_high']:.3g}]</span>" in section
     assert ("higher" if d["decided"] and d["diff"] > 0 else "lower" if d["decided"] else "not resolved") in section
+    # a column is shown when some model has its figure, else named among those left out
+    head = section[:section.index("</tr>")]
+    left = section.split("Left out", 1)[1] if "Left out" in section else ""
+    for attack in ("noise", "fgsm", "pgd"):
+        title = f"eps @ 50% rel. acc. {attack.upper()}"
+        shown = any(con["models"][n].get(f"{attack}_eps50") is not None for n in ("hebb", "pix"))
+        assert (title in head) == shown and (title in left) == (not shown), attack
 
 
 def test_a_failed_unit_still_leaves_a_page_listing_what_is_missing(tmp_path, fashion_mnist_available,

@@ -760,16 +760,23 @@ def _contrasts_table(cfg, data, attacks):
     ref = result["reference"]
     if ref is None or not result["models"]:
         return ""
-    cols = _contrast_columns(data, attacks)
+    names = [n for n in _model_names(cfg) if n in result["models"]]
+    # a column no model has a figure in (e.g. eps at 50% under random noise, which no model
+    # reaches on the grid) is left out, so the table fits a laptop screen; the note names it
+    cols, empty = [], []
+    for key, title in _contrast_columns(data, attacks):
+        (cols if any(result["models"][n].get(key) is not None for n in names) else empty).append((key, title))
     rows = [[f"{html.escape(name)}<br><span class=n>{html.escape(next(m['kind'] for m in cfg['models'] if m['name'] == name))}</span>"]
-            + [_contrast_cell(diffs.get(key)) for key, _ in cols]
-            for name, diffs in ((n, result["models"][n]) for n in _model_names(cfg) if n in result["models"])]
+            + [_contrast_cell(result["models"][name].get(key)) for key, _ in cols] for name in names]
+    left_out = ("" if not empty else " Left out, no model having the figure on every seed: "
+                + html.escape("; ".join(title for _, title in empty)) + ".")
     return (f"<h3>Each model against the vanilla backprop model ({html.escape(ref)})</h3>"
             + _html_table(["model"] + [title for _, title in cols], rows)
             + f"<p class=n>Each cell: mean(model) &minus; mean({html.escape(ref)}) across seeds, below it Welch's "
               "two-sided 95% t interval; <b>higher</b>/<b>lower</b> when the interval excludes 0 (the seeds decide "
               "the sign), \"not resolved\" when it contains 0; \"-\": a figure missing on some seed (e.g. eps at "
-              "50% where a seed's curve does not cross 50% on the grid). Also in results.json (\"contrasts\").</p>")
+              "50% where a seed's curve does not cross 50% on the grid)." + left_out
+            + " Also in results.json (\"contrasts\").</p>")
 
 
 def _html_table(head, rows):
