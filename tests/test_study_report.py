@@ -228,7 +228,8 @@ def test_the_page_loads_cleanly_in_a_real_browser(full_run):
 def test_a_model_may_set_its_own_attack_budget_without_retraining(tmp_path, fashion_mnist_available):
     cfg = tiny_study(tmp_path, seeds=[0])
     cfg["models"] = cfg["models"][1:]  # mlp, pix
-    cfg["analysis"] = {"attacks": {"methods": ["fgsm"], "eps": [0.0, 0.05], "n_images": 40}, "transfer": False}
+    cfg["analysis"] = {"attacks": {"methods": ["pgd"], "eps": [0.0, 0.05, 0.3], "steps": 2, "n_images": 40},
+                       "transfer": False}
     run_study(cfg, progress=False, log=lambda *a: None)
     cfg["models"][1]["attacks"] = {"methods": ["square"], "n_images": 12, "n_queries": 20}
     logs = []
@@ -239,9 +240,12 @@ def test_a_model_may_set_its_own_attack_budget_without_retraining(tmp_path, fash
     pix = json.loads((out / "units" / "analyze+pix+0" / "analysis.json").read_text())["robustness"]
     mlp = json.loads((out / "units" / "analyze+mlp+0" / "analysis.json").read_text())["robustness"]
     assert list(pix["attacks"]) == ["square"] and pix["n_images"] == 12
-    assert list(mlp["attacks"]) == ["fgsm"] and mlp["n_images"] == 40
-    assert "pix: its own attack settings: methods = ['square'], n_images = 12, n_queries = 20" in \
-        html.unescape((out / "report.html").read_text())
+    assert list(mlp["attacks"]) == ["pgd"] and mlp["n_images"] == 40
+    page = html.unescape((out / "report.html").read_text())
+    assert "pix: its own attack settings: methods = ['square'], n_images = 12, n_queries = 20" in page
+    # the gradient-free attack has its own critical-perturbation boxes (a model only it reaches)
+    assert any(v is not None for v in pix["attacks"]["square"]["l2"])  # eps 0.3 flips some
+    assert "Critical perturbation of each correctly classified test image under SQUARE" in page
     bad = tiny_study(tmp_path / "bad", seeds=[0])
     bad["models"][0]["attacks"] = {"eps": [0.1]}
     with pytest.raises(ConfigError, match=r"unknown key models\[0\].attacks.eps; a model may set"):

@@ -880,7 +880,8 @@ def write_report(root, cfg, *, error=None, wall_seconds=None) -> Path:
     names = _model_names(cfg)
     colors = _colors(names)
     attacks = _attacks(cfg, data)
-    main_attack = "pgd" if "pgd" in attacks else (attacks[-1] if attacks else None)
+    # the strongest gradient attack measured, else the gradient-free one, else what there is
+    main_attack = next((a for a in ("pgd", "fgsm", "square") if a in attacks), attacks[-1] if attacks else None)
     parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8>"
              f"<meta name=viewport content='width=device-width,initial-scale=1'>"
              f"<title>{html.escape(cfg['study']['name'])}: bioreps study report</title><style>{_CSS}</style></head><body>"]
@@ -918,6 +919,9 @@ def write_report(root, cfg, *, error=None, wall_seconds=None) -> Path:
     if main_attack and main_attack != "noise":
         parts.append(_figure_html(_fig_critical(cfg, data, colors, main_attack)))
         parts.append(_figure_html(_fig_median_vs_accuracy(cfg, data, colors, main_attack)))
+    if "square" in attacks and main_attack != "square":
+        # the gradient-free attack's own boxes: the models gradients cannot reach appear only here
+        parts.append(_figure_html(_fig_critical(cfg, data, colors, "square")))
     parts.append("<h2>Spectra</h2>")
     parts.append(_spectra_table(cfg, data) or "<p>No spectrum was measured.</p>")
     figs = [_figure_html(_fig_spectra(cfg, data, colors, source)) for source in _SOURCES]
