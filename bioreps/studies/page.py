@@ -269,7 +269,7 @@ def _fig_spectra(cfg, data, colors, source="test"):
 def _fig_alpha_by_width(cfg, data, colors, source):
     fig, axes = _figure(6.0, 4.0)
     ax = axes[0]
-    drawn = 0
+    drawn = []
     for name in _model_names(cfg):
         rows = {}
         for seed in _seeds(cfg):
@@ -278,14 +278,24 @@ def _fig_alpha_by_width(cfg, data, colors, source):
                     rows.setdefault(r["h"], []).append(r["alpha_nassar"])
         if rows:
             hs = sorted(rows)
-            ax.plot(hs, [np.mean(rows[h]) for h in hs], marker="o", ms=3, color=colors[name], label=name)
-            drawn += 1
+            ys = [np.mean(rows[h]) for h in hs]
+            ax.plot(hs, ys, marker="o", ms=3, color=colors[name], label=name)
+            drawn += ys
     if not drawn:
         return None
     ax.set_xscale("log")
+    positive = [y for y in drawn if y > 0]
+    if len(positive) == len(drawn) and max(positive) > 4 * min(positive):
+        # one model's few-unit alphas (e.g. 16 at h = 20) would flatten the others' near 1-3
+        from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
     ax.axhline(1.0, color="0.6", lw=0.8, ls=":")
     ax.set_xlabel("h (the first h units)")
-    ax.set_ylabel("alpha (unweighted fit)")
+    ax.set_ylabel("alpha (unweighted fit)" + (", log axis" if ax.get_yscale() == "log" else ""))
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=8)
     what, probes = _SOURCES[source]
