@@ -338,3 +338,24 @@ def test_a_long_list_of_missing_units_folds_away_with_its_counts(tmp_path):
     warn = text[text.index("<div class=warn>"):text.index("<h2>Summary</h2>")]
     assert "<details><summary>Missing units (14 of 14: 14 not run); the page shows what exists: the list" in warn
     assert warn.count("<li>") == 14 and "<code>train/hebb/0</code>: not run" in warn
+
+
+def test_summary_md_holds_the_pages_tables_as_markdown(full_run):
+    out, res = full_run
+    md = (out / "summary.md").read_text()
+    assert md.startswith(f"# {res['study']}: summary\n")
+    summary = md[md.index("## Summary"):md.index("## Each model against")]
+    rows = [line for line in summary.splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| model | clean accuracy | alpha, test images (pre-activations, unweighted fit)")
+    assert [r.split(" | ")[0] for r in rows[1:]] == ["| hebb (hebbian-wta)", "| mlp (mlp)", "| pix (pixels)"]
+    assert all(r.count(" | ") == rows[0].count(" | ") for r in rows)  # every row has every column
+    s = res["summary"]["pix"]["test_accuracy"]
+    assert f"| {s['mean']:.3f} [{max(s['ci_low'], 0):.3f}, {min(s['ci_high'], 1):.3f}] |" in rows[3]
+    d = res["contrasts"]["models"]["hebb"]["test_accuracy"]
+    sign = "+" if d["diff"] >= 0 else "\u2212"
+    contrasts = md[md.index("## Each model against the vanilla backprop model (mlp)"):md.index("## How it was")]
+    assert f"| {sign}{abs(d['diff']):.3g} [{d['ci_low']:.3g}, {d['ci_high']:.3g}]" in contrasts
+    assert "<" not in md.replace("&lt;", "") and "&" not in md  # no HTML left
+    assert "PGD 3 steps" in md  # how it was measured
+    n = len(list((out / "units").glob("*/unit.json")))
+    assert f"; {n} of {n} units finished;" in md and "Missing:" not in md

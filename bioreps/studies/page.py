@@ -29,6 +29,9 @@ how many seeds):
 
 Self-contained: images are PNGs embedded as ``data:`` URIs and the style sheet is inline, so
 the file makes no request when opened (tested in headless Chromium).
+
+Beside it, ``summary.md`` (:func:`write_summary`) holds the summary and contrasts tables and how
+they were measured as Markdown, from the same cells, for a README or a lab notebook.
 """
 
 from __future__ import annotations
@@ -37,15 +40,18 @@ import html
 import json
 import math
 import platform
+import re
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["write_report", "collect"]
+__all__ = ["write_report", "write_summary", "collect"]
 
 REPORT_NAME = "report.html"
+#: the summary and contrasts tables as Markdown, written beside the page (:func:`write_summary`)
+SUMMARY_NAME = "summary.md"
 _LEVEL = 0.5  # the relative accuracy whose eps the table reports
 
 
@@ -688,6 +694,13 @@ def _summary_source(data):
 
 
 def _table(cfg, data, attacks):
+    head, rows, note = _summary_cells(cfg, data, attacks)
+    return _html_table(head, rows) + f"<p class=n>{note}</p>"
+
+
+def _summary_cells(cfg, data, attacks):
+    """The summary table as (head, rows of HTML cells, the note below it in HTML): the page and
+    ``summary.md`` render the same cells."""
     seeds = _seeds(cfg)
     critical = [a for a in attacks if a != "noise"]  # random noise is a baseline, not an attack's minimum
     test_src, noise_src, fit, label = _summary_source(data)
@@ -725,8 +738,8 @@ def _table(cfg, data, attacks):
     note = ("" if not fallback else
             f" <sup>&dagger;</sup>{html.escape(', '.join(fallback))}: no pre-activations (the representation is "
             f"not an activation function of currents, e.g. spike counts): the representation's own spectrum, same fit.")
-    return _html_table(head, rows) + ("<p class=n>Each cell: the mean over seeds, below it the 95% Student-t "
-                                      "interval across seeds (clipped to the quantity's range)." + note + "</p>")
+    return head, rows, ("Each cell: the mean over seeds, below it the 95% Student-t interval across seeds "
+                        "(clipped to the quantity's range)." + note)
 
 
 def _contrast_columns(data, attacks):
@@ -760,6 +773,16 @@ def _contrast_cell(d):
 def _contrasts_table(cfg, data, attacks):
     """Each model minus the vanilla backprop model, per figure, with Welch's 95% interval across
     seeds: which differences the seeds decide (:func:`bioreps.studies.study.contrasts`)."""
+    cells = _contrast_cells(cfg, data, attacks)
+    if cells is None:
+        return ""
+    title, head, rows, note = cells
+    return f"<h3>{title}</h3>" + _html_table(head, rows) + f"<p class=n>{note}</p>"
+
+
+def _contrast_cells(cfg, data, attacks):
+    """The contrasts table as (title, head, rows of HTML cells, note in HTML), None without a
+    vanilla model or models to contrast."""
     from .study import _metrics, contrasts
 
     per_seed = {}
@@ -769,7 +792,7 @@ def _contrasts_table(cfg, data, attacks):
     result = contrasts(cfg, per_seed)
     ref = result["reference"]
     if ref is None or not result["models"]:
-        return ""
+        return None
     names = [n for n in _model_names(cfg) if n in result["models"]]
     # a column no model has a figure in (e.g. eps at 50% under random noise, which no model
     # reaches on the grid) is left out, so the table fits a laptop screen; the note names it
@@ -780,13 +803,63 @@ def _contrasts_table(cfg, data, attacks):
             + [_contrast_cell(result["models"][name].get(key)) for key, _ in cols] for name in names]
     left_out = ("" if not empty else " Left out, no model having the figure on every seed: "
                 + html.escape("; ".join(title for _, title in empty)) + ".")
-    return (f"<h3>Each model against the vanilla backprop model ({html.escape(ref)})</h3>"
-            + _html_table(["model"] + [title for _, title in cols], rows)
-            + f"<p class=n>Each cell: mean(model) &minus; mean({html.escape(ref)}) across seeds, below it Welch's "
-              "two-sided 95% t interval; <b>higher</b>/<b>lower</b> when the interval excludes 0 (the seeds decide "
-              "the sign), \"not resolved\" when it contains 0; \"-\": a figure missing on some seed (e.g. eps at "
-              "50% where a seed's curve does not cross 50% on the grid)." + left_out
-            + " Also in results.json (\"contrasts\").</p>")
+    note = (f"Each cell: mean(model) &minus; mean({html.escape(ref)}) across seeds, below it Welch's two-sided "
+            "95% t interval; <b>higher</b>/<b>lower</b> when the interval excludes 0 (the seeds decide the sign), "
+            "\"not resolved\" when it contains 0; \"-\": a figure missing on some seed (e.g. eps at 50% where a "
+            "seed's curve does not cross 50% on the grid)." + left_out + " Also in results.json (\"contrasts\").")
+    return (f"Each model against the vanilla backprop model ({html.escape(ref)})",
+            ["model"] + [title for _, title in cols], rows, note)
+
+
+def _text(cell) -> str:
+    """An HTML cell as one line of Markdown text: small print in parentheses, line breaks become
+    spaces, tags go, entities are decoded, pipes escaped."""
+    text = re.sub(r"<br\s*/?>\s*<span class=n>(.*?)</span>", r" (\1)", str(cell))  # a cell's small print
+    text = re.sub(r"<br\s*/?>", " ", text)
+    text = re.sub(r"<sup>(.*?)</sup>", r"\1", text)
+    text = html.unescape(re.sub(r"<[^>]+>", "", text))
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def _markdown_table(head, rows) -> str:
+    lines = ["| " + " | ".join(_text(h) for h in head) + " |",
+             "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    lines += ["| " + " | ".join(_text(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_summary(root, cfg, data=None, *, wall_seconds=None) -> Path:
+    """Write ``root/summary.md``: the page's summary and contrasts tables and how they were
+    measured, as Markdown (for a README, a lab notebook or a paper's supplement); the same
+    cells as ``report.html``. Returns its path; written atomically."""
+    from .. import _files
+
+    root = Path(root)
+    data = collect(cfg, root) if data is None else data
+    attacks = _attacks(cfg, data)
+    n_units = len(data["records"]) + len(data["missing"])
+    unit_seconds = sum(float(r.get("seconds") or 0.0) for r in data["records"].values())
+    lines = [f"# {cfg['study']['name']}: summary", ""]
+    if cfg["study"].get("description"):
+        lines += [cfg["study"]["description"], ""]
+    lines += [f"{len(cfg['models'])} models x {len(_seeds(cfg))} seeds (seeds {', '.join(map(str, _seeds(cfg)))}); "
+              f"{len(data['records'])} of {n_units} units finished; the finished units took {unit_seconds:.0f} s "
+              f"in all ({unit_seconds / 3600:.1f} h, the attempts that finished them)"
+              + (f"; this run's wall time {wall_seconds:.0f} s" if wall_seconds is not None else "")
+              + f"; written {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by bioreps "
+              f"{_versions().get('bioreps', '?')} (git {_git_commit()[:12]}).", ""]
+    if data["missing"]:
+        lines += [f"Missing: {len(data['missing'])} units (the tables cover the finished ones).", ""]
+    head, rows, note = _summary_cells(cfg, data, attacks)
+    lines += ["## Summary", "", _markdown_table(head, rows), "", _text(note).replace("below it", "after it"), ""]
+    cells = _contrast_cells(cfg, data, attacks)
+    if cells is not None:
+        title, head, rows, note = cells
+        lines += [f"## {_text(title)}", "", _markdown_table(head, rows), "", _text(note).replace("below it", "after it"), ""]
+    lines += ["## How it was measured", ""] + [f"- {_text(html.escape(p))}" for p in _protocol(cfg)] + [""]
+    path = root / SUMMARY_NAME
+    _files.write_text_atomic(path, "\n".join(lines))
+    return path
 
 
 def _html_table(head, rows):
@@ -985,4 +1058,5 @@ def write_report(root, cfg, *, error=None, wall_seconds=None) -> Path:
     page = "\n".join(p for p in parts if p)
     path = root / REPORT_NAME
     _files.write_text_atomic(path, page)
+    write_summary(root, cfg, data, wall_seconds=wall_seconds)
     return path
