@@ -580,11 +580,11 @@ def _pruning_figures(cfg, data, root):
 
 
 def _fig_ablation(cfg, data, colors):
-    fig, axes = _figure(6.0, 4.0)
-    ax = axes[0]
-    drawn, n_img = 0, set()
-    for name in _model_names(cfg):
-        for order, ls in (("selective", "-"), ("random", "--")):
+    # one panel per order, one line per model: with ten models a single axes held twenty lines
+    fig, axes = _figure(10.0, 4.0, ncols=2)
+    drawn, n_img = set(), set()
+    for ax, (order, title) in zip(axes, (("selective", "most class-selective first"), ("random", "random order"))):
+        for name in _model_names(cfg):
             curves = []
             for seed in _seeds(cfg):
                 ab = (data["analysis"].get((name, seed)) or {}).get("ablation") or {}
@@ -593,18 +593,19 @@ def _fig_ablation(cfg, data, colors):
                     curves.append((np.asarray(c["fractions"]), np.asarray(c["accuracy"])))
                     n_img.add(ab["n_images"])
             if curves:
-                ax.plot(curves[0][0], np.mean([a for _, a in curves], axis=0), ls=ls, color=colors[name],
-                        label=f"{name} ({order})")
-                drawn += 1
+                ax.plot(curves[0][0], np.mean([a for _, a in curves], axis=0), marker="o", ms=2.5,
+                        color=colors[name], label=name)
+                drawn.add(name)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("fraction of units ablated (clamped to 0)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(True, alpha=0.25)
     if not drawn:
         return None
-    ax.set_xlabel("fraction of units ablated (clamped to 0)")
-    ax.set_ylabel("test accuracy")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(True, alpha=0.25)
-    ax.legend(fontsize=7, ncol=2)
+    axes[0].set_ylabel("test accuracy")
+    axes[0].legend(fontsize=7, loc="lower left")
     caption = (f"Ablation (Morcos et al. 2018): accuracy as the representation's units are clamped to 0, the "
-               f"most class-selective first (solid) or in a random order (dashed), on "
+               f"most class-selective first (left) or in a random order (right), on "
                f"{'/'.join(str(n) for n in sorted(n_img))} test images, mean over seeds; local-learning models "
                f"through their stored readout on their stored representation.")
     return _png(fig), caption
