@@ -193,7 +193,7 @@ def _cmd_report(args) -> int:
     import json
     from pathlib import Path
 
-    from .studies.page import write_report
+    from .studies.page import SUMMARY_NAME, write_report
     from .studies.run import ConfigError
     from .studies.study import validate_study
 
@@ -207,6 +207,7 @@ def _cmd_report(args) -> int:
                           "run the study again with --resume to record it")
     page = write_report(folder, validate_study(saved["config"], source=str(record)))
     print(f"report: {page}")
+    print(f"summary: {page.parent / SUMMARY_NAME}")
     return 0
 
 
@@ -300,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_threads(p)
     p.set_defaults(func=_cmd_compare)
 
-    p = sub.add_parser("report", help="(re)write a study's report.html from its finished units")
+    p = sub.add_parser("report", help="(re)write a study's report.html and summary.md from its finished units")
     p.add_argument("folder", metavar="RUN_DIR", help="the study's output folder (holds study.json and units/)")
     p.set_defaults(func=_cmd_report)
 

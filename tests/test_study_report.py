@@ -261,8 +261,11 @@ def test_bioreps_report_rewrites_the_page_from_the_units(full_run, tmp_path, cap
     out, _ = full_run
     before = (out / "report.html").read_text()
     (out / "report.html").unlink()
+    (out / "summary.md").unlink()
     assert cli.main(["report", str(out)]) == 0
-    assert "report:" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"report: {out / 'report.html'}" in printed and f"summary: {out / 'summary.md'}" in printed
+    assert (out / "summary.md").read_text().startswith("# tiny: summary")
     after = (out / "report.html").read_text()
     strip = lambda page: re.sub(r"written [0-9-]+ [0-9:]+ UTC(; wall time [0-9]+ s)?", "", page)  # noqa: E731
     assert strip(after) == strip(before)

@@ -1089,7 +1089,7 @@ def run_study(config, *, output=None, workers=None, scheduler=None, threads=None
 
     from .. import _files
     from .execute import UnitError, config_hash, execute
-    from .page import write_report
+    from .page import SUMMARY_NAME, write_report
 
     if isinstance(config, (str, Path)):
         source = source or str(config)
@@ -1128,7 +1128,7 @@ def run_study(config, *, output=None, workers=None, scheduler=None, threads=None
         page = write_report(out, cfg, wall_seconds=time.perf_counter() - start)
         log(summary_table(summary))
         log(f"results: {out / 'results.json'}")
-        log(f"report: {page}")
+        log(f"report: {page} (tables as Markdown: {page.parent / SUMMARY_NAME})")
         return summary
     finally:
         lock.release()
