@@ -100,3 +100,12 @@ def resumable(ctx, steps, log_dir, stop_after=None):
         if stop_after is not None and step + 1 - done >= stop_after:
             raise RuntimeError(f"stopped after step {step + 1}")
     ctx.write_json("count.json", {"steps": steps})
+
+
+def step(ctx, log_dir, seconds=0.0):
+    """Logs its key (``step <key...>``) and takes ``seconds``: for tests of the order units run in."""
+    import time
+
+    _called(log_dir, "step", *ctx.key)
+    time.sleep(seconds)
+    ctx.write_json("done.json", {"key": list(ctx.key)})

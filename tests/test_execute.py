@@ -340,3 +340,23 @@ def test_a_unit_that_starts_afresh_has_no_resumed_from(dirs):
     execute(_resumable_units(root, log), log=None)
     record = json.loads((root / "count+m+0" / "unit.json").read_text())
     assert "resumed_from" not in record and calls(log) == sorted(f"step m 0 {i}" for i in range(5))
+
+
+def test_on_workers_a_ready_analysis_goes_before_later_training(tmp_path):
+    """Dask runs ready units in the in-process order: the analysis of the first model comes before
+    the training of the last ones (without priorities Dask would run every training first)."""
+    pytest.importorskip("distributed")
+    log = tmp_path / "log"
+    log.mkdir()
+    units = []
+    for i in range(5):
+        units.append(Unit(("train", i), _units.step, unit_folder(tmp_path / "s", ("train", i)),
+                          args=(str(log), 1.0)))
+        units.append(Unit(("analyze", i), _units.step, unit_folder(tmp_path / "s", ("analyze", i)),
+                          args=(str(log),), deps=[("train", i)]))
+    execute(units, workers=1, threads_per_worker=1, log=None)
+    ran = (log / "calls.log").read_text().splitlines()
+    assert sorted(ran) == sorted(f"step {k} {i}" for k in ("train", "analyze") for i in range(5))
+    # one worker: analysis 0 is submitted while training 1 runs, and then outranks trainings 2-4
+    assert ran.index("step analyze 0") < ran.index("step train 3"), ran
+    assert ran.index("step analyze 2") < ran.index("step train 4"), ran

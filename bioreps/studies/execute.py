@@ -51,7 +51,9 @@ Execution
   must then be on a file system every worker sees). An unreachable address is a
   ``ConnectionError`` after ``connect_timeout`` seconds, before anything is written.
 
-A unit is submitted once its dependencies have finished. A worker lost mid-unit (killed, out of
+A unit is submitted once its dependencies have finished, with the priority of its place in the
+in-process order: a ready analysis runs before the training units that come after it there.
+A worker lost mid-unit (killed, out of
 memory) makes the scheduler run the unit again on another worker (Dask's
 ``distributed.scheduler.allowed-failures``, 3 by default); the killed attempt left at most a
 temporary file, removed when the unit starts again. Dask's ``retries`` are not used: they would
@@ -684,13 +686,18 @@ def _run_dask(client, order, threads, progress, log):
     bar = _Progress(len(order), progress, log)
     token = os.urandom(4).hex()
 
+    # Dask runs the ready unit of highest priority first: the in-process order, so a unit whose
+    # inputs are ready (an analysis) goes before units later in that order (the next seeds'
+    # training) and finished results come model by model, as in this process, not all at the end
+    priority = {unit.key: len(order) - i for i, unit in enumerate(order)}
+
     def submit_ready():
         for unit in list(waiting):
             if all(d in records for d in unit.deps):
                 waiting.remove(unit)
                 name = "bioreps-unit-" + unit.folder.name + "-" + token
                 fut = client.submit(_run_unit, _spec(unit), {d: records[d] for d in unit.deps},
-                                    threads, key=name, pure=False)
+                                    threads, key=name, pure=False, priority=priority[unit.key])
                 futures[fut] = unit
                 ac.add(fut)
                 bar.start(unit.key, verb="submitted")
