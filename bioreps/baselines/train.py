@@ -39,12 +39,16 @@ def _atomic_torch_save(obj, path: Path) -> None:
         torch.save(obj, tmp)
 
 
-def checkpoint_epoch(path) -> int:
-    """The epochs completed by the run that wrote checkpoint ``path`` (:func:`train`)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+def _load_checkpoint(path, device="cpu") -> dict:
+    state = torch.load(path, map_location=device, weights_only=True)
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a bioreps baselines checkpoint")
-    return int(state["epoch"])
+    return state
+
+
+def checkpoint_epoch(path) -> int:
+    """The epochs completed by the run that wrote checkpoint ``path`` (:func:`train`)."""
+    return int(_load_checkpoint(path)["epoch"])
 
 
 def _run_config(model, regularizer, batch_size, lr, seed, n_samples):
@@ -168,9 +172,7 @@ def train(model, X, y, regularizer=None, epochs=10, batch_size=128, lr=1e-3, see
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
 
     if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=True)
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{ckpt_path} is not a bioreps baselines checkpoint")
+        state = _load_checkpoint(ckpt_path, device)
         if state["config"] != config:
             diff = sorted(k for k in config if state["config"].get(k) != config[k])
             raise ValueError(f"checkpoint {ckpt_path} belongs to another run (differs in "

@@ -261,7 +261,7 @@ class UnitContext:
     ``resumed_from``: a unit's resumable state (module docstring, "Checkpoints").
     """
 
-    def __init__(self, key, folder, inputs, threads, tag="untagged"):
+    def __init__(self, key, folder, inputs, threads, tag):
         self.key = key
         self.folder = Path(folder)
         self.inputs = inputs
@@ -272,23 +272,24 @@ class UnitContext:
         self.resumed_from: str | None = None
         self._outputs: list[Path] = []
 
+    def _relative(self, name, what) -> Path:
+        rel = Path(name)
+        if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+            raise ValueError(f"unit {self.key!r}: {what} name {name!r} must be a relative path inside "
+                             f"the unit's folder")
+        return rel
+
     def checkpoint_path(self, name) -> Path:
         """Where to keep resumable state ``name`` (a file or a folder, not an output): it
         survives an attempt that is killed and is found again by the next attempt with the same
         configuration and inputs; it is deleted once the unit finishes. Its parent exists."""
-        rel = Path(name)
-        if rel.is_absolute() or ".." in rel.parts or not rel.parts:
-            raise ValueError(f"unit {self.key!r}: checkpoint name {name!r} must be a relative path")
-        path = self.folder / CHECKPOINT_DIR / self.tag / rel
+        path = self.folder / CHECKPOINT_DIR / self.tag / self._relative(name, "checkpoint")
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
     def path(self, name) -> Path:
         """The final path of output ``name`` inside the folder (its parent folders created)."""
-        rel = Path(name)
-        if rel.is_absolute() or ".." in rel.parts or not rel.parts:
-            raise ValueError(f"unit {self.key!r}: output name {name!r} must be a relative path inside "
-                             f"the unit's folder")
+        rel = self._relative(name, "output")
         if rel.as_posix() == RECORD_NAME:
             raise ValueError(f"unit {self.key!r}: {RECORD_NAME} is the engine's record, not an output name")
         path = self.folder / rel
@@ -387,17 +388,16 @@ def _drop_checkpoints(folder, keep=None) -> None:
     import shutil
 
     base = Path(folder) / CHECKPOINT_DIR
-    if not base.is_dir():
+    if keep is None:
+        shutil.rmtree(base, ignore_errors=True)
         return
-    for entry in base.iterdir():
+    for entry in base.iterdir() if base.is_dir() else ():
         if entry.name == keep:
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
         else:
             entry.unlink(missing_ok=True)
-    if keep is None:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def _clean(folder, record) -> None:

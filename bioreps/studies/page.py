@@ -42,6 +42,7 @@ import math
 import platform
 import re
 import subprocess
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -739,7 +740,7 @@ def _summary_cells(cfg, data, attacks):
     note = ("" if not fallback else
             f" <sup>&dagger;</sup>{html.escape(', '.join(fallback))}: no pre-activations (the representation is "
             f"not an activation function of currents, e.g. spike counts): the representation's own spectrum, same fit.")
-    return head, rows, ("Each cell: the mean over seeds, below it the 95% Student-t interval across seeds "
+    return head, rows, ("Each cell: the mean over seeds with the 95% Student-t interval across seeds "
                         "(clipped to the quantity's range)." + note)
 
 
@@ -804,7 +805,7 @@ def _contrast_cells(cfg, data, attacks):
             + [_contrast_cell(result["models"][name].get(key)) for key, _ in cols] for name in names]
     left_out = ("" if not empty else " Left out, no model having the figure on every seed: "
                 + html.escape("; ".join(title for _, title in empty)) + ".")
-    note = (f"Each cell: mean(model) &minus; mean({html.escape(ref)}) across seeds, below it Welch's two-sided "
+    note = (f"Each cell: mean(model) &minus; mean({html.escape(ref)}) across seeds with Welch's two-sided "
             "95% t interval; <b>higher</b>/<b>lower</b> when the interval excludes 0 (the seeds decide the sign), "
             "\"not resolved\" when it contains 0; \"-\": a figure missing on some seed (e.g. eps at 50% where a "
             "seed's curve does not cross 50% on the grid)." + left_out + " Also in results.json (\"contrasts\").")
@@ -852,12 +853,12 @@ def write_summary(root, cfg, data=None, *, wall_seconds=None) -> Path:
     if data["missing"]:
         lines += [f"Missing: {len(data['missing'])} units (the tables cover the finished ones).", ""]
     head, rows, note = _summary_cells(cfg, data, attacks)
-    lines += ["## Summary", "", _markdown_table(head, rows), "", _text(note).replace("below it", "after it"), ""]
+    lines += ["## Summary", "", _markdown_table(head, rows), "", _text(note), ""]
     cells = _contrast_cells(cfg, data, attacks)
     if cells is not None:
         title, head, rows, note = cells
-        lines += [f"## {_text(title)}", "", _markdown_table(head, rows), "", _text(note).replace("below it", "after it"), ""]
-    lines += ["## How it was measured", ""] + [f"- {_text(html.escape(p))}" for p in _protocol(cfg)] + [""]
+        lines += [f"## {_text(title)}", "", _markdown_table(head, rows), "", _text(note), ""]
+    lines += ["## How it was measured", ""] + [f"- {p}" for p in _protocol(cfg)] + [""]
     path = root / SUMMARY_NAME
     _files.write_text_atomic(path, "\n".join(lines))
     return path
@@ -980,9 +981,7 @@ def write_report(root, cfg, *, error=None, wall_seconds=None) -> Path:
         items = "".join(f"<li><code>{html.escape('/'.join(str(k) for k in key))}</code>: {html.escape(why)}</li>"
                         for key, why in data["missing"])
         msg = f"<p><b>The study stopped:</b> {html.escape(str(error))}</p>" if error is not None else ""
-        reasons = {}
-        for _, why in data["missing"]:
-            reasons[why] = reasons.get(why, 0) + 1
+        reasons = Counter(why for _, why in data["missing"])
         counts = "; ".join(f"{n} {html.escape(why)}" for why, n in reasons.items())
         head = f"Missing units ({len(data['missing'])} of {n_units}: {counts}); the page shows what exists"
         # a long list (a study still running) folds away so the results stay at the top
