@@ -540,7 +540,11 @@ def _fig_transfer(cfg, data):
     k = len(names)
     fig, axes = _figure(1.0 + 0.75 * k + 1.5, 0.75 * k + 1.4)
     ax = axes[0]
-    im = ax.imshow(M, cmap="magma", vmin=0.0, vmax=1.0)
+    import matplotlib
+
+    cmap = matplotlib.colormaps["magma"].copy()
+    cmap.set_bad("#d9d9d9")  # a source gradients cannot reach: grey cells marked n/a, not blank ones
+    im = ax.imshow(M, cmap=cmap, vmin=0.0, vmax=1.0)
     ax.set_xticks(range(k), names, rotation=35, ha="right")
     ax.set_yticks(range(k), names)
     ax.set_xlabel("evaluated on (target)")
@@ -549,7 +553,7 @@ def _fig_transfer(cfg, data):
         for j in range(k):
             v = M[i, j]
             ax.text(j, i, "n/a" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=8,
-                    color="white" if np.isnan(v) or v < 0.55 else "black")
+                    color="white" if v < 0.55 else "black")
     fig.colorbar(im, ax=ax, shrink=0.8, label="accuracy")
     eps_txt = ", ".join(f"{e:g}" for e in sorted(eps))
     caption = (f"Transfer of adversarial examples (Szegedy et al. 2013): accuracy of each target model (columns) "
