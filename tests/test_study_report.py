@@ -362,3 +362,27 @@ def test_summary_md_holds_the_pages_tables_as_markdown(full_run):
     assert "PGD 3 steps" in md  # how it was measured
     n = len(list((out / "units").glob("*/unit.json")))
     assert f"; {n} of {n} units finished;" in md and "Missing:" not in md
+
+
+def test_transfer_matrix_averages_seeds_and_keeps_a_source_no_attack_reaches_as_na():
+    """A source gradients cannot reach (the spiking layer) is None on every seed: its row stays n/a
+    without NumPy's "Mean of empty slice" warning reaching the user's `bioreps report`."""
+    import warnings
+
+    import numpy as np
+
+    from bioreps.studies import page
+
+    names = ["hebb", "spiking", "mlp"]
+
+    def transfer(scale):
+        return {"names": names, "eps": 0.05, "attack": "pgd", "n_images": 100,
+                "matrix": [[0.2 * scale, 0.5, 0.6], [None, None, None], [0.7, 0.4, 0.1 * scale]]}
+
+    cfg = {"study": {"seeds": [0, 1]}}
+    data = {"compare": {0: {"transfer": transfer(1)}, 1: {"transfer": transfer(2)}}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        png, caption = page._fig_transfer(cfg, data)
+    assert png.startswith("data:image/png;base64,") and len(png) > 1000
+    assert "mean over 2 seed(s)" in caption and "n/a: a source that gradient attacks cannot craft on" in caption

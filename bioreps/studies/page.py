@@ -536,14 +536,16 @@ def _fig_transfer(cfg, data):
             attack, n_img = t["attack"], t["n_images"]
     if not mats:
         return None
-    M = np.nanmean(np.stack(mats), axis=0) if len(mats) > 1 else mats[0]
+    stack = np.stack(mats)
+    seen = (~np.isnan(stack)).sum(axis=0)  # a source no attack can craft on is NaN on every seed: stays NaN
+    M = np.where(seen > 0, np.nansum(stack, axis=0) / np.maximum(seen, 1), np.nan)
     k = len(names)
     fig, axes = _figure(1.0 + 0.75 * k + 1.5, 0.75 * k + 1.4)
     ax = axes[0]
     import matplotlib
 
-    cmap = matplotlib.colormaps["magma"].copy()
-    cmap.set_bad("#d9d9d9")  # a source gradients cannot reach: grey cells marked n/a, not blank ones
+    # a source gradients cannot reach: grey cells marked n/a, not blank ones
+    cmap = matplotlib.colormaps["magma"].with_extremes(bad="#d9d9d9")
     im = ax.imshow(M, cmap=cmap, vmin=0.0, vmax=1.0)
     ax.set_xticks(range(k), names, rotation=35, ha="right")
     ax.set_yticks(range(k), names)
