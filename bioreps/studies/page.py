@@ -536,16 +536,15 @@ def _fig_transfer(cfg, data):
             attack, n_img = t["attack"], t["n_images"]
     if not mats:
         return None
-    stack = np.stack(mats)
-    seen = (~np.isnan(stack)).sum(axis=0)  # a source no attack can craft on is NaN on every seed: stays NaN
-    M = np.where(seen > 0, np.nansum(stack, axis=0) / np.maximum(seen, 1), np.nan)
+    # mean over the seeds; a source no attack can craft on is NaN on every seed and stays NaN (no warning)
+    M = np.ma.masked_invalid(np.stack(mats)).mean(axis=0).filled(np.nan)
     k = len(names)
     fig, axes = _figure(1.0 + 0.75 * k + 1.5, 0.75 * k + 1.4)
     ax = axes[0]
-    import matplotlib
+    from matplotlib import colormaps
 
     # a source gradients cannot reach: grey cells marked n/a, not blank ones
-    cmap = matplotlib.colormaps["magma"].with_extremes(bad="#d9d9d9")
+    cmap = colormaps["magma"].with_extremes(bad="#d9d9d9")
     im = ax.imshow(M, cmap=cmap, vmin=0.0, vmax=1.0)
     ax.set_xticks(range(k), names, rotation=35, ha="right")
     ax.set_yticks(range(k), names)
