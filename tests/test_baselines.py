@@ -222,6 +222,39 @@ def test_jacobian_estimate_matches_exact(toy):
     assert total.requires_grad   # double backprop: the penalty has a gradient
 
 
+# A fixed float64 net 3-4-2 (tanh) and batch: the authors' JacobianReg (Hoffman, Roberts & Yaida
+# 2019, github.com/facebookresearch/jacobian_regularizer, jacobian/jacobian.py, commit 45655cc;
+# the same class is in josuenassar/power_law, ModelDefs/utils.py) with n=-1 (exact: the C unit
+# vectors) returns R = (1/2) mean_batch ||J||_F^2 on it, and its README's loss is CE + lambda * R.
+JACOBIAN_X = [[0.2, -0.5, 0.9], [1.0, 0.3, -0.7], [-0.4, 0.8, 0.1]]
+HOFFMAN_R = 1.486958880076752
+
+
+def _fixed_jacobian_net():
+    def f64(values):
+        return torch.tensor(values, dtype=torch.float64)
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)).double()
+    with torch.no_grad():
+        net[0].weight.copy_(f64([[0.5, -1.0, 0.3], [0.8, 0.2, -0.6], [-0.7, 0.4, 1.1], [0.1, 0.9, -0.2]]))
+        net[0].bias.copy_(f64([0.1, -0.2, 0.05, 0.3]))
+        net[2].weight.copy_(f64([[1.2, -0.4, 0.7, 0.5], [-0.3, 0.9, -1.1, 0.6]]))
+        net[2].bias.copy_(f64([0.0, 0.2]))
+    return net
+
+
+def test_jacobian_reg_matches_the_authors_values():
+    net = _fixed_jacobian_net()
+    x = torch.tensor(JACOBIAN_X, dtype=torch.float64, requires_grad=True)
+    logits = net(x)
+    ce = torch.tensor(0.25, dtype=torch.float64)
+    total, value = B.JacobianReg(lam=0.3, n_proj=-1).loss(net, x, None, logits, ce)
+    assert float(total.detach()) == pytest.approx(0.25 + 0.3 * HOFFMAN_R, rel=1e-12)
+    assert float(value) == pytest.approx(2 * HOFFMAN_R, rel=1e-12)  # logged: mean ||J||_F^2
+    # jacobian_frobenius (float32 input): the same mean ||J||_F^2
+    assert B.jacobian_frobenius(net.float(), JACOBIAN_X, squared=True) == pytest.approx(2 * HOFFMAN_R, rel=1e-5)
+
+
 def test_jacobian_reg_lowers_jacobian_norm(toy):
     X, y = toy
     vanilla, reg = tiny_mlp(), tiny_mlp()

@@ -1,6 +1,7 @@
 """The hooks of tests/conftest.py: under CI a skipped test fails (naming the reason) unless it is
-marked ``gpu``; elsewhere skips stay skips. Run on a tiny inner test suite that uses a copy of
-our conftest, in a subprocess (the conftest reads ``CI`` when imported)."""
+marked ``gpu``; elsewhere skips stay skips; Hypothesis is derandomized and writes nothing into the
+current folder. Run on a tiny inner test suite that uses a copy of our conftest, in a subprocess
+(the conftest reads ``CI`` when imported)."""
 
 from pathlib import Path
 
@@ -64,3 +65,31 @@ def test_skips_stay_skips_outside_ci(inner, monkeypatch):
     result = inner.runpytest_subprocess("-p", "no:cacheprovider", "-rA")
     result.assert_outcomes(passed=2, skipped=4)
     assert result.ret == 0
+
+
+INNER_HYPOTHESIS = '''
+from hypothesis import given, strategies as st
+
+@given(st.integers(0, 10**9))
+def test_draws(x):
+    print("drawn", x)
+'''
+
+
+def test_hypothesis_is_derandomized_and_writes_nothing_into_the_current_folder(pytester, monkeypatch):
+    """Two runs of a Hypothesis test without its own settings draw the same examples, and the
+    folder pytest runs in (the inner suite's) holds only its own files afterwards (no
+    ``.hypothesis/``)."""
+    monkeypatch.delenv("HYPOTHESIS_STORAGE_DIRECTORY", raising=False)
+    pytester.makeconftest(CONFTEST.read_text())
+    pytester.makepyfile(test_inner_hypothesis=INNER_HYPOTHESIS)
+    before = {p.name for p in pytester.path.iterdir()}
+    runs = []
+    for _ in range(2):
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s")
+        result.assert_outcomes(passed=1)
+        runs.append([line for line in result.outlines if line.startswith("drawn ")])
+    assert len(runs[0]) > 10 and runs[0] == runs[1]
+    # pytester's own files (the runs' output and base temporaries) aside, nothing new
+    new = {p.name for p in pytester.path.iterdir()} - before - {"__pycache__", "stdout", "stderr"}
+    assert {n for n in new if not n.startswith("runpytest-")} == set()
