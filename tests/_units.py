@@ -30,6 +30,14 @@ def train(ctx, model, seed, scale, log_dir):
         ctx.write_text("extra.txt", "only with scale 1\n")
 
 
+def train_failing(ctx, model, seed, scale, log_dir, bad_model, bad_seed):
+    """``train``, but the training of (bad_model, bad_seed) raises."""
+    if (model, seed) == (bad_model, bad_seed):
+        _called(log_dir, "fail", model, seed)
+        raise RuntimeError("the toy training broke")
+    train(ctx, model, seed, scale, log_dir)
+
+
 def train_killed_once(ctx, model, seed, scale, log_dir, marker, parent_pid):
     """``train``, but the first attempt leaves a half-written temporary and kills its own process
     (the Dask worker) with SIGKILL; the marker file tells later attempts apart."""

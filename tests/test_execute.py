@@ -280,6 +280,19 @@ def test_failing_unit_on_workers_stops_the_study_with_its_key(tmp_path):
     assert (root / "train+mA+0" / "unit.json").exists()  # finished units are kept
 
 
+def test_failing_training_on_workers_is_named_not_the_units_that_needed_it(tmp_path):
+    """Units go to the scheduler with their inputs' futures: the analysis of a training that
+    raised errs with the same error, and the study still names the training."""
+    pytest.importorskip("distributed")
+    root, log = tmp_path / "study", tmp_path / "log"
+    log.mkdir()
+    units = study(root, log, train_func=_units.train_failing, train_extra=("mB", 1))
+    with pytest.raises(UnitError, match=r"unit \('train', 'mB', 1\) failed: RuntimeError: the toy training broke"):
+        execute(units, workers=2, log=None)
+    assert calls(log).count("fail mB 1") == 1
+    assert "analyze mB 1" not in calls(log) and not (root / "analyze+mB+1" / "unit.json").exists()
+
+
 def test_existing_scheduler_gives_the_in_process_results(tmp_path):
     distributed = pytest.importorskip("distributed")
     (tmp_path / "log").mkdir()
@@ -342,10 +355,15 @@ def test_a_unit_that_starts_afresh_has_no_resumed_from(dirs):
     assert "resumed_from" not in record and calls(log) == sorted(f"step m 0 {i}" for i in range(5))
 
 
-def test_on_workers_a_ready_analysis_goes_before_later_training(tmp_path):
-    """Dask runs ready units in the in-process order: the analysis of the first model comes before
-    the training of the last ones (without priorities Dask would run every training first)."""
+@pytest.mark.parametrize("saturation", [None, 1.0])
+def test_on_workers_a_ready_analysis_goes_before_later_training(tmp_path, saturation):
+    """Dask runs ready units in the in-process order: the analysis of a model comes before the
+    training of the later ones (without priorities Dask would run every training first). Also
+    under a scheduler configured to queue tasks (``worker-saturation`` 1.0; the default is 1.1)."""
     pytest.importorskip("distributed")
+    import dask
+
+    config = {} if saturation is None else {"distributed.scheduler.worker-saturation": saturation}
     log = tmp_path / "log"
     log.mkdir()
     units = []
@@ -354,9 +372,15 @@ def test_on_workers_a_ready_analysis_goes_before_later_training(tmp_path):
                           args=(str(log), 1.0)))
         units.append(Unit(("analyze", i), _units.step, unit_folder(tmp_path / "s", ("analyze", i)),
                           args=(str(log),), deps=[("train", i)]))
-    execute(units, workers=1, threads_per_worker=1, log=None)
+    with dask.config.set(config):  # read by the local cluster's scheduler, in this process
+        execute(units, workers=1, threads_per_worker=1, log=None)
     ran = (log / "calls.log").read_text().splitlines()
     assert sorted(ran) == sorted(f"step {k} {i}" for k in ("train", "analyze") for i in range(5))
-    # one worker: analysis 0 is submitted while training 1 runs, and then outranks trainings 2-4
-    assert ran.index("step analyze 0") < ran.index("step train 3"), ran
-    assert ran.index("step analyze 2") < ran.index("step train 4"), ran
+    # One worker. When training i finishes, the worker starts the next unit it holds (training
+    # i+1) while the scheduler releases analysis i (milliseconds, the units take a second): that
+    # analysis then outranks every later training. So analysis i starts before training i+2.
+    # (Submitting units only once their inputs finished, through this process, ran trainings 0-2
+    # before analysis 0; with the units as one Dask task group, which Dask queues as "root-ish"
+    # when queuing is on, training 1 ran last.)
+    for i in range(3):
+        assert ran.index(f"step analyze {i}") < ran.index(f"step train {i + 2}"), ran

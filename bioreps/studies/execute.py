@@ -51,8 +51,12 @@ Execution
   must then be on a file system every worker sees). An unreachable address is a
   ``ConnectionError`` after ``connect_timeout`` seconds, before anything is written.
 
-A unit is submitted once its dependencies have finished, with the priority of its place in the
-in-process order: a ready analysis runs before the training units that come after it there.
+All units go to the scheduler at once, each with its dependencies' results as inputs, so the
+scheduler starts a unit as soon as its dependencies finish, with the priority of its place in
+the in-process order: a worker that finishes a unit takes the next one it holds, and after that
+a ready analysis runs before the training units that come after it in that order (each unit is
+a Dask task group of its own, so queuing of "root-ish" tasks does not reorder them). A unit
+whose dependency failed is not run.
 A worker lost mid-unit (killed, out of
 memory) makes the scheduler run the unit again on another worker (Dask's
 ``distributed.scheduler.allowed-failures``, 3 by default); the killed attempt left at most a
@@ -456,14 +460,14 @@ _threads = threads  # for _run_unit, whose argument ``threads`` shadows the func
 
 def _run_unit(spec: dict, dep_records: dict, threads):
     """Verify the unit; if not finished, clean its folder, call it and write its record.
-    Returns the record with ``ran`` (bool) and ``reason`` added (not stored)."""
+    Returns the record with ``ran`` (bool), ``reason`` and ``folder`` added (not stored)."""
     key, folder = spec["key"], Path(spec["folder"])
     inputs = {_key_text(d): _fingerprint(dep_records[d]) for d in spec["deps"]}
     record = _read_record(folder)
     reason = _verify(folder, record, key, spec["config_hash"], inputs)
     if reason is None:
         _drop_checkpoints(folder)  # left when killed between the record and their removal
-        return {**record, "ran": False, "reason": "finished before"}
+        return {**record, "ran": False, "reason": "finished before", "folder": str(folder)}
     folder.mkdir(parents=True, exist_ok=True)
     _clean(folder, record)
     tag = _checkpoint_tag(spec["config_hash"], inputs)
@@ -505,7 +509,7 @@ def _run_unit(spec: dict, dep_records: dict, threads):
         record["resumed_from"] = str(ctx.resumed_from)
     _files.write_text_atomic(folder / RECORD_NAME, json.dumps(record, indent=2) + "\n")
     _drop_checkpoints(folder)
-    return {**record, "ran": True, "reason": reason}
+    return {**record, "ran": True, "reason": reason, "folder": str(folder)}
 
 
 def _spec(unit: Unit) -> dict:
@@ -610,7 +614,7 @@ def _execute_here(order, threads, progress, log):
             except Exception as exc:
                 bar.failed(unit.key, exc)
                 raise _fail(unit.key, exc) from exc
-            records[unit.key] = {**record, "folder": str(unit.folder)}
+            records[unit.key] = record
             results[unit.key] = _result(unit, record)
             bar.finish(unit.key, record)
     finally:
@@ -676,39 +680,62 @@ def _execute_dask(order, workers, scheduler, threads, progress, log, connect_tim
         return _run_dask(client, order, threads, progress, log)
 
 
+def _group_word(i: int) -> str:
+    """``u`` and ``i`` in base 26 (``ua``, ``ub``, ...): a word of letters that makes each unit's
+    key a Dask task group of its own. Dask groups keys by their leading words of letters; a group
+    larger than twice the cluster's threads counts as "root-ish" and is queued on the scheduler,
+    which, decided anew at every submission, let some units skip the queue and so their priority."""
+    word = ""
+    while True:
+        i, r = divmod(i, 26)
+        word = chr(ord("a") + r) + word
+        if i == 0:
+            return "u" + word
+
+
 def _run_dask(client, order, threads, progress, log):
     import distributed
 
     results, records = {}, {}
-    waiting = list(order)
-    futures = {}
-    ac = distributed.as_completed(loop=client.loop)
-    bar = _Progress(len(order), progress, log)
     token = os.urandom(4).hex()
+    bar = _Progress(len(order), progress, log)
 
-    # Dask runs the ready unit of highest priority first: the in-process order, so a unit whose
-    # inputs are ready (an analysis) goes before units later in that order (the next seeds'
-    # training) and finished results come model by model, as in this process, not all at the end
-    priority = {unit.key: len(order) - i for i, unit in enumerate(order)}
+    # The whole graph goes to the scheduler at once, each unit with its dependencies' futures, so
+    # the scheduler itself releases a unit when its inputs finish (no round trip through this
+    # process). Dask runs the ready unit of highest priority first: the in-process order, so a
+    # unit whose inputs are ready (an analysis) goes before units later in that order (the next
+    # seeds' training) and finished results come model by model, as in this process.
+    futures, by_key = {}, {}
+    for i, unit in enumerate(order):
+        name = f"bioreps-unit-{_group_word(i)}-{unit.folder.name}-{token}"
+        fut = client.submit(_run_unit, _spec(unit), {d: by_key[d] for d in unit.deps}, threads,
+                            key=name, pure=False, priority=len(order) - i)
+        futures[fut] = unit
+        by_key[unit.key] = fut
+    waiting = list(order)
 
-    def submit_ready():
+    def mark_ready():  # for the progress lines: units whose inputs have all finished
         for unit in list(waiting):
             if all(d in records for d in unit.deps):
                 waiting.remove(unit)
-                name = "bioreps-unit-" + unit.folder.name + "-" + token
-                fut = client.submit(_run_unit, _spec(unit), {d: records[d] for d in unit.deps},
-                                    threads, key=name, pure=False, priority=priority[unit.key])
-                futures[fut] = unit
-                ac.add(fut)
-                bar.start(unit.key, verb="submitted")
+                bar.start(unit.key, verb="ready")
+
+    def first_failed(unit):
+        """The unit whose own function failed: a unit whose input failed errs with its error."""
+        for d in unit.deps:
+            if by_key[d].status == "error":
+                return first_failed(next(u for u in order if u.key == d))
+        return unit
 
     try:
-        submit_ready()
-        for fut in ac:
+        mark_ready()
+        for fut in distributed.as_completed(list(futures), loop=client.loop):
             unit = futures.pop(fut)
             try:
                 record = fut.result()
             except Exception as exc:
+                unit = first_failed(unit)
+                exc = by_key[unit.key].exception() or exc
                 bar.failed(unit.key, exc)
                 client.cancel(list(futures))
                 if isinstance(exc, distributed.KilledWorker):
@@ -717,10 +744,10 @@ def _run_dask(client, order, threads, progress, log):
                 else:
                     error = _fail(unit.key, exc)
                 raise error from exc
-            records[unit.key] = {**record, "folder": str(unit.folder)}
+            records[unit.key] = record
             results[unit.key] = _result(unit, record)
             bar.finish(unit.key, record)
-            submit_ready()
+            mark_ready()
     finally:
         bar.close()
     return {unit.key: results[unit.key] for unit in order}
