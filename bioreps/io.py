@@ -1,6 +1,6 @@
 """One HDF5 file per trained model: learned arrays, representations and provenance.
 
-The layout (schema ``1.3.0``) is documented in ``docs/hdf5-schema.md`` and readable with plain
+The layout (schema ``1.4.0``) is documented in ``docs/hdf5-schema.md`` and readable with plain
 ``h5py``. Following anndata, every group and dataset carries ``encoding-type`` and
 ``encoding-version`` attributes; the reader dispatches on them and refuses what it does not
 know. Writing goes to a temporary file in the destination folder that is renamed into place only
@@ -69,8 +69,9 @@ __all__ = [
 #: files of schema 1.0.0 are read as before. 1.2.0 added the optional ``/readout`` group (the
 #: linear classifier trained on the file's representations); older files have none. 1.3.0 added
 #: the optional ``layer`` attribute of a representation (which layer of a multi-layer model it
-#: is, 0 = the first; a stack of layers writes each one's representation).
-SCHEMA_VERSION = "1.3.0"
+#: is, 0 = the first; a stack of layers writes each one's representation). 1.4.0 added dimension
+#: scales to ``/readout`` (``class`` and ``unit``, the columns of the representation it reads).
+SCHEMA_VERSION = "1.4.0"
 
 #: The newest version of each encoding this module reads and writes.
 ENCODING_VERSIONS = MappingProxyType({
@@ -85,7 +86,8 @@ ENCODING_VERSIONS = MappingProxyType({
     "index": "1.0.0",
     "provenance": "1.0.0",
     "dimension": "1.0.0",         # new in schema 1.1.0: an HDF5 dimension scale (0..n-1)
-    "readout": "1.0.0",           # new in schema 1.2.0: the linear readout of the model
+    "readout": "1.1.0",           # new in schema 1.2.0: the linear readout of the model;
+                                  # 1.1.0 (schema 1.4.0): holds the "class" and "unit" dimensions
 })
 
 #: The arrays of a ``/readout`` group, in order.
@@ -532,6 +534,16 @@ def _write_readout_group(h5: h5py.File, prepared: tuple) -> None:
     group.attrs["hyperparameters"] = hyper_json
     group.attrs["representation"] = representation
     _write_arrays(group, arrays)
+    # dimension scales (schema >= 1.4.0): xarray/netCDF readers see coef as (class, unit), where
+    # unit is the column of the representation read, named as in /representations/<split>
+    n_classes, n_features = arrays["coef"].shape
+    cls = _make_dimension(group, "class", n_classes)
+    unit = _make_dimension(group, "unit", n_features)
+    group["coef"].dims[0].attach_scale(cls)
+    group["coef"].dims[1].attach_scale(unit)
+    group["intercept"].dims[0].attach_scale(cls)
+    for name in ("mean", "scale"):
+        group[name].dims[0].attach_scale(unit)
 
 
 class RepresentationWriter:
@@ -1025,8 +1037,8 @@ def add_readout(path, arrays, hyperparameters=None, *,
 
     The file is modified where it lies: call it on a file that is not yet under its final name
     (a temporary file that is then committed, as the study and the experiment runner do). The
-    root ``encoding-version`` of an older file is raised to :data:`SCHEMA_VERSION`, the first
-    schema with readouts; its other groups keep their own versions.
+    root ``encoding-version`` of an older file is raised to :data:`SCHEMA_VERSION` (readouts came
+    with schema 1.2.0, their dimension scales with 1.4.0); its other groups keep their own versions.
 
     Raises
     ------
@@ -1173,12 +1185,16 @@ class ReadoutRecord:
         How it was trained (decoded from JSON).
     representation : str
         Which representation it reads.
+    dims : dict
+        Array name -> names of its axes: ``{"coef": ("class", "unit"), "intercept": ("class",),
+        "mean": ("unit",), "scale": ("unit",)}`` (schema >= 1.4.0; empty for older files).
     """
 
     arrays: dict
     n_classes: int
     hyperparameters: dict = field(default_factory=dict)
     representation: str = DEFAULT_READOUT_REPRESENTATION
+    dims: dict = field(default_factory=dict)
 
 
 def _read_readout(group: h5py.Group, file: Path) -> ReadoutRecord:
@@ -1198,7 +1214,8 @@ def _read_readout(group: h5py.Group, file: Path) -> ReadoutRecord:
     if arrays["coef"].ndim != 2 or arrays["coef"].shape[0] != n_classes:
         raise SchemaError(f"{file}: /readout/coef has shape {arrays['coef'].shape}, expected "
                           f"({n_classes}, n_features) for n_classes {n_classes}")
-    return ReadoutRecord(arrays, n_classes, hyper, _attr_str(group, "representation", "/readout", file))
+    return ReadoutRecord(arrays, n_classes, hyper, _attr_str(group, "representation", "/readout", file),
+                         _axis_names(group))
 
 
 def _axis_names(group: h5py.Group, prefix: str = "") -> dict:

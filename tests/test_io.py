@@ -91,7 +91,7 @@ def test_model_arrays_and_hyperparameters_round_trip(tmp_path):
     path = tmp_path / "m.h5"
     io.save(path, model_kind="hebbian-wta", model_arrays=arrays, hyperparameters=hyper)
     with io.load(path) as f:
-        assert f.schema_version == io.SCHEMA_VERSION == "1.3.0"
+        assert f.schema_version == io.SCHEMA_VERSION == "1.4.0"
         assert isinstance(f.model, io.ModelRecord)
         assert f.model.kind == "hebbian-wta"
         assert f.model.hyperparameters == {"n_hidden": 4, "power": 4.5, "lr": 0.02,
@@ -361,7 +361,7 @@ def test_plain_h5py_sees_the_documented_layout(tmp_path):
     seen = []
     with h5py.File(path, "r") as f:
         assert f.attrs["encoding-type"] == "bioreps-file"
-        assert f.attrs["encoding-version"] == "1.3.0"
+        assert f.attrs["encoding-version"] == "1.4.0"
 
         def check(name, obj):
             seen.append(name)
@@ -404,7 +404,7 @@ def test_plain_h5py_sees_the_documented_layout(tmp_path):
 # refusals: versions, encodings, broken files
 # --------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("version", ["2.0.0", "1.4.0"])
+@pytest.mark.parametrize("version", ["2.0.0", "1.5.0"])
 def test_newer_schema_is_refused(tmp_path, version):
     path = tmp_path / "m.h5"
     _save_simple(path)

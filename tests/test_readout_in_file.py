@@ -51,7 +51,7 @@ def test_readout_arrays_round_trip_exactly_through_a_file(tmp_path):
         w.write_representation("train", X)
         w.write_readout(arrays, readout.hyperparameters())
     with io.load(path) as f:
-        assert f.schema_version == io.SCHEMA_VERSION == "1.3.0"
+        assert f.schema_version == io.SCHEMA_VERSION == "1.4.0"
         stored = f.readout
     assert isinstance(stored, io.ReadoutRecord)
     assert stored.n_classes == 5 and stored.representation == "activations of /representations/*"
@@ -62,7 +62,7 @@ def test_readout_arrays_round_trip_exactly_through_a_file(tmp_path):
     np.testing.assert_array_equal(back.decision_function(X), readout.decision_function(X))
     with h5py.File(path, "r") as h5:
         assert h5["readout"].attrs["encoding-type"] == "readout"
-        assert h5["readout"].attrs["encoding-version"] == "1.0.0"
+        assert h5["readout"].attrs["encoding-version"] == "1.1.0"
 
 
 def test_inconsistent_readout_arrays_are_refused(tmp_path):
@@ -90,6 +90,53 @@ def test_add_readout_to_an_older_file_then_refuses_a_second_readout(tmp_path):
         io.add_readout(path, arrays, {"epochs": 1})
 
 
+READOUT_DIMS = {"coef": ("class", "unit"), "intercept": ("class",), "mean": ("unit",), "scale": ("unit",)}
+
+
+@pytest.mark.parametrize("how", ["write_readout", "add_readout"])
+def test_readout_axes_are_named_class_and_unit_in_xarray_and_the_reader(tmp_path, how):
+    """/readout carries dimension scales (schema 1.4.0): xarray sees coef as (class, unit), unit
+    being the representation's columns, with no phony_dim; the reader skips the scales."""
+    import shutil
+    import warnings
+
+    xr = pytest.importorskip("xarray")
+    pytest.importorskip("h5netcdf")
+    path = tmp_path / "m.h5"
+    arrays = {"coef": np.arange(12).reshape(3, 4), "intercept": np.zeros(3), "mean": np.zeros(4),
+              "scale": np.ones(4)}
+    if how == "write_readout":
+        with io.Writer(path) as w:
+            w.write_model("hebbian-wta", {"weights": np.ones((4, 6), np.float32)}, dims={"unit": 4, "feature": 6})
+            w.write_representation("train", np.ones((5, 4), np.float32))
+            w.write_readout(arrays, {"epochs": 1})
+    else:
+        shutil.copyfile(DATA / "bioreps-schema-1.1.0.h5", path)   # scales everywhere but /readout
+        io.add_readout(path, arrays, {"epochs": 1})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tree = xr.open_datatree(path, engine="h5netcdf")
+    try:
+        assert not [str(w.message) for w in caught if "phony" in str(w.message)]
+        for node in tree.subtree:
+            assert not [d for d in node.dims if str(d).startswith("phony_dim")], node.path
+        readout = tree["readout"]
+        assert {name: readout[name].dims for name in READOUT_DIMS} == READOUT_DIMS
+        assert dict(readout.sizes) == {"class": 3, "unit": 4}
+        assert readout.sizes["unit"] == tree["representations/train"].sizes["unit"]
+        np.testing.assert_array_equal(readout["coef"].values, arrays["coef"])
+    finally:
+        tree.close()
+    with io.load(path) as f:
+        assert f.schema_version == io.SCHEMA_VERSION == "1.4.0"
+        assert sorted(f.readout.arrays) == sorted(io.READOUT_ARRAYS)   # the scales are not arrays
+        assert f.readout.dims == READOUT_DIMS
+        assert "readout: linear, 4 features -> 3 classes" in f.summary()
+    with h5py.File(path, "r") as h5:
+        assert h5["readout"].attrs["encoding-version"] == "1.1.0"
+        assert h5["readout/class"].attrs["encoding-type"] == "dimension"
+
+
 # ------------------------------------------------------------------------------- frozen files
 
 def test_frozen_1_1_0_file_reads_without_a_readout():
@@ -106,6 +153,7 @@ def test_frozen_1_2_0_file_reads_its_readout():
         H = f.representations["train"].read()
         stored = f.readout
         assert "readout: linear, 4 features -> 3 classes" in f.summary()
+    assert stored.dims == {}   # /readout dimension scales came with schema 1.4.0
     assert stored.n_classes == 3 and stored.representation == "activations of /representations/*"
     assert stored.hyperparameters["epochs"] == 20 and stored.hyperparameters["random_state"] == 7
     np.testing.assert_array_equal(stored.arrays["intercept"], np.array([0.125, -0.25, 0.5], np.float32))

@@ -113,6 +113,32 @@ def test_the_shipped_study_files_validate():
     assert cfg["study"]["seeds"] == [0, 1, 2] and cfg["analysis"]["spectrum"]["preactivations"]
 
 
+def test_every_shipped_experiment_reads_its_readouts_against_the_pixels_control():
+    """Raw pixels with the same readout are the control every readout accuracy is compared with:
+    each shipped study lists a model whose representation is its input (the pixels kind), and no
+    single experiment with a readout turns its pixels control off."""
+    from pathlib import Path
+
+    from bioreps.studies import kinds
+    from bioreps.studies.run import load_config, read_toml
+
+    folder = Path(__file__).resolve().parents[1] / "experiments"
+    files = sorted(folder.glob("*.toml"))
+    studies = [p for p in files if is_study(read_toml(p))]
+    assert {p.name for p in studies} >= {"quickstart.toml", "robustness_vs_spectrum.toml", "deep_hebbian.toml"}
+    missing = []
+    for p in studies:
+        controls = [m["name"] for m in load_study(p)["models"] if kinds.get(m["kind"]).represents_input]
+        if not controls:
+            missing.append(p.name)
+    assert not missing, f"studies without a pixels control model (raw pixels + the same readout): {missing}"
+    singles = [p for p in files if p not in studies]
+    assert singles, "no single-experiment files found: has the study marker changed?"
+    off = [p.name for p in singles
+           if load_config(p)["readout"]["enabled"] and not load_config(p)["readout"]["pixels_control"]]
+    assert not off, f"single experiments with [readout] pixels_control = false: {off}"
+
+
 def test_what_a_regulariser_needs_of_training_is_checked_before_anything_trains():
     spectral = {"kind": "spectral", "beta": 1.0}
     # the spectral penalty needs a batch (and a training set) larger than the representation

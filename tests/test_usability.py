@@ -127,7 +127,7 @@ def test_reader_reads_the_current_schema_and_the_frozen_1_0_file(tmp_path):
     path = tmp_path / "m.h5"
     _file_with_dims(path)
     with io.load(path) as f:
-        assert f.schema_version == io.SCHEMA_VERSION == "1.3.0"  # 1.1.0 added dimensions, 1.2.0 /readout, 1.3.0 layer
+        assert f.schema_version == io.SCHEMA_VERSION == "1.4.0"  # 1.1.0 added dimensions, 1.2.0 /readout, 1.3.0 layer, 1.4.0 /readout dimensions
         assert sorted(f.model.arrays) == ["classes", "mean", "state", "weights"]  # scales skipped
         assert sorted(f.model.arrays["state"]) == ["n", "v"]
         assert f.model.dims["weights"] == ("unit", "feature")
