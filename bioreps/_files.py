@@ -13,6 +13,13 @@ its temporary behind; :func:`remove_stale_temps` deletes those of a given target
 gone: the host in the name is this host and no process with that pid exists (:func:`atomic_path`
 calls it for its target). Temporaries of another host, of a live pid (possibly reused) or in an
 unknown naming are left alone, so an in-use file is never removed.
+
+A writer that is itself atomic (:class:`bioreps.io.Writer`) may be handed a temporary name, as
+the experiment runner and the study units do (export into the temporary of ``model.h5``, add the
+readout, commit). :func:`temp_path` of a temporary of this process is then named for the final
+target (``.model.h5.tmp-...``), not nested (``..model.h5.tmp-....h5.tmp-...``), so a process
+killed meanwhile leaves a temporary that the next writer of the target recognises. Nested names
+left by older versions are recognised too: stale when every writer named in them is gone.
 """
 
 from __future__ import annotations
@@ -33,9 +40,11 @@ except ImportError:  # pragma: no cover - Windows: no advisory locks, the lock i
     fcntl = None
 
 __all__ = ["FolderLockedError", "FolderLock", "atomic_path", "check_writable", "commit", "fsync",
-           "remove_stale_temps", "temp_path", "write_json_atomic", "write_text_atomic"]
+           "remove_stale_temps", "temp_path", "temp_target", "write_json_atomic", "write_text_atomic"]
 
 _TEMP_RE = re.compile(r"\.tmp-(?P<host>[^-/]+)-(?P<pid>\d+)-(?P<token>[0-9a-f]+)(?:\.[A-Za-z0-9]+)?")
+# a temporary name: "." + the name it stands for + _TEMP_RE (greedy: the outermost level of a nest)
+_NESTED_RE = re.compile(r"\.(?P<inner>.+)" + _TEMP_RE.pattern)
 LOCK_NAME = ".bioreps.lock"
 
 
@@ -45,10 +54,35 @@ def _host() -> str:
     return re.sub(r"[^A-Za-z0-9._]", "_", socket.gethostname() or "localhost")
 
 
+def _temp_levels(name: str) -> list[tuple[str, str, int]]:
+    """``[(target, host, pid), ...]`` of a temporary name, outermost level first: one level for
+    ``.{target}.tmp-{host}-{pid}-{token}{suffix}``, more for a temporary of a temporary; ``[]``
+    for any other name."""
+    levels = []
+    while (m := _NESTED_RE.fullmatch(name)) is not None:
+        levels.append((m["inner"], m["host"], int(m["pid"])))
+        name = m["inner"]
+    return levels
+
+
+def temp_target(name: str) -> str | None:
+    """The final target a temporary file name (possibly nested) stands for; None if ``name`` is
+    not a temporary name."""
+    levels = _temp_levels(name)
+    return levels[-1][0] if levels else None
+
+
 def temp_path(path, suffix: str = "") -> Path:
-    """A fresh temporary name beside ``path``: ``.{name}.tmp-{host}-{pid}-{token}{suffix}``."""
+    """A fresh temporary name beside ``path``: ``.{name}.tmp-{host}-{pid}-{token}{suffix}``.
+
+    When ``path`` is itself a temporary of this process (an atomic writer handed the temporary
+    of another), the name is that of the final target, not a temporary of a temporary."""
     path = Path(path)
-    return path.with_name(f".{path.name}.tmp-{_host()}-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+    name, host, pid = path.name, _host(), os.getpid()
+    levels = _temp_levels(name)
+    if levels and all(h == host and p == pid for _, h, p in levels):
+        name = levels[-1][0]
+    return path.with_name(f".{name}.tmp-{host}-{pid}-{secrets.token_hex(4)}{suffix}")
 
 
 def fsync(path, directory: bool = False) -> None:
@@ -136,30 +170,30 @@ def _pid_alive(pid: int) -> bool:
 def remove_stale_temps(folder, names) -> list[Path]:
     """Delete the stale temporary files of targets ``names`` in ``folder``; return them.
 
-    Stale: named by :func:`temp_path` for one of ``names``, on this host, by a pid that no
-    longer exists. Anything else is kept.
+    Stale: named by :func:`temp_path` for one of ``names`` (directly, or a temporary of such a
+    temporary), on this host, by pids that no longer exist (every pid a nested name holds).
+    Anything else is kept.
     """
     folder = Path(folder)
     host = _host()
+    names = set(names)
     removed = []
     try:
         entries = list(os.scandir(folder))
     except OSError:
         return removed
     for entry in entries:
-        for name in names:
-            prefix = f".{name}"
-            if not entry.name.startswith(prefix + ".tmp-"):
-                continue
-            m = _TEMP_RE.fullmatch(entry.name[len(prefix):])
-            if m is None or m["host"] != host or _pid_alive(int(m["pid"])):
-                continue
-            try:
-                if entry.is_file(follow_symlinks=False):
-                    os.remove(entry.path)
-                    removed.append(Path(entry.path))
-            except FileNotFoundError:
-                pass
+        levels = _temp_levels(entry.name)
+        if not any(target in names for target, _, _ in levels):
+            continue
+        if any(h != host or _pid_alive(p) for _, h, p in levels):
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False):
+                os.remove(entry.path)
+                removed.append(Path(entry.path))
+        except FileNotFoundError:
+            pass
     return removed
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._progress import progress_bar
-from ._validation import check_array, check_labels
+from ._validation import check_array, check_float, check_int, check_labels
 
 __all__ = ["LinearReadout"]
 
@@ -61,17 +61,23 @@ class LinearReadout:
         self.random_state = random_state
         self.progress = progress
 
+    def _validate_params(self):
+        """Check the settings (``fit`` calls it; a study checks its readouts with it before
+        anything runs); raise ``ValueError``/``TypeError`` naming the one at fault."""
+        check_int(self.epochs, "epochs")
+        check_int(self.batch_size, "batch_size")
+        check_float(self.lr, "lr", strict=True)
+        check_float(self.weight_decay, "weight_decay")
+        if self.schedule not in ("constant", "linear"):
+            raise ValueError(f"schedule must be 'constant' or 'linear', got {self.schedule!r}")
+
     def fit(self, X, y, n_classes=None):
         """Train the readout on features ``X`` (n, d) and integer labels ``y`` (n,)."""
         import torch
 
+        self._validate_params()
         X = check_array(X, name="X", ndim=2, dtype=np.float32)
         y = check_labels(y, n=X.shape[0], n_classes=n_classes)
-        if int(self.epochs) < 1 or int(self.batch_size) < 1 or not self.lr > 0:
-            raise ValueError("epochs and batch_size must be >= 1 and lr > 0; got "
-                             f"epochs={self.epochs}, batch_size={self.batch_size}, lr={self.lr}")
-        if self.schedule not in ("constant", "linear"):
-            raise ValueError(f"schedule must be 'constant' or 'linear', got {self.schedule!r}")
         n_classes = int(n_classes if n_classes is not None else y.max() + 1)
         if self.standardize:
             mean = X.mean(axis=0, dtype=np.float64)

@@ -128,6 +128,47 @@ def test_temp_names_are_recognised_as_stale(tmp_path, monkeypatch, writer, suffi
     assert _listing(tmp_path) == sorted([name, alive.name])
 
 
+def test_an_atomic_writer_handed_a_temporary_names_its_own_for_the_final_target(tmp_path):
+    """The runner and the study units export model.h5 into its temporary (the HDF5 writer is
+    atomic too): the writer's temporary is one of model.h5, not a temporary of a temporary."""
+    from bioreps import io
+
+    target = tmp_path / "model.h5"
+    with _files.atomic_path(target, ".h5") as tmp:
+        with io.Writer(tmp, overwrite=True) as w:
+            w.write_model("pixels")
+            inner = w.tmp_path
+            assert inner.name.startswith(".model.h5.tmp-") and inner.name.count(".tmp-") == 1, inner.name
+            assert _files.temp_target(inner.name) == "model.h5"
+    assert _listing(tmp_path) == ["model.h5"]
+    # a temporary of somebody else's (another pid) is not renamed: not ours to interpret
+    other = tmp_path / f".x.tmp-{_files._host()}-{_dead_pid()}-0a0b"
+    assert _files.temp_path(other).name.startswith(f".{other.name}.tmp-")
+
+
+def test_nested_stale_temporaries_are_removed_only_when_every_writer_is_gone(tmp_path):
+    """``..model.h5.tmp-H-P-T.h5.tmp-H-P-T`` (a temporary of a temporary, as an older bioreps
+    left it when killed mid-export) is a stale temporary of model.h5 when its pids are dead."""
+    host, dead, live = _files._host(), _dead_pid(), os.getpid()
+
+    def nested(outer_pid, inner_pid, outer_host=host, suffix=""):
+        return f"..model.h5.tmp-{host}-{inner_pid}-0a1b2c3d.h5.tmp-{outer_host}-{outer_pid}-4e5f6a7b{suffix}"
+
+    stale = [nested(dead, dead), nested(dead, dead, suffix=".h5"), f".model.h5.tmp-{host}-{dead}-00ff"]
+    kept = [nested(live, dead), nested(dead, live), nested(dead, dead, outer_host="otherhost"),
+            f".other.h5.tmp-{host}-{dead}-00ff", "..model.h5.tmp-legacy.tmp-x"]
+    for name in stale + kept:
+        (tmp_path / name).write_bytes(b"x")
+    removed = _files.remove_stale_temps(tmp_path, ["model.h5"])
+    assert sorted(p.name for p in removed) == sorted(stale)
+    assert _listing(tmp_path) == sorted(kept)
+    # named by the inner temporary (as a study's cleaning walk finds it), the same rule
+    (tmp_path / stale[0]).write_bytes(b"x")
+    inner = f".model.h5.tmp-{host}-{dead}-0a1b2c3d.h5"
+    assert [p.name for p in _files.remove_stale_temps(tmp_path, [inner])] == [stale[0]]
+    assert _files.temp_target(stale[0]) == "model.h5" and _files.temp_target("model.h5") is None
+
+
 class _BrokenFigure:
     """A figure whose drawing fails halfway through writing the file."""
 

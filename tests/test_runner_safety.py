@@ -5,6 +5,7 @@ skipped readout, strict data_dir, impossible fit windows and the spectrum's clif
 import errno
 import json
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -180,6 +181,83 @@ def test_stale_temporaries_of_a_killed_run_are_removed(tmp_path, fashion_mnist_a
     with io.Writer(tmp_path / "m.h5") as w:
         w.write_model("pixels")
     assert not orphan.exists() and (tmp_path / "m.h5").exists()
+
+
+PIXELS = """
+[experiment]
+name = "killed"
+output = "{out}"
+[data]
+dataset = "fashion-mnist"
+n_train = 200
+n_test = 50
+[model]
+kind = "pixels"
+[readout]
+epochs = 1
+[export]
+receptive_fields = 0
+block_rows = 100
+"""
+KILLED_EXPORT = r"""
+import os, secrets, sys
+from pathlib import Path
+from bioreps import _files, io
+from bioreps.studies import run as experiments
+
+real = io.RepresentationWriter.write_rows
+
+def write_rows(self, start, block):  # the first block of the export written, then wait to be killed
+    real(self, start, block)
+    print("mid-export", flush=True)
+    sys.stdin.read()
+
+io.RepresentationWriter.write_rows = write_rows
+if sys.argv[2] == "nested":  # name temporaries as bioreps did before: a temporary of a temporary
+    _files.temp_path = lambda path, suffix="": Path(path).with_name(
+        f".{Path(path).name}.tmp-{_files._host()}-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+experiments.run(sys.argv[1], progress=False, log=lambda *a: None)
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGKILL"), reason="no SIGKILL on this platform")
+@pytest.mark.parametrize("naming", ["current", "nested"])
+def test_a_run_killed_mid_export_leaves_a_temporary_the_next_run_removes(tmp_path, fashion_mnist_available, naming):
+    """SIGKILL while model.h5 is being exported (into its temporary, which the HDF5 writer writes
+    through a temporary of its own): the next run removes what the dead run left, nested names
+    of an older bioreps included, and completes."""
+    import signal
+
+    out = tmp_path / "out"
+    (tmp_path / "exp.toml").write_text(PIXELS.format(out=out))
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_EXPORT, str(tmp_path / "exp.toml"), naming],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()  # blocks until the export is under way (or the run died)
+        assert line.strip() == "mid-export", proc.stderr.read() if proc.poll() is not None else line
+        temps = sorted(p.name for p in out.iterdir() if ".tmp-" in p.name)
+        assert temps and all(f"-{proc.pid}-" in t and _files.temp_target(t) == "model.h5" for t in temps), temps
+        if naming == "current":  # no temporary of a temporary
+            assert all(t.startswith(".model.h5.tmp-") and t.count(".tmp-") == 1 for t in temps), temps
+        else:
+            assert any(t.startswith("..model.h5.tmp-") for t in temps), temps
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()  # reaped: its pid no longer exists
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            stream.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "model.h5").exists() and any(".tmp-" in p.name for p in out.iterdir())
+    lines = []
+    results = experiments.run(experiments.load_config(tmp_path / "exp.toml"), progress=False, log=lines.append)
+    assert sorted(p.name for p in out.iterdir() if ".tmp-" in p.name) == []
+    assert any("left by a run that was killed" in line for line in lines)
+    with io.load(out / "model.h5") as f:
+        assert f.representations["train"].to_numpy().shape == (200, 784)
+        assert f.representations["test"].to_numpy().shape == (50, 784) and f.readout is not None
+    assert json.loads((out / "results.json").read_text())["readout_test_accuracy"] == results["readout_test_accuracy"]
 
 
 HOLDER = """
@@ -365,3 +443,57 @@ def test_the_spectrum_plot_marks_the_cliff(tmp_path):
     fig = S.plot_spectrum(eigs, fit=fit, path=tmp_path / "s.png")
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert "fit window 11..300" in labels and "cliff after rank 300" in labels
+
+
+# --- a study's output folder: one line naming it, as the single experiment's ------------------
+
+STUDY = """
+[study]
+name = "s"
+seeds = [0]
+output = "{out}"
+[data]
+dataset = "fashion-mnist"
+[[models]]
+name = "p"
+kind = "pixels"
+"""
+
+
+def _mkdir_denied(self, *args, **kwargs):
+    raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+
+@pytest.mark.parametrize("blocked, reason", [("file", "Not a directory"), ("mkdir", "Permission denied")])
+def test_a_study_into_an_unwritable_output_says_so_in_one_line(tmp_path, monkeypatch, capsys, no_data_load,
+                                                                blocked, reason):
+    from pathlib import Path
+
+    from bioreps.studies.study import run_study
+
+    (tmp_path / "afile").write_text("not a folder")
+    out = tmp_path / "afile" / "out" if blocked == "file" else tmp_path / "new" / "out"
+    if blocked == "mkdir":  # as root, permission bits stop nothing: the refusal itself, as a user gets it
+        monkeypatch.setattr(Path, "mkdir", _mkdir_denied)
+    study = tmp_path / "s.toml"
+    study.write_text(STUDY.format(out=out))
+    with pytest.raises(OutputError, match=rf"^study\.output '{re.escape(str(out))}': cannot write there \({reason}\)$"):
+        run_study(study, log=lambda *a: None)
+    assert cli.main(["run", str(study), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"bioreps run: error: study.output '{out}': cannot write there ({reason})\n"
+
+
+def test_a_study_whose_write_probe_fails_says_so_and_leaves_nothing(tmp_path, monkeypatch, no_data_load):
+    from bioreps.studies.study import run_study
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+    monkeypatch.setattr(_files.tempfile, "mkstemp", read_only)
+    study = tmp_path / "s.toml"
+    study.write_text(STUDY.format(out=tmp_path / "unused"))
+    out = tmp_path / "new" / "out"
+    with pytest.raises(OutputError, match=r"^the study's output folder '.*new/out': cannot write there "
+                                          r"\(cannot write in the folder .*: Read-only file system\)$"):
+        run_study(study, output=out, log=lambda *a: None)
+    assert not (tmp_path / "new").exists() and not (tmp_path / "unused").exists()

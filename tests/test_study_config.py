@@ -157,3 +157,51 @@ def test_what_a_regulariser_needs_of_training_is_checked_before_anything_trains(
     with pytest.raises(ConfigError, match=r"models\[1\] \(mlp\): .*tau"):
         validate_study(with_(lambda r: r["models"][1].update(regularizer={"kind": "spectral", "tau": 0},
                                                               batch_size=21)))
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda r: r["models"][0].update(lr=-1), r"models\[0\]\.lr must be > 0, got -1$"),
+    (lambda r: r["models"][0].update(n_units=0), r"models\[0\]\.n_units must be >= 1, got 0$"),
+    (lambda r: r["models"][0].update(k=50), r"models\[0\]\.k: k=50 is larger than n_units=20$"),
+    (lambda r: r["models"][0].update(epochs=0), r"models\[0\]\.epochs must be >= 1, got 0$"),
+    (lambda r: r["models"][0].update(backend="gpu"), r"models\[0\]\.backend: unknown backend 'gpu'"),
+    (lambda r: r["models"][0]["readout"].update(lr=-1.0), r"models\[0\]\.readout\.lr must be a finite number > 0"),
+    (lambda r: r["models"][0]["readout"].update(batch_size=0), r"models\[0\]\.readout\.batch_size must be >= 1"),
+    (lambda r: r["models"][0]["readout"].update(epochs=0), r"models\[0\]\.readout\.epochs must be >= 1, got 0$"),
+    (lambda r: r["models"][0]["readout"].update(weight_decay=-0.1),
+     r"models\[0\]\.readout\.weight_decay must be a finite number >= 0"),
+    (lambda r: r["models"][1].update(lr=0.0), r"models\[1\]\.lr must be a finite number > 0, got 0\.0$"),
+    (lambda r: r["models"][1].update(epochs=0), r"models\[1\]\.epochs must be >= 1, got 0$"),
+    (lambda r: r["models"][1].update(batch_size=0), r"models\[1\]\.batch_size must be >= 1, got 0$"),
+    (lambda r: r["models"][1].update(sizes=[784, 10]), r"models\[1\]\.sizes needs at least 3 entries"),
+    (lambda r: r["models"][2].update(kind="random-relu", n_units=0), r"models\[2\]\.n_units must be >= 1, got 0$"),
+])
+def test_bad_values_are_refused_before_anything_runs_naming_the_key(change, match):
+    """Values a unit would refuse (the model's own checks, train's, the readout's) are refused
+    by the validation, as a ValueError naming the key."""
+    with pytest.raises(ValueError, match=r"^s\.toml: " + match):
+        validate_study(with_(change), source="s.toml")
+
+
+def test_values_are_checked_without_a_gpu():
+    """A study that asks for CUDA validates anywhere (its units may run on other machines); the
+    unit says whether the backend is usable."""
+    cfg = validate_study(with_(lambda r: r["models"][0].update(backend="cuda")))
+    assert cfg["models"][0]["backend"] == "cuda"
+
+
+def test_run_with_a_bad_value_writes_nothing(tmp_path, monkeypatch, capsys):
+    from bioreps import cli, data
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("data were loaded before the check that should have stopped the run")
+
+    monkeypatch.setattr(data, "load", forbidden)
+    out = tmp_path / "runs" / "s"
+    study = tmp_path / "s.toml"
+    study.write_text(f'[study]\nname = "s"\nseeds = [0]\noutput = "{out}"\n[data]\ndataset = "fashion-mnist"\n'
+                     '[[models]]\nname = "p"\nkind = "pixels"\n'
+                     '[[models]]\nname = "hebb"\nkind = "hebbian-wta"\nn_units = 20\nlr = -1\n')
+    assert cli.main(["run", str(study)]) == 2
+    assert not (tmp_path / "runs").exists()   # no study.json, report, summary or units/
+    assert "models[1].lr must be > 0, got -1" in capsys.readouterr().err

@@ -138,6 +138,12 @@ class BaselineModel(nn.Module):
         #: per-epoch history of the last :func:`~bioreps.baselines.train` call
         self.history_: dict = {}
 
+    def _validate_params(self):
+        """Check the constructor arguments (as :meth:`bioreps.layers.Layer._validate_params`):
+        a baseline's constructor already checked them (it builds its layers from them), so
+        nothing is left to check here."""
+        return None
+
     # -- input ------------------------------------------------------------------------------
     def _as_tensor(self, x) -> torch.Tensor:
         """``x`` as a float32 tensor of shape (batch, n_features) on the model's device."""

@@ -90,7 +90,6 @@ import hashlib
 import importlib
 import json
 import os
-import re
 import socket
 import time
 import urllib.parse
@@ -414,9 +413,8 @@ def _clean(folder, record) -> None:
             path = folder / name
             if folder in path.parents:
                 path.unlink(missing_ok=True)
-    temp = re.compile(r"\.(?P<name>.+)\.tmp-[^-/]+-\d+-[0-9a-f]+(?:\.[A-Za-z0-9]+)?")
     for sub, _dirs, files in os.walk(folder):
-        names = {m["name"] for f in files if (m := temp.fullmatch(f))}
+        names = {t for f in files if (t := _files.temp_target(f)) is not None}
         if names:
             _files.remove_stale_temps(sub, names)
 

@@ -354,8 +354,9 @@ def _remove_folders(folders) -> None:
             break
 
 
-def _make_output(out: Path) -> list[Path]:
-    """Create ``out`` and prove it writable (a probe file); return the folders created."""
+def _make_output(out: Path, what: str = "[experiment] output") -> list[Path]:
+    """Create ``out`` and prove it writable (a probe file); return the folders created. An
+    :class:`OutputError` of one line names ``what`` (the setting) and the folder, and says why."""
     created = _missing_folders(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -365,7 +366,7 @@ def _make_output(out: Path) -> list[Path]:
         reason = str(exc) if isinstance(exc, PermissionError) and not exc.errno else (exc.strerror or str(exc))
         if out.exists() and not out.is_dir():
             reason = "it is a file, not a folder"
-        raise OutputError(f"[experiment] output {str(out)!r}: cannot write there ({reason})") from None
+        raise OutputError(f"{what} {str(out)!r}: cannot write there ({reason})") from None
     return created
 
 

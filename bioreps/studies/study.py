@@ -1,7 +1,7 @@
 """Study files: several local-learning and backprop models over seeds, in one TOML.
 
-A study file has these tables (every key is checked before anything trains; an error names the
-key's path, e.g. ``models[2].regularizer.lam``)::
+A study file has these tables (every key and value is checked before anything is written; an error
+names the key's path, e.g. ``models[2].regularizer.lam``)::
 
     [study]                 name, seeds (list of ints), description, output (default runs/<name>),
                             ensembles (default true: see "Ensembles" below)
@@ -317,8 +317,78 @@ def validate_study(raw: dict, source: str = "<study>") -> dict:
     if dup:
         raise ConfigError(f"{source}: duplicate model names {dup}: each [[models]] needs its own name")
     out["analysis"] = _analysis(raw.get("analysis", {}), source)
+    _check_values(out, source)
     _check_training(out, source)
     return out
+
+
+def _named(path, table, message):
+    """``message`` (a model's or readout's error) prefixed with the key of ``table`` it names
+    first, e.g. ``models[0].lr must be > 0, got -1``; ``path: message`` when it names none."""
+    hits = []
+    for key, value in table.items():
+        if key not in ("name", "kind") and (m := re.search(rf"\b{re.escape(key)}\b", message)):
+            hits.append((m.start(), key, f"{path}.{key}"))
+        for sub in value if isinstance(value, dict) and key not in ("readout", "regularizer", "attacks") else ():
+            if m := re.search(rf"\b{re.escape(sub)}\b", message):
+                hits.append((m.start(), sub, f"{path}.{key}.{sub}"))
+    if not hits:
+        return f"{path}: {message}"
+    _, key, where = min(hits)
+    return f"{where}{message[len(key):]}" if message.startswith(key + " ") else f"{where}: {message}"
+
+
+def _on_cpu(value):
+    """A model's table with every known ``backend`` (in it and in its sub-tables) set to "cpu":
+    checking values needs no GPU, and whether one is usable is the run's question (its units may
+    run on other machines); an unknown backend is kept, for the check to name."""
+    from ..backend import BACKENDS
+
+    if isinstance(value, dict):
+        return {k: "cpu" if k == "backend" and isinstance(v, str) and v.lower() in BACKENDS else _on_cpu(v)
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_on_cpu(v) for v in value)
+    return value
+
+
+def _check_values(cfg, source):
+    """Every model's values, checked as its units will check them but before anything is read
+    or written (a bad value found inside a unit would come after study.json, the report and the
+    units' folders): the model built from its table (on the CPU backend, so that no GPU is
+    needed to check a GPU study) and its ``_validate_params``; a baseline's ``epochs``,
+    ``batch_size`` and ``lr`` as :func:`bioreps.baselines.train` checks them; a layer's
+    ``epochs``; a local-learning model's readout as :class:`bioreps.readout.LinearReadout`
+    checks it. An error names the key, e.g. ``models[0].lr must be > 0, got -1``."""
+    import warnings
+
+    from .._validation import check_float, check_int
+    from ..backend import BackendError, BackendWarning
+    from ..readout import LinearReadout
+    from . import kinds
+
+    for i, m in enumerate(cfg["models"]):
+        path, kind = f"models[{i}]", m["kind"]
+        cls, spec = kinds.get(kind), kinds.params(kind)
+        ctor = {k: v for k, v in m.items() if k in spec}
+        try:
+            if "backend" in spec:
+                ctor.setdefault("backend", "auto")
+            with warnings.catch_warnings():   # "auto" in a nested table: the CPU fallback is no news here
+                warnings.simplefilter("ignore", BackendWarning)
+                kinds.build(kind, _on_cpu(ctor), seed=0, progress=False)._validate_params()
+            if "lr" in m and cls.supervised:   # what bioreps.baselines.train checks
+                check_float(m["lr"], "lr", strict=True)
+            for key in ("epochs", "batch_size") if cls.supervised else ("epochs",):
+                if key in m:
+                    check_int(m[key], key)
+        except (ValueError, TypeError, BackendError) as exc:
+            raise ConfigError(f"{source}: {_named(path, m, str(exc))}") from None
+        if "readout" in m:
+            try:
+                LinearReadout(**m["readout"], progress=False)._validate_params()
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"{source}: {_named(f'{path}.readout', m['readout'], str(exc))}") from None
 
 
 def _check_training(cfg, source):
@@ -1083,13 +1153,17 @@ def run_study(config, *, output=None, workers=None, scheduler=None, threads=None
     on an existing scheduler (``scheduler="tcp://host:port"``). An output folder that holds
     another study's files is refused; one that holds this study's is refused too unless
     ``resume=True``, which skips every finished unit (after verifying its files). ``threads``:
-    compute threads per unit (default: every core in this process; cores // workers on Dask)."""
+    compute threads per unit (default: every core in this process; cores // workers on Dask).
+    Every value is checked before anything is written (:func:`validate_study`); an output folder
+    that cannot be created or written raises :class:`~bioreps.studies.run.OutputError` (one line
+    naming the folder), leaving no folder behind."""
     import json
     import time
 
     from .. import _files
     from .execute import UnitError, config_hash, execute
     from .page import SUMMARY_NAME, write_report
+    from .run import _make_output
 
     if isinstance(config, (str, Path)):
         source = source or str(config)
@@ -1097,8 +1171,7 @@ def run_study(config, *, output=None, workers=None, scheduler=None, threads=None
     else:
         cfg = validate_study(config, source=source or "<study>")
     out = Path(output or cfg["study"]["output"])
-    out.mkdir(parents=True, exist_ok=True)
-    _files.check_writable(out)
+    _make_output(out, "the study's output folder" if output else "study.output")
     lock = _files.FolderLock(out, config=source).acquire()
     try:
         record = out / _STUDY_RECORD
