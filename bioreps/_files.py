@@ -1,5 +1,5 @@
 """Files the package writes: temporary names, atomic replacement, stale temporaries, a write
-probe and the lock of an output folder. One home for these chores (STYLE.md).
+probe and the lock of an output folder. One home for these chores.
 
 Temporary files
 ---------------

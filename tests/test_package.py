@@ -129,6 +129,21 @@ def test_ci_lowest_environment_pins_the_declared_floors():
     assert f"torch=={floors['torch']}.0" in ci
 
 
+def test_ci_runs_the_suite_where_blas_rows_differ_and_from_another_folder():
+    """``.ci/run`` runs the newest environment's suite with OpenBLAS's Haswell kernels, whose
+    float32 products depend on the number of rows multiplied at once (issue 11: tests comparing
+    such results at rtol=1e-6 failed on users' machines, never on CI's), and the lowest
+    environment's from an empty folder outside the repository, failing when anything is written
+    there (issue 16)."""
+    import pathlib
+
+    ci = (pathlib.Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
+    calls = [line.strip() for line in ci.splitlines() if "run_suite " in line and not line.lstrip().startswith(("#", "run_suite()"))]
+    assert any(c.startswith("OPENBLAS_CORETYPE=Haswell run_suite newest ") for c in calls), calls
+    assert any(c.startswith('run_suite lowest .venv-lowest "$away"') for c in calls), calls
+    assert 'cd "$away"' in ci and 'ls -A "$away"' in ci  # runs there, and fails on what it wrote
+
+
 def test_moved_modules_keep_their_old_names_and_warn(tmp_path):
     """The runner moved to bioreps.studies.run and the file-level analyses to
     bioreps.studies.report; the old module names still import (one release) and warn."""

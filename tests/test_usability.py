@@ -326,5 +326,33 @@ def test_model_cards_live_in_the_repository():
             if p.is_file() and p.suffix in (".py", ".md", ".toml"):
                 texts[p] = p.read_text()
     assert [str(p) for p, t in texts.items() if "shared/models" in t] == []
+    # nor other files of the folder beside the clone (the team's style guide)
+    assert [str(p) for p, t in texts.items() if "STYLE.md" in t] == []
     mentioned = {m for t in texts.values() for m in re.findall(r"docs/models/[\w.]+\.md", t)}
     assert mentioned and all((ROOT / m).is_file() for m in mentioned), mentioned
+
+
+# --------------------------------------------------------------------------------------------
+# what the README and the shipped files say of the install and the files they write
+# --------------------------------------------------------------------------------------------
+
+def test_the_cpu_only_command_installs_the_torch_pyproject_allows():
+    """The README's CPU-only command installs PyTorch from its CPU index within pyproject's range
+    (an unpinned ``torch`` there would take a release the project does not accept, and pip would
+    then replace it with the default CUDA build)."""
+    spec = next(d for d in experiments.read_toml(ROOT / "pyproject.toml")["project"]["dependencies"]
+                if re.match(r"torch\b", d))
+    readme = (ROOT / "README.md").read_text()
+    cpu = re.findall(r'pip install (\S+) --index-url https://download\.pytorch\.org/whl/cpu', readme)
+    assert cpu and all(c.strip('"\'') == spec.replace(" ", "") for c in cpu), (cpu, spec)
+
+
+def test_shipped_files_name_only_the_current_schema():
+    """A shipped experiment that says which schema its files have names the one they get."""
+    from bioreps.io import SCHEMA_VERSION
+
+    for p in sorted((ROOT / "experiments").glob("*.toml")):
+        for version in re.findall(r"schema (\d+\.\d+\.\d+)", p.read_text()):
+            assert version == SCHEMA_VERSION, f"{p.name} says schema {version}; files are {SCHEMA_VERSION}"
+    for line in (ROOT / "docs" / "hdf5-schema.md").read_text().splitlines():
+        assert "runs/quickstart/model.h5" not in line, line  # the quickstart writes one file per unit
