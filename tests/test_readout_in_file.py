@@ -166,6 +166,58 @@ def test_frozen_1_2_0_file_reads_its_readout():
                                                                  0.75 + 0.1875 + 0.5], rtol=1e-6)
 
 
+# sha256 of the frozen files as committed (tests/data/make_v1_3_file.py, make_v1_4_file.py): a
+# mismatch means one was regenerated or damaged; they must not change
+FROZEN_SHA256 = {
+    "1.3.0": "ffcddee2930da66e31cfaf18e3e3b4138bab9aa61526f544f340fb787fcd1fa6",
+    "1.4.0": "ef46bb659345a2e5e7fc6bfa027b7a1ab07e0b0274b6568944318f028b0fbda8",
+}
+
+
+@pytest.mark.parametrize("version", ["1.3.0", "1.4.0"])
+def test_frozen_1_3_and_1_4_files_read_their_layers_and_readout(version):
+    """Schema 1.3.0 (written by the bioreps of that schema): representations of a two-layer model
+    with their ``layer``; 1.4.0: the same, its readout with dimension scales."""
+    path = DATA / f"bioreps-schema-{version}.h5"
+    import hashlib
+
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == FROZEN_SHA256[version], f"{path} changed"
+    with io.load(path) as f:
+        assert f.schema_version == version
+        reps = f.representations
+        assert (reps["test.layer0"].layer, reps["test"].layer) == (0, 1)
+        assert reps["test.layer0"].shape == (3, 6) and reps["test"].shape == (3, 4)
+        assert reps["test.layer0"].read()[2, 0] == 3.0 and reps["test"].read()[2, 3] == 3.75
+        np.testing.assert_array_equal(reps["test"].labels, [2, 0, 1])
+        stored = f.readout
+    want = {} if version == "1.3.0" else {"coef": ("class", "unit"), "intercept": ("class",),
+                                          "mean": ("unit",), "scale": ("unit",)}
+    assert stored.dims == want
+    assert sorted(stored.arrays) == ["coef", "intercept", "mean", "scale"]  # the scales are not arrays
+    assert stored.n_classes == 3 and stored.arrays["coef"][1, 1] == 2.0
+
+
+def test_every_schema_version_has_its_frozen_file():
+    major, minor, _ = (int(x) for x in io.SCHEMA_VERSION.split("."))
+    missing = [v for v in (f"{major}.{m}.0" for m in range(minor + 1))
+               if not (DATA / f"bioreps-schema-{v}.h5").is_file()]
+    assert not missing, f"no frozen file in tests/data for schema {missing} (see docs/hdf5-schema.md)"
+
+
+def test_frozen_1_4_0_readout_has_named_dimensions_in_xarray():
+    xr = pytest.importorskip("xarray")
+    pytest.importorskip("h5netcdf")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # no phony_dim warning
+        tree = xr.open_datatree(DATA / "bioreps-schema-1.4.0.h5", engine="h5netcdf")
+        readout = tree["readout"].to_dataset()
+    assert readout["coef"].dims == ("class", "unit") and readout["intercept"].dims == ("class",)
+    assert dict(readout.sizes) == {"class": 3, "unit": 4}
+    tree.close()
+
+
 # ------------------------------------------------------------------------------- runner, study, analyses
 
 def _run_hebbian(tmp_path, name="hebb", epochs=3):
