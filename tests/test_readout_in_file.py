@@ -14,6 +14,8 @@ from bioreps.readout import LinearReadout
 from bioreps.studies import run as experiments
 from bioreps.studies.report import compare_files, file_classifier
 
+from _xarray import open_named_tree
+
 DATA = Path(__file__).resolve().parent / "data"
 
 
@@ -98,10 +100,7 @@ def test_readout_axes_are_named_class_and_unit_in_xarray_and_the_reader(tmp_path
     """/readout carries dimension scales (schema 1.4.0): xarray sees coef as (class, unit), unit
     being the representation's columns, with no phony_dim; the reader skips the scales."""
     import shutil
-    import warnings
 
-    xr = pytest.importorskip("xarray")
-    pytest.importorskip("h5netcdf")
     path = tmp_path / "m.h5"
     arrays = {"coef": np.arange(12).reshape(3, 4), "intercept": np.zeros(3), "mean": np.zeros(4),
               "scale": np.ones(4)}
@@ -113,20 +112,12 @@ def test_readout_axes_are_named_class_and_unit_in_xarray_and_the_reader(tmp_path
     else:
         shutil.copyfile(DATA / "bioreps-schema-1.1.0.h5", path)   # scales everywhere but /readout
         io.add_readout(path, arrays, {"epochs": 1})
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        tree = xr.open_datatree(path, engine="h5netcdf")
-    try:
-        assert not [str(w.message) for w in caught if "phony" in str(w.message)]
-        for node in tree.subtree:
-            assert not [d for d in node.dims if str(d).startswith("phony_dim")], node.path
+    with open_named_tree(path) as tree:
         readout = tree["readout"]
         assert {name: readout[name].dims for name in READOUT_DIMS} == READOUT_DIMS
         assert dict(readout.sizes) == {"class": 3, "unit": 4}
         assert readout.sizes["unit"] == tree["representations/train"].sizes["unit"]
         np.testing.assert_array_equal(readout["coef"].values, arrays["coef"])
-    finally:
-        tree.close()
     with io.load(path) as f:
         assert f.schema_version == io.SCHEMA_VERSION == "1.4.0"
         assert sorted(f.readout.arrays) == sorted(io.READOUT_ARRAYS)   # the scales are not arrays
@@ -190,8 +181,7 @@ def test_frozen_1_3_and_1_4_files_read_their_layers_and_readout(version):
         assert reps["test.layer0"].read()[2, 0] == 3.0 and reps["test"].read()[2, 3] == 3.75
         np.testing.assert_array_equal(reps["test"].labels, [2, 0, 1])
         stored = f.readout
-    want = {} if version == "1.3.0" else {"coef": ("class", "unit"), "intercept": ("class",),
-                                          "mean": ("unit",), "scale": ("unit",)}
+    want = {} if version == "1.3.0" else READOUT_DIMS
     assert stored.dims == want
     assert sorted(stored.arrays) == ["coef", "intercept", "mean", "scale"]  # the scales are not arrays
     assert stored.n_classes == 3 and stored.arrays["coef"][1, 1] == 2.0
@@ -205,17 +195,10 @@ def test_every_schema_version_has_its_frozen_file():
 
 
 def test_frozen_1_4_0_readout_has_named_dimensions_in_xarray():
-    xr = pytest.importorskip("xarray")
-    pytest.importorskip("h5netcdf")
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")   # no phony_dim warning
-        tree = xr.open_datatree(DATA / "bioreps-schema-1.4.0.h5", engine="h5netcdf")
-        readout = tree["readout"].to_dataset()
-    assert readout["coef"].dims == ("class", "unit") and readout["intercept"].dims == ("class",)
-    assert dict(readout.sizes) == {"class": 3, "unit": 4}
-    tree.close()
+    with open_named_tree(DATA / "bioreps-schema-1.4.0.h5") as tree:
+        readout = tree["readout"]
+        assert readout["coef"].dims == ("class", "unit") and readout["intercept"].dims == ("class",)
+        assert dict(readout.sizes) == {"class": 3, "unit": 4}
 
 
 # ------------------------------------------------------------------------------- runner, study, analyses

@@ -187,10 +187,13 @@ def test_a_failed_unit_still_leaves_a_page_listing_what_is_missing(tmp_path, fas
     cfg["analysis"]["attacks"] = {"methods": ["fgsm"], "eps": [0.0, 0.1], "n_images": 30}
     real = kinds.build
 
-    def build(kind, *a, **kw):
-        if kind == "pixels":
-            raise RuntimeError("pixels refused on purpose")
-        return real(kind, *a, **kw)
+    def build(kind, *a, **kw):   # the model builds (the study checks values that way first)
+        model = real(kind, *a, **kw)
+        if kind == "pixels":       # but its training, in its unit, fails
+            def refuse(*args, **kwargs):
+                raise RuntimeError("pixels refused on purpose")
+            model.fit = refuse
+        return model
 
     monkeypatch.setattr(kinds, "build", build)
     with pytest.raises(UnitError, match="pixels refused on purpose"):

@@ -96,7 +96,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from .. import _files
 from .._progress import progress_bar, progress_enabled

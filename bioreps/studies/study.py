@@ -768,15 +768,13 @@ def _ablation(cls, model_path, H, y, X_test, seed):
     first and in a random order (Morcos et al. 2018), on the first test images: a backprop network
     through a hook on its representation, a local-learning model through its stored readout on its
     stored test representation (exactly what the readout sees)."""
-    import numpy as np
-
     from ..analysis import selectivity
 
     n = min(ABLATION_ROWS, len(H))
     result = {"n_images": int(n), "fill": "zero", "curves": {}}
     try:
         if cls.supervised:
-            model, X, args = cls.load(model_path), X_test[:n], {}
+            model, X = cls.load(model_path), X_test[:n]
         else:
             readout = _load_readout(model_path)
             model, X = ((lambda r: r), readout.decision_function), H[:n]
