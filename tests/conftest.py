@@ -1,7 +1,8 @@
 """Shared fixtures. Progress bars are off in tests; CUDA tests use the simulator unless ``-m gpu``.
 
 Hypothesis runs derandomized and without its example database, so a run is repeatable and writes
-nothing into the current folder (no ``.hypothesis/``). Under CI (``CI=true``) a skipped test fails,
+nothing into the current folder (no ``.hypothesis/``). A test that changes torch's thread count and
+does not restore it fails. Under CI (``CI=true``) a skipped test fails,
 naming the skip's reason, unless it is marked ``gpu`` (real-GPU variants): CI installs every
 optional test dependency and the dataset, so a skip there means a check silently did not run.
 """
@@ -67,6 +68,22 @@ def pytest_make_collect_report(collector):
     report = outcome.get_result()
     if IN_CI and report.skipped:
         _fail_skip_in_ci(report, report.nodeid)
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_restored(request):
+    """A test that sets torch's thread count (a process-wide setting) must restore it: every later
+    test would run with it (issue 16). Checked when torch was already imported before the test."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    yield
+    if before is not None and torch.get_num_threads() != before:
+        after = torch.get_num_threads()
+        torch.set_num_threads(before)  # so one leak does not fail every later test
+        pytest.fail(f"{request.node.nodeid} left torch's thread count at {after} (was {before}): "
+                    "restore it (torch.set_num_threads) when the test ends", pytrace=False)
 
 
 def require_fashion_mnist():

@@ -164,3 +164,30 @@ def test_moved_modules_keep_their_old_names_and_warn(tmp_path):
     proc = _run("-c", code, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "bioreps.studies.run" in proc.stdout and "bioreps.studies.report" in proc.stdout
+
+
+def test_ci_run_suite_fails_when_the_suite_writes_into_the_folder_it_ran_from(tmp_path):
+    """``.ci/run``'s ``run_suite`` itself, run with a stand-in environment: from FOLDER it runs
+    pytest there and fails when the suite left anything in it; a suite that writes nothing passes
+    (the text checks above cannot tell whether that check still runs)."""
+    import pathlib
+    import subprocess
+
+    ci = (pathlib.Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
+    start = ci.index("run_suite() {")
+    func = ci[start:ci.index("\n}\n", start) + 3]
+    venv, away = tmp_path / "venv", tmp_path / "away"
+    (venv / "bin").mkdir(parents=True)
+    away.mkdir()
+
+    def run_suite(python_body):
+        (venv / "bin" / "activate").write_text(f"bioreps() {{ :; }}\npython() {{ {python_body}; }}\n")
+        script = f'set -euo pipefail\n{func}\nrun_suite lowest "{venv}" "{away}"\n'
+        return subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+
+    proc = run_suite("touch left-behind")
+    assert proc.returncode != 0, proc
+    assert "wrote into the folder it ran from" in proc.stderr and "left-behind" in proc.stderr, proc.stderr
+    (away / "left-behind").unlink()
+    proc = run_suite("[ \"$(pwd)\" = " + f'"{away}" ]')  # runs pytest from FOLDER, writes nothing
+    assert proc.returncode == 0, proc

@@ -338,6 +338,22 @@ def test_the_cpu_only_command_installs_the_torch_pyproject_allows():
     assert cpu and all(c.strip('"\'') == spec.replace(" ", "") for c in cpu), (cpu, spec)
 
 
+def test_the_test_commands_install_the_reference_implementations():
+    """The README's test command, and both of CI's environments, install
+    tests/requirements-references.txt with --no-deps before pytest runs: without it the
+    comparisons with torchattacks and ckatorch skip, the only checks of our attacks and CKA
+    against independent code (issue 16)."""
+    step = "pip install --no-deps -r tests/requirements-references.txt"
+    readme = (ROOT / "README.md").read_text()
+    commands = [line for line in readme.splitlines() if "python -m pytest" in line and 'pip install -e ".[test]"' in line]
+    assert commands, "README has no command that installs the test extra and runs python -m pytest"
+    for c in commands:
+        assert step in c and c.index(step) < c.index("python -m pytest"), c
+    ci = (ROOT / ".ci" / "run").read_text()
+    make_env = ci[ci.index("make_env() {"):ci.index("\n}\n", ci.index("make_env() {"))]
+    assert re.search(r'"\$venv/bin/python" -m pip install (-q )?--no-deps -r tests/requirements-references\.txt', make_env), make_env
+
+
 def test_shipped_files_name_only_the_current_schema():
     """A shipped experiment that says which schema its files have names the one they get."""
     from bioreps.io import SCHEMA_VERSION
