@@ -99,8 +99,13 @@ def test_export_writes_dims_labels_index_description(tmp_path, kind, description
         assert rep.description == description and rep.dataset == "toy"
         np.testing.assert_array_equal(rep.labels, y)
         np.testing.assert_array_equal(rep.inputs_index, index)
-        # blocks of 4 rows (and, for the spiking layer, row-keyed spikes) equal one call
-        np.testing.assert_array_equal(rep.to_numpy(), layer.transform(X))
+        # the spiking layer's row-keyed spikes (and the pixels) in blocks of 4 rows equal one call;
+        # a float32 GEMM's bits depend on the number of rows in the call (issue 11), so the GEMM
+        # layers' blocks are compared with the same blocks transformed
+        if kind in ("pixels", "spiking-wta"):
+            np.testing.assert_array_equal(rep.to_numpy(), layer.transform(X))
+        else:
+            np.testing.assert_array_equal(rep.to_numpy(), np.vstack([layer.transform(X[:4]), layer.transform(X[4:])]))
         assert not f.representations["train"].has_labels
         assert f.provenance["note"] == 1 and f.provenance["dataset"] == "toy"
         if "weights" in f.model.arrays:

@@ -142,6 +142,11 @@ def test_ci_runs_the_suite_where_blas_rows_differ_and_from_another_folder():
     assert any(c.startswith("OPENBLAS_CORETYPE=Haswell run_suite newest ") for c in calls), calls
     assert any(c.startswith('run_suite lowest .venv-lowest "$away"') for c in calls), calls
     assert 'cd "$away"' in ci and 'ls -A "$away"' in ci  # runs there, and fails on what it wrote
+    # the newest environment is what the README's command resolves: no constraints, no pins
+    # (issue 11: a suite passing only on CI's pins failed on a fresh install); the lowest is pinned
+    envs = [line.strip() for line in ci.splitlines() if line.strip().startswith("make_env ")]
+    assert "make_env .venv" in envs, envs
+    assert "make_env .venv-lowest -c .ci/lowest.txt" in envs, envs
 
 
 def test_moved_modules_keep_their_old_names_and_warn(tmp_path):
