@@ -128,6 +128,52 @@ def test_resume_is_bit_identical(toy, tmp_path, make_reg):
     assert not list(tmp_path.glob(".*tmp*")), "temporary checkpoint files left behind"
 
 
+CONV_BLOCKS = [{"n_channels": 3, "kernel_size": 3, "padding": 1, "pool": ["max", 2, 2, 0]},
+               {"n_channels": 4, "kernel_size": 3}]
+
+
+def _conv_run(X, y, global_seed, **train_kw):
+    """A ConvNet (dropout 0.5) trained with seed 2 after the global torch RNG was set to ``global_seed``."""
+    m = B.ConvNet(CONV_BLOCKS, input_shape=(1, 8, 8), n_classes=3, dropout=0.5, seed=1)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(global_seed)
+        hist = B.train(m, X, y, epochs=train_kw.pop("epochs", 3), batch_size=16, lr=1e-2, seed=2, **train_kw)
+    return m, hist
+
+
+def test_conv_net_training_does_not_depend_on_the_global_torch_rng(tmp_path):
+    """Dropout masks come from the model's generator, reseeded by train: what ran before in the
+    process (here: the global RNG's state) changes nothing, a resumed run ends bit for bit where an
+    uninterrupted one does, and another train seed gives other masks."""
+    rng = np.random.default_rng(0)
+    X, y = rng.random((48, 64)).astype(np.float32), np.arange(48) % 3
+    a, hist_a = _conv_run(X, y, global_seed=1)
+    b, _ = _conv_run(X, y, global_seed=2)
+    assert same(params_of(a), params_of(b))
+    B.train(B.ConvNet(CONV_BLOCKS, input_shape=(1, 8, 8), n_classes=3, dropout=0.5, seed=1),
+            X, y, epochs=1, batch_size=16, lr=1e-2, seed=2, checkpoint=tmp_path / "c.ckpt")
+    resumed, hist = _conv_run(X, y, global_seed=3, checkpoint=tmp_path / "c.ckpt", resume=True)
+    assert same(params_of(resumed), params_of(a)) and hist["loss"] == hist_a["loss"]
+    other = B.ConvNet(CONV_BLOCKS, input_shape=(1, 8, 8), n_classes=3, dropout=0.5, seed=1)
+    B.train(other, X, y, epochs=3, batch_size=16, lr=1e-2, seed=5)
+    assert not same(params_of(other), params_of(a))
+
+
+def test_conv_net_dropout_drops_a_fraction_p_and_rescales_in_training_only():
+    m = B.ConvNet(CONV_BLOCKS, input_shape=(1, 8, 8), n_classes=3, dropout=0.25, seed=1)
+    x = torch.ones(200, 100)
+    m.train()
+    out = m.drop(x)
+    assert set(torch.unique(out).tolist()) == {0.0, torch.tensor(1 / 0.75).item()}
+    assert abs(float((out == 0).float().mean()) - 0.25) < 0.01   # 20,000 draws: sd 0.003
+    m.generator.manual_seed(7)
+    first = m.drop(x)
+    m.generator.manual_seed(7)
+    assert torch.equal(m.drop(x), first) and not torch.equal(m.drop(x), first)
+    m.eval()
+    assert torch.equal(m.drop(x), x)
+
+
 def test_resume_refuses_other_run(toy, tmp_path):
     X, y = toy
     ckpt = tmp_path / "run.ckpt"

@@ -17,7 +17,9 @@ Every model is a :class:`torch.nn.Module` with
 
 Initial weights are drawn from a private :class:`torch.Generator` seeded with ``seed`` (PyTorch's
 default ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` for weights and biases), so the global torch RNG
-is neither used nor disturbed and the same seed gives the same weights.
+is neither used nor disturbed and the same seed gives the same weights. Random draws during
+training (:class:`ConvNet`'s dropout masks, :class:`SpikingMLP`'s input spikes) come from the
+model's own ``generator`` for the same reason.
 """
 
 from __future__ import annotations
@@ -80,6 +82,26 @@ def _check_sizes(sizes, name="sizes"):
 def _global_rng_untouched():
     """Build modules (whose constructors draw from the global torch RNG) without changing it."""
     return torch.random.fork_rng(devices=[])
+
+
+class _SeededDropout(nn.Module):
+    """Inverted dropout whose masks come from ``generator`` (the model's own), not from the global
+    torch RNG, so a seeded training run gives the same model whatever ran before it in the process.
+    The masks are drawn on the generator's device (the CPU) and moved to the activations'."""
+
+    def __init__(self, p: float, generator: torch.Generator):
+        super().__init__()
+        self.p = float(p)
+        self.generator = generator
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.rand(x.shape, generator=self.generator, device=self.generator.device) >= self.p
+        return x * keep.to(device=x.device, dtype=x.dtype) / (1.0 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
 
 
 @torch.no_grad()
@@ -589,7 +611,9 @@ class ConvNet(BaselineModel):
     activation : "relu" or "triangle"
         Each block's activation: ReLU (default), or SoftHebb's triangle with the table's power.
     dropout : float
-        Dropout before the classifier.
+        Dropout before the classifier. Its masks come from the model's own :attr:`generator`
+        (which :func:`bioreps.baselines.train` reseeds from its ``seed``), not from the global
+        torch RNG: a seeded run is reproducible whatever ran before it.
 
     The representation (``transform``) is the last block's pooled output, flattened channel-major
     as :meth:`HebbianNet.transform`; ``block_output(X, i)`` gives block i's. :meth:`export` writes
@@ -642,8 +666,10 @@ class ConvNet(BaselineModel):
                 shapes.append([C, H, W])
             self.blocks = nn.ModuleList(blocks)
             self.flatten = nn.Flatten()
-            self.drop = nn.Dropout(float(dropout))
             self.out = nn.Linear(C * H * W, n_classes)
+        #: the dropout masks' generator (seeded with ``seed``; ``baselines.train`` reseeds it from its own seed)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.drop = _SeededDropout(float(dropout), self.generator)
         self._input_shape = (self._params["input_shape"][0], self._params["input_shape"][1],
                              self._params["input_shape"][2])
         self.n_features = int(np.prod(self._input_shape))
