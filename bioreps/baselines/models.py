@@ -84,26 +84,6 @@ def _global_rng_untouched():
     return torch.random.fork_rng(devices=[])
 
 
-class _SeededDropout(nn.Module):
-    """Inverted dropout whose masks come from ``generator`` (the model's own), not from the global
-    torch RNG, so a seeded training run gives the same model whatever ran before it in the process.
-    The masks are drawn on the generator's device (the CPU) and moved to the activations'."""
-
-    def __init__(self, p: float, generator: torch.Generator):
-        super().__init__()
-        self.p = float(p)
-        self.generator = generator
-
-    def forward(self, x):
-        if not self.training or self.p == 0.0:
-            return x
-        keep = torch.rand(x.shape, generator=self.generator, device=self.generator.device) >= self.p
-        return x * keep.to(device=x.device, dtype=x.dtype) / (1.0 - self.p)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
-
-
 @torch.no_grad()
 def _init_parameters(module: nn.Module, generator: torch.Generator) -> None:
     """PyTorch's default Linear/Conv init, drawn from ``generator`` in module order."""
@@ -669,7 +649,6 @@ class ConvNet(BaselineModel):
             self.out = nn.Linear(C * H * W, n_classes)
         #: the dropout masks' generator (seeded with ``seed``; ``baselines.train`` reseeds it from its own seed)
         self.generator = torch.Generator().manual_seed(seed)
-        self.drop = _SeededDropout(float(dropout), self.generator)
         self._input_shape = (self._params["input_shape"][0], self._params["input_shape"][1],
                              self._params["input_shape"][2])
         self.n_features = int(np.prod(self._input_shape))
@@ -709,6 +688,15 @@ class ConvNet(BaselineModel):
         for block in self.blocks:
             x = block(x)
         return self.flatten(x)
+
+    def drop(self, x):
+        """Inverted dropout before the classifier, in training mode only. The masks come from
+        :attr:`generator` (drawn on its device, the CPU, then moved), not from the global torch RNG."""
+        p = self._params["dropout"]
+        if not self.training or p == 0.0:
+            return x
+        keep = torch.rand(x.shape, generator=self.generator, device=self.generator.device) >= p
+        return x * keep.to(device=x.device, dtype=x.dtype) / (1.0 - p)
 
     def forward(self, x):
         return self.out(self.drop(self._forward_until_representation(self._as_tensor(x))))
