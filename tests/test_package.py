@@ -147,6 +147,14 @@ def test_ci_runs_the_suite_where_blas_rows_differ_and_from_another_folder():
     envs = [line.strip() for line in ci.splitlines() if line.strip().startswith("make_env ")]
     assert "make_env .venv" in envs, envs
     assert "make_env .venv-lowest -c .ci/lowest.txt" in envs, envs
+    # and make_env itself pins nothing beyond the CPU torch: the constraints reach it only as
+    # "$@" from the lowest environment's call
+    body = ci[ci.index("make_env() {"):ci.index("\n}\n", ci.index("make_env() {"))]
+    installs = sorted(line.split("-m pip install", 1)[1].split() for line in body.splitlines()
+                      if "-m pip install" in line)
+    assert installs == sorted([["-q", "--upgrade", "pip"], ["-q", "torch==2.13.0"],
+                               ["-q", '"$@"', "-e", '".[test]"'],
+                               ["-q", "--no-deps", "-r", "tests/requirements-references.txt"]]), installs
 
 
 def test_moved_modules_keep_their_old_names_and_warn(tmp_path):
