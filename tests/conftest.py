@@ -86,6 +86,22 @@ def _torch_threads_restored(request):
                     "restore it (torch.set_num_threads) when the test ends", pytrace=False)
 
 
+@pytest.fixture(autouse=True)
+def _nothing_written_into_the_current_folder(request):
+    """A test writes under its ``tmp_path``, never into the folder pytest runs from (issue 16:
+    an export to a relative path left a file in the current folder, and the README's command runs
+    from the repository root). Names new at the top of that folder fail the test, naming them."""
+    import os
+
+    here = os.getcwd()
+    before = set(os.listdir(here))
+    yield
+    new = sorted(set(os.listdir(here)) - before - {".pytest_cache", "__pycache__"})
+    if new:
+        pytest.fail(f"{request.node.nodeid} wrote {new} into the folder pytest runs from ({here}): "
+                    "write under tmp_path instead", pytrace=False)
+
+
 def require_fashion_mnist():
     """Skip when Fashion-MNIST is absent locally, but fail in CI (which installs it)."""
     from bioreps import data

@@ -79,21 +79,37 @@ def seeded_global_torch_rng():
 
 
 # ------------------------------------------------------------------ agreement with torchattacks
+def _same_points(ours, theirs, atol=1e-6, flips=1e-3):
+    """Two runs of a deterministic attack give the same adversarial images. A gradient component
+    within float32 rounding of zero may take the other sign under another BLAS and move its pixel
+    by a step, so up to a fraction ``flips`` of the pixels may differ by more than ``atol`` (here:
+    none). Comparing accuracies alone let a 20% smaller PGD step pass (0.004 apart)."""
+    ours = np.asarray(ours, np.float32).reshape(-1)
+    theirs = np.asarray(theirs.detach().numpy() if hasattr(theirs, "detach") else theirs, np.float32).reshape(-1)
+    assert ours.shape == theirs.shape
+    off = np.abs(ours - theirs) > atol
+    assert off.mean() <= flips, f"{off.mean():.2%} of pixels differ by more than {atol} (max {np.abs(ours - theirs).max():.3g})"
+
+
 @pytest.mark.parametrize("eps", [0.05, 0.1])
 def test_fgsm_and_pgd_agree_with_torchattacks(fmnist, eps, seeded_global_torch_rng):
     torchattacks = pytest.importorskip("torchattacks")
     model, X, y, _ = fmnist
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
-    ours = R.accuracy(model, R.fgsm(model, X, y, eps), y)
-    theirs = R.accuracy(model, torchattacks.FGSM(model, eps=eps)(Xt, yt), y)
-    assert abs(ours - theirs) <= 0.01
+    ours_adv, theirs_adv = R.fgsm(model, X, y, eps), torchattacks.FGSM(model, eps=eps)(Xt, yt)
+    _same_points(ours_adv, theirs_adv)     # deterministic: the same adversarial images
+    assert abs(R.accuracy(model, ours_adv, y) - R.accuracy(model, theirs_adv, y)) <= 0.01
     steps, alpha = 10, 2.5 * eps / 10
     for random_start in (False, True):
         # torchattacks returns the last iterate: so does keep_best=False
         last = R.accuracy(model, R.pgd(model, X, y, eps, steps=steps, step_size=alpha, random_start=random_start,
                                        seed=0, keep_best=False), y)
         atk = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
-        theirs = R.accuracy(model, atk(Xt, yt), y)
+        theirs_adv = atk(Xt, yt)
+        if not random_start:               # deterministic: the same iterates, not only the same accuracy
+            _same_points(R.pgd(model, X, y, eps, steps=steps, step_size=alpha, random_start=False,
+                               keep_best=False), theirs_adv)
+        theirs = R.accuracy(model, theirs_adv, y)
         assert abs(last - theirs) <= 0.01, (random_start, last, theirs)
         # the default keeps each sample's strongest point of the same run: never weaker
         best = R.accuracy(model, R.pgd(model, X, y, eps, steps=steps, step_size=alpha, random_start=random_start,
@@ -108,10 +124,11 @@ def test_pgd_l2_agrees_with_torchattacks_without_random_start(fmnist):
     model, X, y, _ = fmnist
     X4 = torch.from_numpy(X[:300]).reshape(-1, 1, 28, 28)  # torchattacks' PGDL2 needs 4-d input
     yt = torch.from_numpy(y[:300])
-    ours = R.accuracy(model, R.pgd(model, X4, yt, 1.0, norm="l2", steps=10, random_start=False, keep_best=False), yt)
+    ours_adv = R.pgd(model, X4, yt, 1.0, norm="l2", steps=10, random_start=False, keep_best=False)
     atk = torchattacks.PGDL2(model, eps=1.0, alpha=0.25, steps=10, random_start=False)
-    theirs = R.accuracy(model, atk(X4, yt), yt)
-    assert abs(ours - theirs) <= 0.01
+    theirs_adv = atk(X4, yt)
+    _same_points(ours_adv, theirs_adv, atol=1e-5)   # L2 steps divide by the norm: float32 rounding only
+    assert abs(R.accuracy(model, ours_adv, yt) - R.accuracy(model, theirs_adv, yt)) <= 0.01
 
 
 # ------------------------------------------------------------------ constraints
