@@ -151,7 +151,8 @@ def test_compare_with_robustness_attacks_the_files_models(tmp_path, capsys, fash
     io.save(tmp_path / "pix.h5", model_kind="pixels",
             representations={"test": {"activations": Xt[:200], "labels": yt[:200]}})
     files = [str(tmp_path / n) for n in ("mlp0.h5", "mlp1.h5", "pix.h5")]
-    assert main(["compare", *files, "--robustness", "--eps", "0.1", "--n-attack", "100", "--no-plots"]) == 0
+    assert main(["compare", *files, "--robustness", "--eps", "0.1", "--n-attack", "100", "--no-plots",
+                 "--threads", "1"]) == 0  # the command sets its own count (default: all cores)
     out = capsys.readouterr().out
     assert "transfer" in out and "skipped" in out
     rob = json.loads((tmp_path / "compare.json").read_text())["robustness"]
