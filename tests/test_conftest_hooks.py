@@ -211,7 +211,7 @@ def test_a_test_that_writes_into_the_current_folder_fails(pytester):
 
 
 @pytest.mark.slow  # imports numba-cuda's real target in a subprocess
-def test_a_moved_numba_cuda_api_skips_the_real_target_check():
+def test_a_moved_numba_cuda_api_skips_the_real_target_check(monkeypatch):
     """tests/_cudasim.typecheck turns numba-cuda's moved internals into a skip, which
     tests/conftest.py fails under CI (test_skips_fail_under_ci_unless_marked_gpu): without the
     skip a moved API would pass silently. Here the private compiler entry point is renamed."""
@@ -219,10 +219,6 @@ def test_a_moved_numba_cuda_api_skips_the_real_target_check():
 
     head = _cudasim._TYPECHECK_HEAD.replace("import _compile_pyfunc_with_fixup", "import _compile_pyfunc_moved_away")
     assert head != _cudasim._TYPECHECK_HEAD
-    saved = _cudasim._TYPECHECK_HEAD
-    _cudasim._TYPECHECK_HEAD = head
-    try:
-        with pytest.raises(pytest.skip.Exception, match="numba-cuda internals changed.*_compile_pyfunc_moved_away"):
-            _cudasim.typecheck("kernels = []\n")
-    finally:
-        _cudasim._TYPECHECK_HEAD = saved
+    monkeypatch.setattr(_cudasim, "_TYPECHECK_HEAD", head)
+    with pytest.raises(pytest.skip.Exception, match="numba-cuda internals changed.*_compile_pyfunc_moved_away"):
+        _cudasim.typecheck("kernels = []\n")

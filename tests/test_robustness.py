@@ -102,14 +102,12 @@ def test_fgsm_and_pgd_agree_with_torchattacks(fmnist, eps, seeded_global_torch_r
     steps, alpha = 10, 2.5 * eps / 10
     for random_start in (False, True):
         # torchattacks returns the last iterate: so does keep_best=False
-        last = R.accuracy(model, R.pgd(model, X, y, eps, steps=steps, step_size=alpha, random_start=random_start,
-                                       seed=0, keep_best=False), y)
-        atk = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
-        theirs_adv = atk(Xt, yt)
+        ours_adv = R.pgd(model, X, y, eps, steps=steps, step_size=alpha, random_start=random_start, seed=0,
+                         keep_best=False)
+        theirs_adv = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start)(Xt, yt)
         if not random_start:               # deterministic: the same iterates, not only the same accuracy
-            _same_points(R.pgd(model, X, y, eps, steps=steps, step_size=alpha, random_start=False,
-                               keep_best=False), theirs_adv)
-        theirs = R.accuracy(model, theirs_adv, y)
+            _same_points(ours_adv, theirs_adv)
+        last, theirs = R.accuracy(model, ours_adv, y), R.accuracy(model, theirs_adv, y)
         assert abs(last - theirs) <= 0.01, (random_start, last, theirs)
         # the default keeps each sample's strongest point of the same run: never weaker
         best = R.accuracy(model, R.pgd(model, X, y, eps, steps=steps, step_size=alpha, random_start=random_start,
